@@ -1,0 +1,1 @@
+"""Shared plumbing for Lyceum services: settings, errors, logging, metrics and gRPC helpers."""

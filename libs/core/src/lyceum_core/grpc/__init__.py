@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by Lyceum's gRPC services and their clients."""

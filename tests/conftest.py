@@ -1,0 +1,3 @@
+"""Test-suite root: fixtures live in tests/fixtures/<area>.py, one module per area, loaded here."""
+
+pytest_plugins = ["fixtures.database", "fixtures.predictor", "fixtures.gateway"]
