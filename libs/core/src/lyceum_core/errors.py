@@ -113,8 +113,18 @@ class Internal(LyceumError):
 ERROR_TYPES: dict[Code, type[LyceumError]] = {
     cls.code: cls
     for cls in (
-        InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, Aborted, ResourceExhausted,
-        Unauthenticated, PermissionDenied, Unavailable, DeadlineExceeded, Unimplemented, Internal,
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        Aborted,
+        ResourceExhausted,
+        Unauthenticated,
+        PermissionDenied,
+        Unavailable,
+        DeadlineExceeded,
+        Unimplemented,
+        Internal,
     )
 }
 

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Lyceum's models: the Developmental Foundation Model (dfm/), checkpoints and shared ML utilities."""

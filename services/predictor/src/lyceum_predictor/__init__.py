@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Lyceum's predictor: the DFM served over gRPC with a per-learner KV cache over durable histories."""

@@ -1,0 +1,58 @@
+# Lyceum developer commands. `make run` and `make test` set everything up on their own.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PACKAGES := libs/api libs/core libs/db libs/ml services/gateway services/predictor
+STAMP := $(VENV)/.installed-$(shell cat requirements/constraints.txt $(addsuffix /pyproject.toml,$(PACKAGES)) requirements/dev.txt | sha1sum | cut -c1-12)
+PREDICTORS ?= 1
+
+.PHONY: help setup protos protos-check lint format migrate-check test test-fast run demo-model bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv and install every package (editable) with pinned versions
+
+$(STAMP):
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -c requirements/constraints.txt $(addprefix -e ,$(PACKAGES)) -r requirements/dev.txt
+	@rm -f $(VENV)/.installed-*; touch $@
+
+protos: setup  ## regenerate libs/api from protos/
+	$(PY) scripts/gen_protos.py
+
+protos-check: protos  ## fail if the committed generated code differs from a fresh generation
+	@git diff --exit-code --stat -- libs/api || (echo "generated code is stale: run 'make protos' and commit" && exit 1)
+	@test -z "$$(git status --porcelain -- libs/api)" || (git status --porcelain -- libs/api; echo "untracked generated files" && exit 1)
+
+lint: setup  ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup  ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+migrate-check: setup  ## alembic check: migrations upgrade cleanly and match the models
+	@tmp=$$(mktemp -d); $(PY) -m lyceum_db upgrade --url sqlite:///$$tmp/check.db && $(PY) -m lyceum_db check --url sqlite:///$$tmp/check.db; rc=$$?; rm -rf $$tmp; exit $$rc
+
+test: protos-check lint migrate-check  ## everything CI runs: generated-code drift, lint, alembic check, the test suite
+	$(PY) -m pytest -q
+
+test-fast: setup  ## the test suite alone
+	$(PY) -m pytest -q -x
+
+demo-model: setup  ## (re)train the demo DFM into var/models/dfm-demo
+	$(PY) -m lyceum_ml.dfm.demo --out var/models/dfm-demo
+
+run: setup  ## run gateway + $(PREDICTORS) predictor(s) on embedded defaults (SQLite, demo model)
+	PREDICTORS=$(PREDICTORS) $(PY) scripts/run_local.py
+
+bench: setup  ## run the benchmarks under bench/
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:  ## remove the virtualenv, caches and local state (var/)
+	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

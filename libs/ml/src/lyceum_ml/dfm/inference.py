@@ -1,0 +1,91 @@
+"""The DFM's serving operations over KV caches: prefill, predict, extend and forecast.
+
+Pure functions of (model, cache, inputs): no storage, no transport. Callers decide when a cache may change;
+`predict` and `forecast` never change it, `extend` returns the new keys/values for the caller to append.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+from torch import Tensor
+
+from lyceum_ml.dfm.cache import KVCache
+from lyceum_ml.dfm.model import DFM
+
+
+class Feedback(Enum):
+    EXPECTED = "expected"  # feed the predicted probability back as the outcome
+    SAMPLE = "sample"  # feed back a Bernoulli(p) draw from a seeded generator
+
+
+@torch.no_grad()
+def prefill(model: DFM, task_idx: Tensor, outcomes: Tensor, *, chunk: int = 128) -> KVCache:
+    """A new cache holding BOS + the N events (task_idx, outcomes: (N,)) in one forward pass."""
+    x = torch.cat([model.embed_bos(1), model.embed_events(task_idx[None], outcomes[None])], dim=1)
+    positions = torch.arange(x.shape[1], device=model.device)
+    _, new_kv = model.decode(x, positions, None, [])
+    cache = model.new_cache(chunk=chunk)
+    cache.append(new_kv)
+    return cache
+
+
+@torch.no_grad()
+def predict(model: DFM, cache: KVCache, task_idx: Tensor) -> Tensor:
+    """P(success) for each of k candidate tasks (k,), each conditioned only on the cached history: all k
+    tokens sit at the next position and see the cache and themselves, never each other."""
+    k = task_idx.shape[0]
+    x = model.embed_tasks(task_idx)[None]  # (1, k, d)
+    positions = torch.full((k,), cache.length, device=model.device)
+    mask = torch.eye(k, dtype=torch.bool, device=model.device)
+    h, _ = model.decode(x, positions, mask, [cache])
+    return torch.sigmoid(model.logits(h[0]))
+
+
+@torch.no_grad()
+def extend(
+    model: DFM, cache: KVCache, task_idx: Tensor, outcomes: Tensor
+) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    """Runs N new events after the cache. Returns the prior P(success) of each event's task and the new
+    keys/values; the cache itself is untouched until the caller appends them."""
+    x = model.embed_events(task_idx[None], outcomes[None])  # (1, 2N, d)
+    positions = torch.arange(cache.length, cache.length + x.shape[1], device=model.device)
+    h, new_kv = model.decode(x, positions, None, [cache])
+    return torch.sigmoid(model.logits(h[0, 0::2])), new_kv
+
+
+@torch.no_grad()
+def forecast(
+    model: DFM,
+    cache: KVCache,
+    task_idx: Tensor,
+    feedback: Feedback = Feedback.EXPECTED,
+    seed: int = 0,
+) -> Tensor:
+    """Rolls S task sequences (S, L) forward from the cached state; returns (S, L) probabilities.
+
+    The learner's cache is shared read-only by all S rows (never copied); each row's roll-out lives in a
+    small (S, 2L) side cache. Step j feeds [outcome_{j-1}, task_j] and reads task_j's prediction.
+    """
+    S, L = task_idx.shape
+    out = torch.empty(S, L, device=model.device)
+    if S == 0 or L == 0:
+        return out
+    rollout = model.new_cache(batch=S, capacity=2 * L)
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    x = model.embed_tasks(task_idx[:, :1])  # (S, 1, d)
+    for j in range(L):
+        start = cache.length + rollout.length
+        positions = torch.arange(start, start + x.shape[1], device=model.device)
+        h, new_kv = model.decode(x, positions, None, [cache, rollout])
+        p = torch.sigmoid(model.logits(h[:, -1]))  # (S,)
+        out[:, j] = p
+        if j == L - 1:
+            break
+        rollout.append(new_kv)
+        fed = p if feedback is Feedback.EXPECTED else torch.bernoulli(p, generator=generator)
+        x = torch.stack(
+            [model.embed_outcomes(fed), model.embed_tasks(task_idx[:, j + 1])], dim=1
+        )  # (S, 2, d)
+    return out

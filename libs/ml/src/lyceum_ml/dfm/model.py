@@ -1,0 +1,270 @@
+"""The Developmental Foundation Model: a decoder over interleaved (task, outcome) tokens that predicts the
+outcome of each task from the learner's history before it.
+
+Sequence: [BOS_task, BOS_outcome, task_0, outcome_0, task_1, outcome_1, ...]. The logit for event i is read
+at task_i's position, so P(success on task | history) costs one token on top of the cached history.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lyceum_ml.dfm.cache import KVCache
+from lyceum_ml.dfm.config import DFMConfig
+
+TASK, OUTCOME = 0, 1  # token types
+
+
+def rotary_tables(head_dim: int, max_len: int, base: float) -> tuple[Tensor, Tensor]:
+    """cos, sin of shape (max_len, head_dim // 2)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x: (B, H, n, hd); cos/sin: (n, hd/2) for the tokens' positions."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class Attention(nn.Module):
+    """Grouped-query self-attention with QK-norm and rotary positions, able to attend over cached segments."""
+
+    def __init__(self, cfg: DFMConfig) -> None:
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_head * cfg.head_dim, bias=False)
+        self.kv_proj = nn.Linear(cfg.d_model, 2 * cfg.n_kv_head * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=False)
+        self.q_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps)
+        self.k_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps)
+
+    def qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, n, _ = x.shape
+        q = self.q_proj(x).view(B, n, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, n, hd)
+        k, v = self.kv_proj(x).view(B, n, 2, self.n_kv_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v  # k, v: (B, Hkv, n, hd)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """Training / full-sequence path: causal attention over x alone."""
+        q, k, v = self.qkv(x, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv_head != self.n_head)
+        return self.o_proj(y.transpose(1, 2).flatten(2))
+
+    def decode(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, past: Sequence[tuple[Tensor, Tensor]]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Incremental path: x's tokens attend to every cached token in `past` and to each other under `mask`.
+
+        past: (k, v) segments of shape (1 or B, Hkv, T_s, hd); a batch-1 segment is shared by all B rows
+        without being copied (the query batch is folded into rows instead). mask: (n, n), True = may attend;
+        None = causal. Returns the output and this call's (k, v) for the caller to append to a cache.
+        """
+        B, n, _ = x.shape
+        q, k, v = self.qkv(x, cos, sin)
+        segments = [(pk, pv) for pk, pv in past if pk.shape[2] > 0]
+        if not segments and mask is None:  # prefill: plain causal attention (flash/fused kernels apply)
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, enable_gqa=self.n_kv_head != self.n_head
+            )
+            return self.o_proj(y.transpose(1, 2).flatten(2)), (k, v)
+        if mask is None:
+            mask = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+        g = self.n_head // self.n_kv_head
+        q = q.view(B, self.n_kv_head, g * n, self.head_dim) / math.sqrt(self.head_dim)  # rows: (group, token)
+
+        scores = [self._scores(q, pk) for pk, _ in segments]
+        own = (q @ k.transpose(-1, -2)).view(B, self.n_kv_head, g, n, n)  # (B, Hkv, g, n, n)
+        own = own.masked_fill(~mask, float("-inf")).view(B, self.n_kv_head, g * n, n)
+        probs = torch.cat([*scores, own], dim=-1).float().softmax(dim=-1).to(q.dtype)
+
+        y = probs[..., -n:] @ v  # (B, Hkv, g*n, hd)
+        offset = 0
+        for (_, pv), s in zip(segments, scores, strict=True):
+            y = y + self._weighted(probs[..., offset : offset + s.shape[-1]], pv)
+            offset += s.shape[-1]
+        y = y.view(B, self.n_head, n, self.head_dim).transpose(1, 2).flatten(2)
+        return self.o_proj(y), (k, v)
+
+    @staticmethod
+    def _scores(q: Tensor, pk: Tensor) -> Tensor:
+        """q: (B, Hkv, r, hd) against keys (1 or B, Hkv, T, hd) -> (B, Hkv, r, T)."""
+        B, Hkv, r, hd = q.shape
+        if pk.shape[0] == B:
+            return q @ pk.transpose(-1, -2)
+        folded = q.transpose(0, 1).reshape(Hkv, B * r, hd)  # (Hkv, B*r, hd): one matmul, keys not expanded
+        return (folded @ pk[0].transpose(-1, -2)).view(Hkv, B, r, -1).transpose(0, 1)
+
+    @staticmethod
+    def _weighted(p: Tensor, pv: Tensor) -> Tensor:
+        """p: (B, Hkv, r, T) weights over values (1 or B, Hkv, T, hd) -> (B, Hkv, r, hd)."""
+        B, Hkv, r, T = p.shape
+        if pv.shape[0] == B:
+            return p @ pv
+        folded = p.transpose(0, 1).reshape(Hkv, B * r, T)
+        return (folded @ pv[0]).view(Hkv, B, r, -1).transpose(0, 1)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: DFMConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=False)
+        self.down = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.relu(self.up(x)).square())  # ReLU²
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, cfg: DFMConfig) -> None:
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
+
+    def decode(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, past: Sequence[tuple[Tensor, Tensor]]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        a, kv = self.attn.decode(self.attn_norm(x), cos, sin, mask, past)
+        x = x + a
+        return x + self.mlp(self.mlp_norm(x)), kv
+
+
+class TaskEncoder(nn.Module):
+    """Task id -> d_model vector: a learned table, or fixed task vectors (e.g. text embeddings) via an MLP."""
+
+    def __init__(self, cfg: DFMConfig) -> None:
+        super().__init__()
+        self.kind = cfg.task_encoder
+        if self.kind == "table":
+            self.table = nn.Embedding(cfg.n_tasks, cfg.d_model)
+        else:
+            self.register_buffer("vectors", torch.zeros(cfg.n_tasks, cfg.task_vector_dim))
+            self.mlp = nn.Sequential(
+                nn.Linear(cfg.task_vector_dim, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.d_model)
+            )
+
+    def forward(self, task_idx: Tensor) -> Tensor:
+        if self.kind == "table":
+            return self.table(task_idx)
+        return self.mlp(self.vectors[task_idx].to(self.mlp[0].weight.dtype))
+
+
+class DFM(nn.Module):
+    def __init__(self, cfg: DFMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.task_encoder = TaskEncoder(cfg)
+        self.outcome_proj = nn.Linear(1, cfg.d_model)
+        self.type_emb = nn.Embedding(2, cfg.d_model)
+        self.bos = nn.Parameter(torch.zeros(2, cfg.d_model))  # the learned BOS (task, outcome) pair
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.head = nn.Linear(cfg.d_model, 1)
+        cos, sin = rotary_tables(cfg.head_dim, cfg.max_len, cfg.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if p.dim() < 2 or "norm" in name:
+                continue
+            scale = (
+                1 / math.sqrt(2 * self.cfg.n_layer) if name.endswith(("o_proj.weight", "down.weight")) else 1
+            )
+            nn.init.normal_(p, std=std * scale)
+        nn.init.normal_(self.bos, std=std)
+        nn.init.zeros_(self.head.bias)
+        nn.init.zeros_(self.outcome_proj.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.bos.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.bos.dtype
+
+    # --- embeddings -------------------------------------------------------------------------------
+    def embed_tasks(self, task_idx: Tensor) -> Tensor:
+        """(...,) long -> (..., d)."""
+        return self.task_encoder(task_idx) + self.type_emb.weight[TASK]
+
+    def embed_outcomes(self, outcomes: Tensor) -> Tensor:
+        """(...,) in [0, 1] -> (..., d)."""
+        return self.outcome_proj(outcomes.to(self.dtype).unsqueeze(-1)) + self.type_emb.weight[OUTCOME]
+
+    def embed_bos(self, batch: int = 1) -> Tensor:
+        """(B, 2, d)."""
+        bos = self.bos + self.type_emb.weight  # row 0 typed TASK, row 1 typed OUTCOME
+        return bos.unsqueeze(0).expand(batch, -1, -1)
+
+    def embed_events(self, task_idx: Tensor, outcomes: Tensor) -> Tensor:
+        """(B, N) tasks and outcomes -> interleaved (B, 2N, d): task_0, outcome_0, task_1, ..."""
+        B, N = task_idx.shape
+        pair = torch.stack([self.embed_tasks(task_idx), self.embed_outcomes(outcomes)], dim=2)  # (B, N, 2, d)
+        return pair.view(B, 2 * N, self.cfg.d_model)
+
+    def logits(self, h: Tensor) -> Tensor:
+        """Hidden states at task positions -> soft-capped logits (fp32)."""
+        x = self.head(self.norm(h)).squeeze(-1).float()
+        return self.cfg.softcap * torch.tanh(x / self.cfg.softcap)
+
+    # --- full-sequence path (training, evaluation) ------------------------------------------------
+    def forward(self, task_idx: Tensor, outcomes: Tensor) -> Tensor:
+        """(B, N) events (right-padded is fine: attention is causal) -> (B, N) logits for each event."""
+        x = torch.cat([self.embed_bos(task_idx.shape[0]), self.embed_events(task_idx, outcomes)], dim=1)
+        n = x.shape[1]
+        if n > self.cfg.max_len:
+            raise ValueError(f"sequence of {n} tokens exceeds max_len={self.cfg.max_len}")
+        cos, sin = self.rope_cos[:n], self.rope_sin[:n]
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        return self.logits(x[:, 2::2])  # task positions 2, 4, ...
+
+    # --- incremental path (serving) ---------------------------------------------------------------
+    def decode(
+        self, x: Tensor, positions: Tensor, mask: Tensor | None, past: Sequence[KVCache]
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """Runs new tokens x (B, n, d) at `positions` (n,) against cached segments (mask None = causal);
+        returns hidden states and each layer's new (k, v). Nothing is written to the caches: the caller
+        appends when it commits."""
+        cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+        new_kv = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block.decode(x, cos, sin, mask, [c.layer(i) for c in past])
+            new_kv.append(kv)
+        return x, new_kv
+
+    def new_cache(self, *, batch: int = 1, capacity: int = 0, chunk: int = 128) -> KVCache:
+        cfg = self.cfg
+        return KVCache(
+            cfg.n_layer,
+            cfg.n_kv_head,
+            cfg.head_dim,
+            batch=batch,
+            capacity=capacity,
+            chunk=chunk,
+            dtype=self.dtype,
+            device=self.device,
+        )
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

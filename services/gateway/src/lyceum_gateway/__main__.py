@@ -1,0 +1,22 @@
+"""Entrypoint (`lyceum-gateway`): builds the settings once, sets up logging, serves the app with uvicorn."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from lyceum_core.logging import setup_logging
+from lyceum_gateway.config import Settings
+from lyceum_gateway.main import create_app
+
+
+def main() -> None:
+    """Serves until SIGTERM/SIGINT; uvicorn drains in-flight requests, then the lifespan closes channels."""
+    settings = Settings()
+    setup_logging(settings.log_level, settings.log_json)
+    app = create_app(settings)
+    # log_config=None keeps the root logger set up above (uvicorn would install its own handlers).
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, proxy_headers=True)
+
+
+if __name__ == "__main__":
+    main()

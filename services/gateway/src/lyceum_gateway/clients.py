@@ -1,0 +1,282 @@
+"""The gateway's view of a predictor: a small `Predictor` Protocol over plain dataclasses, and
+`GrpcPredictor`, its implementation over a grpc.aio channel. Protos stop here."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Protocol, Self, TypeVar
+
+import grpc
+from google.protobuf import timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lyceum_api.predictor.v1 import predictor_pb2 as pb
+from lyceum_api.predictor.v1 import predictor_pb2_grpc as pb_grpc
+from lyceum_core.errors import Code, LyceumError
+from lyceum_core.grpc.errors import from_rpc_error
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PredictorService"].full_name
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the predictor's default receive/send limit
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One observed interaction: the learner attempted `task` and scored `outcome` in [0, 1]."""
+
+    task: str
+    outcome: float
+
+
+@dataclass(frozen=True, slots=True)
+class Learner:
+    learner_id: str
+    history_len: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Predictions:
+    """`probabilities[i]` is P(success on `tasks[i]`) given the first `history_len` events."""
+
+    learner_id: str
+    history_len: int
+    probabilities: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    learner: Learner
+    prior_probabilities: list[float]
+
+
+class Feedback(enum.StrEnum):
+    """How a forecast feeds its own predictions back as outcomes."""
+
+    EXPECTED = "expected"
+    SAMPLE = "sample"
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    learner_id: str
+    predictions: list[list[float]]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    version: str
+    n_layer: int
+    n_head: int
+    n_kv_head: int
+    d_model: int
+    n_tasks: int
+    task_encoder: str
+    max_history_len: int
+    dtype: str
+    device: str
+    n_parameters: int
+    resident_learners: int
+
+
+class Predictor(Protocol):
+    """What the gateway needs from one predictor replica. Every failure is a `LyceumError`."""
+
+    async def register_learner(self, learner_id: str, history: Sequence[Event] = ()) -> Learner: ...
+
+    async def get_learner(self, learner_id: str) -> Learner: ...
+
+    async def predict(self, learner_id: str, tasks: Sequence[str]) -> Predictions: ...
+
+    async def append_events(
+        self, learner_id: str, events: Sequence[Event], expected_history_len: int | None = None
+    ) -> AppendResult: ...
+
+    async def forecast(
+        self,
+        learner_id: str,
+        task_sequences: Sequence[Sequence[str]],
+        feedback: Feedback = Feedback.EXPECTED,
+        seed: int | None = None,
+    ) -> Forecast: ...
+
+    async def delete_learner(self, learner_id: str) -> None: ...
+
+    async def list_tasks(self) -> list[str]: ...
+
+    async def get_model_info(self) -> ModelInfo: ...
+
+    async def health(self) -> bool:
+        """True when the replica reports SERVING; never raises."""
+        ...
+
+
+_FEEDBACK_PB = {Feedback.EXPECTED: pb.FEEDBACK_MODE_EXPECTED, Feedback.SAMPLE: pb.FEEDBACK_MODE_SAMPLE}
+
+
+def _time(ts: timestamp_pb2.Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _learner(msg: pb.Learner) -> Learner:
+    return Learner(
+        learner_id=msg.learner_id,
+        history_len=msg.history_len,
+        created_at=_time(msg.created_at),
+        updated_at=_time(msg.updated_at),
+    )
+
+
+def _events(events: Sequence[Event]) -> list[pb.Event]:
+    return [pb.Event(task=e.task, outcome=e.outcome) for e in events]
+
+
+class GrpcPredictor:
+    """A `Predictor` over one grpc.aio channel; an async context manager that owns the channel."""
+
+    def __init__(self, address: str, *, timeout_s: float, health_timeout_s: float = 2.0) -> None:
+        self.address = address
+        self._timeout_s = timeout_s
+        self._health_timeout_s = min(health_timeout_s, timeout_s)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.PredictorServiceStub | None = None
+        self._health: health_pb2_grpc.HealthStub | None = None
+
+    async def __aenter__(self) -> Self:
+        self._channel = grpc.aio.insecure_channel(
+            self.address,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._stub = pb_grpc.PredictorServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = self._stub = self._health = None
+
+    @property
+    def stub(self) -> pb_grpc.PredictorServiceStub:
+        if self._stub is None:
+            raise RuntimeError(f"predictor client for {self.address} is not open")
+        return self._stub
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        """Awaits one RPC, converting a failed call into the domain error it carries (once, here)."""
+        try:
+            return await call
+        except grpc.RpcError as exc:
+            raise self._public(from_rpc_error(exc)) from None
+
+    def _public(self, err: LyceumError) -> LyceumError:
+        """Transport failures keep their code but not their text, which names internal addresses."""
+        generic = {
+            Code.UNAVAILABLE: "the predictor is unavailable; retry later",
+            Code.DEADLINE_EXCEEDED: f"the predictor did not answer within {self._timeout_s:g}s",
+            Code.INTERNAL: "internal error in the predictor",
+        }.get(err.code)
+        if generic is None:
+            return err
+        log.warning("predictor %s failed: %s: %s", self.address, err.code.value, err.message)
+        return type(err)(generic, field=err.field)
+
+    async def register_learner(self, learner_id: str, history: Sequence[Event] = ()) -> Learner:
+        request = pb.RegisterLearnerRequest(learner_id=learner_id, history=_events(history))
+        response = await self._call(self.stub.RegisterLearner(request, timeout=self._timeout_s))
+        return _learner(response.learner)
+
+    async def get_learner(self, learner_id: str) -> Learner:
+        request = pb.GetLearnerRequest(learner_id=learner_id)
+        response = await self._call(self.stub.GetLearner(request, timeout=self._timeout_s))
+        return _learner(response.learner)
+
+    async def predict(self, learner_id: str, tasks: Sequence[str]) -> Predictions:
+        request = pb.PredictRequest(learner_id=learner_id, tasks=tasks)
+        response = await self._call(self.stub.Predict(request, timeout=self._timeout_s))
+        return Predictions(
+            learner_id=response.learner_id,
+            history_len=response.history_len,
+            probabilities=list(response.probabilities),
+        )
+
+    async def append_events(
+        self, learner_id: str, events: Sequence[Event], expected_history_len: int | None = None
+    ) -> AppendResult:
+        request = pb.AppendEventsRequest(
+            learner_id=learner_id, events=_events(events), expected_history_len=expected_history_len
+        )
+        response = await self._call(self.stub.AppendEvents(request, timeout=self._timeout_s))
+        return AppendResult(
+            learner=_learner(response.learner), prior_probabilities=list(response.prior_probabilities)
+        )
+
+    async def forecast(
+        self,
+        learner_id: str,
+        task_sequences: Sequence[Sequence[str]],
+        feedback: Feedback = Feedback.EXPECTED,
+        seed: int | None = None,
+    ) -> Forecast:
+        request = pb.ForecastRequest(
+            learner_id=learner_id,
+            task_sequences=[pb.TaskSequence(tasks=seq) for seq in task_sequences],
+            feedback=_FEEDBACK_PB[feedback],
+            seed=seed,
+        )
+        response = await self._call(self.stub.Forecast(request, timeout=self._timeout_s))
+        return Forecast(
+            learner_id=response.learner_id,
+            predictions=[list(seq.probabilities) for seq in response.predictions],
+        )
+
+    async def delete_learner(self, learner_id: str) -> None:
+        request = pb.DeleteLearnerRequest(learner_id=learner_id)
+        await self._call(self.stub.DeleteLearner(request, timeout=self._timeout_s))
+
+    async def list_tasks(self) -> list[str]:
+        response = await self._call(self.stub.ListTasks(pb.ListTasksRequest(), timeout=self._timeout_s))
+        return list(response.tasks)
+
+    async def get_model_info(self) -> ModelInfo:
+        r = await self._call(self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._timeout_s))
+        return ModelInfo(
+            name=r.name,
+            version=r.version,
+            n_layer=r.n_layer,
+            n_head=r.n_head,
+            n_kv_head=r.n_kv_head,
+            d_model=r.d_model,
+            n_tasks=r.n_tasks,
+            task_encoder=r.task_encoder,
+            max_history_len=r.max_history_len,
+            dtype=r.dtype,
+            device=r.device,
+            n_parameters=r.n_parameters,
+            resident_learners=r.resident_learners,
+        )
+
+    async def health(self) -> bool:
+        if self._health is None:
+            return False
+        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        try:
+            response = await self._health.Check(request, timeout=self._health_timeout_s)
+        except grpc.RpcError:
+            return False
+        return response.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,32 @@
+"""FastAPI dependencies: what a route needs from the app's lifespan state (predictors, limits)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from lyceum_gateway.limits import Limits
+from lyceum_gateway.routing import PredictorRouter
+from lyceum_gateway.schemas.common import LEARNER_ID_PATTERN, LEARNER_ID_RULE
+
+
+def get_predictors(request: Request) -> PredictorRouter:
+    return request.state.predictors
+
+
+def get_limits(request: Request) -> Limits:
+    return request.state.limits
+
+
+def learner_id_path(
+    request: Request,
+    learner_id: Annotated[str, Path(min_length=1, pattern=LEARNER_ID_PATTERN, description=LEARNER_ID_RULE)],
+) -> str:
+    """The `{learner_id}` path parameter, checked against the pattern and the configured length cap."""
+    return get_limits(request).learner_id(learner_id)
+
+
+Predictors = Annotated[PredictorRouter, Depends(get_predictors)]
+RequestLimits = Annotated[Limits, Depends(get_limits)]
+LearnerIdPath = Annotated[str, Depends(learner_id_path)]

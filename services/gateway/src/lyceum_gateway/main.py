@@ -1,0 +1,109 @@
+"""Builds the gateway app from its settings: the native `/v1` API, the DFM-Server compatibility mount,
+probes and metrics; predictor channels are opened in the lifespan and closed on shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from lyceum_gateway import __version__
+from lyceum_gateway.auth import ApiKeyMiddleware
+from lyceum_gateway.clients import GrpcPredictor, Predictor
+from lyceum_gateway.config import Settings
+from lyceum_gateway.errors import install_compat_handlers, install_native_handlers
+from lyceum_gateway.limits import Limits
+from lyceum_gateway.metrics import HttpMetrics, MetricsMiddleware
+from lyceum_gateway.routes import API_PREFIX, catalog, dfm_server, learners, ops
+from lyceum_gateway.routing import PredictorRouter
+
+COMPAT_PREFIX = "/dfm-server"
+
+TAGS = [
+    {"name": "learners", "description": "Learners, their histories, predictions and forecasts."},
+    {"name": "catalog", "description": "The task vocabulary and the served model."},
+    {"name": "operations", "description": "Liveness and readiness probes (never need an API key)."},
+]
+DESCRIPTION = """Lyceum's public API: per-learner predictions from the Developmental Foundation Model.
+
+When the deployment configures API keys, every `/v1` and `/dfm-server` call needs
+`Authorization: Bearer <key>` or `X-API-Key: <key>`. Errors answer
+`{"error": {"code", "message", "field"}}`. The DFM-Server v0.1 API is served unchanged under
+`/dfm-server` (its own docs at `/dfm-server/docs`)."""
+
+
+def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with AsyncExitStack() as stack:
+            clients: dict[str, Predictor] = {}
+            for address in settings.predictor_addresses:
+                client = GrpcPredictor(address, timeout_s=settings.request_timeout_s)
+                clients[address] = await stack.enter_async_context(client)
+            # Lifespan state reaches every request, including those of the mounted compatibility app.
+            yield {"predictors": PredictorRouter(clients), "limits": Limits.from_settings(settings)}
+
+    return lifespan
+
+
+def _dfm_server_app() -> FastAPI:
+    compat = FastAPI(
+        title="DFM-Server v0.1 (compatibility)",
+        version="0.1.0",
+        description="The original DFM inference server's API, served by Lyceum's predictors.",
+    )
+    install_compat_handlers(compat)
+    compat.include_router(dfm_server.router)
+    return compat
+
+
+def _document_security(app: FastAPI) -> None:
+    """Declares the two accepted credentials in the OpenAPI document, for the `/v1` operations."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+        for path, operations in schema.get("paths", {}).items():
+            if path.startswith(API_PREFIX + "/"):
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The gateway app for `settings`; nothing is read from globals or the environment here."""
+    app = FastAPI(
+        title="Lyceum API",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=_lifespan(settings),
+    )
+    app.state.metrics = HttpMetrics()
+    install_native_handlers(app)
+    app.include_router(learners.router)
+    app.include_router(catalog.router)
+    app.include_router(ops.router)
+    app.mount(COMPAT_PREFIX, _dfm_server_app())
+    if settings.api_keys:
+        _document_security(app)
+    # Added last = outermost: metrics see every request, 401s included.
+    app.add_middleware(
+        ApiKeyMiddleware,
+        api_keys=settings.api_keys,
+        protected_prefixes=(API_PREFIX, COMPAT_PREFIX),
+        compat_prefixes=(COMPAT_PREFIX,),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app

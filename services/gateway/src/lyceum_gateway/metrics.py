@@ -1,0 +1,80 @@
+"""HTTP metrics: request counts and latencies labelled by route TEMPLATE (bounded cardinality), kept in
+a per-app registry and served as Prometheus text on `/metrics`."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.routing import BaseRoute, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lyceum_core.metrics import LATENCY_BUCKETS
+
+UNMATCHED = "<unmatched>"
+
+
+class HttpMetrics:
+    """The gateway's HTTP instruments, in their own registry so each app (and test) starts from zero."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "lyceum_http_requests",
+            "HTTP requests handled, by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "lyceum_http_request_latency_seconds",
+            "HTTP request latency, by method and route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template incl. any mount prefix (`/dfm-server/learners/{learner_id}`)."""
+    route: BaseRoute | None = scope.get("route")
+    path = getattr(route, "path", None)
+    if route is None or isinstance(route, Mount) or not isinstance(path, str):
+        return UNMATCHED
+    root_path: str = scope.get("root_path", "")
+    mount_prefix = root_path.removeprefix(scope.get("app_root_path", ""))
+    return mount_prefix + path
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware timing every HTTP request; the outermost layer, so 401s are counted too."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the server answers if the app raises before starting a response
+
+        async def send_and_record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record_status)
+        finally:
+            self.metrics.observe(scope["method"], route_template(scope), status, time.perf_counter() - start)

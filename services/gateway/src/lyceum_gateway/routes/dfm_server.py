@@ -1,0 +1,125 @@
+"""The DFM-Server v0.1 API, mounted at `/dfm-server` so existing clients work unchanged: same paths,
+bodies, status codes and `{"detail": ...}` errors, served by the predictors instead of an in-process model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi import APIRouter
+
+from lyceum_core.errors import AlreadyExists, InvalidArgument, NotFound
+from lyceum_gateway.clients import Event, Feedback
+from lyceum_gateway.deps import Predictors, RequestLimits
+from lyceum_gateway.schemas import dfm_server as s
+
+router = APIRouter(tags=["dfm-server"])
+
+
+@contextmanager
+def original_messages(learner_id: str) -> Iterator[None]:
+    """Words learner errors as the original server did (clients may show or match them)."""
+    try:
+        yield
+    except NotFound as err:
+        raise NotFound(f"Learner '{learner_id}' not found", field=err.field) from err
+    except AlreadyExists as err:
+        raise AlreadyExists(f"Learner '{learner_id}' already exists", field=err.field) from err
+
+
+@router.post("/learners", summary="Register a learner")
+async def register_learner(
+    body: s.RegisterRequest, predictors: Predictors, limits: RequestLimits
+) -> s.RegisterResponse:
+    """Creates a learner, with a history when both `tasks` and `outcomes` are given."""
+    limits.learner_id(body.learner_id)
+    if (body.tasks is None) != (body.outcomes is None):
+        missing = "outcomes" if body.outcomes is None else "tasks"
+        raise InvalidArgument("tasks and outcomes must be given together", field=missing)
+    tasks, outcomes = body.tasks or [], body.outcomes or []
+    if len(tasks) != len(outcomes):
+        raise InvalidArgument("tasks and outcomes must have the same length", field="outcomes")
+    limits.events(tasks, "tasks")
+    history = [Event(task=task, outcome=outcome) for task, outcome in zip(tasks, outcomes, strict=True)]
+    with original_messages(body.learner_id):
+        learner = await predictors.for_learner(body.learner_id).register_learner(body.learner_id, history)
+    return s.RegisterResponse(learner_id=learner.learner_id, history_len=learner.history_len)
+
+
+@router.post("/predict", summary="Predict success on tasks")
+async def predict(body: s.PredictRequest, predictors: Predictors, limits: RequestLimits) -> s.PredictResponse:
+    """P(success) on each task given the learner's history."""
+    limits.learner_id(body.learner_id)
+    limits.tasks(body.tasks)
+    with original_messages(body.learner_id):
+        result = await predictors.for_learner(body.learner_id).predict(body.learner_id, body.tasks)
+    return s.PredictResponse(learner_id=body.learner_id, predictions=result.probabilities)
+
+
+@router.post("/update", summary="Record one outcome")
+async def update(body: s.UpdateRequest, predictors: Predictors, limits: RequestLimits) -> s.UpdateResponse:
+    """Appends one (task, outcome) event to the learner's history."""
+    limits.learner_id(body.learner_id)
+    event = Event(task=body.task, outcome=body.outcome)
+    with original_messages(body.learner_id):
+        result = await predictors.for_learner(body.learner_id).append_events(body.learner_id, [event])
+    return s.UpdateResponse(learner_id=body.learner_id, history_len=result.learner.history_len)
+
+
+@router.post("/forecast", summary="Forecast task sequences")
+async def forecast(
+    body: s.ForecastRequest, predictors: Predictors, limits: RequestLimits
+) -> s.ForecastResponse:
+    """S x L probabilities, each sequence rolled out with expected feedback; changes nothing."""
+    limits.learner_id(body.learner_id)
+    limits.forecast(body.task_sequences)
+    predictor = predictors.for_learner(body.learner_id)
+    sequences = body.task_sequences
+    lengths = {len(seq) for seq in sequences}
+    with original_messages(body.learner_id):
+        if not sequences or lengths == {0} or len(lengths) > 1:
+            # The original answered these without the model, but only for a known learner.
+            await predictor.get_learner(body.learner_id)
+            if len(lengths) > 1:
+                raise InvalidArgument("All task sequences must have the same length", field="task_sequences")
+            return s.ForecastResponse(learner_id=body.learner_id, predictions=[[] for _ in sequences])
+        result = await predictor.forecast(body.learner_id, sequences, Feedback.EXPECTED)
+    return s.ForecastResponse(learner_id=body.learner_id, predictions=result.predictions)
+
+
+@router.delete("/learners/{learner_id}", summary="Delete a learner")
+async def delete_learner(learner_id: str, predictors: Predictors, limits: RequestLimits) -> s.DeleteResponse:
+    """Deletes the learner and its history."""
+    limits.learner_id(learner_id)
+    with original_messages(learner_id):
+        await predictors.for_learner(learner_id).delete_learner(learner_id)
+    return s.DeleteResponse(learner_id=learner_id)
+
+
+@router.get("/health", summary="Server health")
+async def health(predictors: Predictors) -> s.HealthResponse:
+    """`learner_count` sums the predictors' resident learners (learners with a cache loaded)."""
+    infos = await asyncio.gather(*(replica.get_model_info() for replica in predictors.all()))
+    return s.HealthResponse(status="ok", learner_count=sum(info.resident_learners for info in infos))
+
+
+@router.get("/tasks", summary="List the known tasks")
+async def list_tasks(predictors: Predictors) -> s.TasksResponse:
+    """The task ids the model knows, sorted."""
+    tasks = sorted(await predictors.any().list_tasks())
+    return s.TasksResponse(tasks=tasks, count=len(tasks))
+
+
+@router.get("/config", summary="Model configuration")
+async def get_config(predictors: Predictors) -> s.ConfigResponse:
+    """The served model's architecture in the original server's field names."""
+    info = await predictors.any().get_model_info()
+    return s.ConfigResponse(
+        n_layer=info.n_layer,
+        n_head=info.n_head,
+        n_kv_head=info.n_kv_head,
+        n_embd=info.d_model,
+        encoder_name=info.task_encoder,
+        block_size=2 * (info.max_history_len + 1),
+    )

@@ -1,0 +1,38 @@
+"""Operational routes, open even when API keys are on: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from lyceum_gateway.deps import Predictors
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    """200 while the process is alive; checks nothing else."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    responses={503: {"description": "No predictor reports SERVING"}},
+)
+async def readyz(predictors: Predictors) -> JSONResponse:
+    """200 if at least one predictor answers grpc.health.v1 SERVING, else 503."""
+    replicas = predictors.all()
+    serving = sum(await asyncio.gather(*(replica.health() for replica in replicas)))
+    body = {"status": "ready" if serving else "unavailable", "serving": serving, "predictors": len(replicas)}
+    return JSONResponse(status_code=200 if serving else 503, content=body)
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """The gateway's metrics in the Prometheus text format."""
+    http_metrics = request.app.state.metrics
+    return Response(content=http_metrics.render(), media_type=http_metrics.content_type)

@@ -1,0 +1,1 @@
+"""Pydantic request and response bodies of the HTTP APIs; they stop at the routes."""

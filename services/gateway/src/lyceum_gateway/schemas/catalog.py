@@ -1,0 +1,34 @@
+"""Bodies of the native API's read-only catalog: the task vocabulary and the served model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pydantic import BaseModel, Field
+
+from lyceum_gateway import clients
+
+
+class TasksResponse(BaseModel):
+    tasks: list[str] = Field(examples=[["t00", "t01"]])
+    count: int = Field(examples=[2])
+
+
+class ModelInfoResponse(BaseModel):
+    name: str
+    version: str
+    n_layer: int
+    n_head: int
+    n_kv_head: int
+    d_model: int
+    n_tasks: int
+    task_encoder: str
+    max_history_len: int = Field(description="Longest history a learner may have, in events")
+    dtype: str
+    device: str
+    n_parameters: int
+    resident_learners: int = Field(description="Learners with a resident KV cache on the answering replica")
+
+    @classmethod
+    def from_domain(cls, info: clients.ModelInfo) -> ModelInfoResponse:
+        return cls(**dataclasses.asdict(info))

@@ -1,0 +1,34 @@
+"""The predictor's settings (env prefix LYCEUM_PREDICTOR_), built once in the entrypoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from lyceum_core.settings import DEFAULT_DATABASE_URL, DEFAULT_STATE_DIR, ServiceSettings, service_config
+
+
+class Settings(ServiceSettings):
+    model_config = service_config("predictor")
+
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 = pick a free one)")
+    metrics_port: int = Field(9101, ge=0, le=65535, description="Prometheus port (0 = off)")
+    database_url: str = DEFAULT_DATABASE_URL
+    migrate_on_start: bool = True
+    model_path: Path = DEFAULT_STATE_DIR / "models" / "dfm-demo"
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")
+    max_history_len: int | None = Field(
+        None, ge=1, description="events per learner; default: the model's limit"
+    )
+    cache_budget_bytes: int = Field(1 << 30, ge=0, description="KV memory for resident learners (LRU beyond)")
+    cache_chunk_tokens: int = Field(128, ge=2, description="KV caches grow by this many tokens at a time")
+    max_tasks_per_request: int = Field(1024, ge=1)
+    max_events_per_request: int = Field(4096, ge=1)
+    max_forecast_sequences: int = Field(256, ge=1)
+    max_forecast_length: int = Field(512, ge=1)
+    worker_threads: int = Field(4, ge=1, description="threads running model work off the event loop")
+    torch_threads: int = Field(0, ge=0, description="intra-op threads (0 = torch default)")
+    drain_grace_s: float = Field(10.0, ge=0)

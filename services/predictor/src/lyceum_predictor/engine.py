@@ -1,0 +1,299 @@
+"""The predictor's core: validates requests, keeps learner caches consistent with the stored histories and
+runs the DFM. Knows nothing of gRPC; every failure is a lyceum_core error.
+
+Consistency rule: the database is the truth. A cache is used only if it holds exactly the stored number of
+events; otherwise it is rebuilt from the stored history (one prefill). Appends are committed to the
+database before the cache is extended and before the caller is answered.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import torch
+
+from lyceum_core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from lyceum_db.repositories.learners import LearnerRecord, LearnerRepository
+from lyceum_ml.checkpoint import LoadedDFM
+from lyceum_ml.dfm import inference
+from lyceum_ml.dfm.inference import Feedback
+from lyceum_ml.dfm.vocab import UnknownTask
+from lyceum_predictor.cache import HITS, MISSES, REBUILD_SECONDS, REBUILDS, Entry, LearnerCaches
+
+LEARNER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+APPEND_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_history_len: int  # events per learner
+    max_tasks_per_request: int = 1024
+    max_events_per_request: int = 4096
+    max_forecast_sequences: int = 256
+    max_forecast_length: int = 512
+
+
+@dataclass(frozen=True)
+class Learner:
+    learner_id: str
+    history_len: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, rec: LearnerRecord) -> Learner:
+        return cls(rec.learner_id, rec.history_len, rec.created_at, rec.updated_at)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    n_layer: int
+    n_head: int
+    n_kv_head: int
+    d_model: int
+    n_tasks: int
+    task_encoder: str
+    max_history_len: int
+    dtype: str
+    device: str
+    n_parameters: int
+
+
+class PredictorEngine:
+    def __init__(
+        self,
+        loaded: LoadedDFM,
+        repo: LearnerRepository,
+        caches: LearnerCaches,
+        limits: Limits,
+        *,
+        chunk_tokens: int = 128,
+    ) -> None:
+        if limits.max_history_len > loaded.model.cfg.max_events:
+            raise ValueError(
+                f"max_history_len={limits.max_history_len} exceeds the model's {loaded.model.cfg.max_events}"
+            )
+        self.model, self.vocab, self.metadata = loaded.model, loaded.vocab, loaded.metadata
+        self.repo, self.caches, self.limits, self.chunk = repo, caches, limits, chunk_tokens
+        self._locks = [threading.Lock() for _ in range(1024)]  # striped per-learner locks
+
+    # --- operations -------------------------------------------------------------------------------
+    def register(self, learner_id: str, history: Sequence[tuple[str, float]]) -> Learner:
+        _check_learner_id(learner_id)
+        rows, outcomes = self._events(history, "history")
+        if len(history) > self.limits.max_history_len:
+            raise InvalidArgument(
+                f"history has {len(history)} events; the limit is {self.limits.max_history_len}",
+                field="history",
+            )
+        with self._lock(learner_id):
+            if self.repo.get(learner_id) is not None:
+                raise _exists(learner_id)
+            kv = inference.prefill(self.model, rows, outcomes, chunk=self.chunk)
+            record = self.repo.create(learner_id, list(history))
+            self.caches.put(learner_id, Entry(kv, record.history_len))
+        return Learner.of(record)
+
+    def get(self, learner_id: str) -> Learner:
+        _check_learner_id(learner_id)
+        return Learner.of(self._record(learner_id))
+
+    def predict(self, learner_id: str, tasks: Sequence[str]) -> tuple[list[float], int]:
+        """P(success) per task given the committed history, and that history's length."""
+        _check_learner_id(learner_id)
+        rows = self._tasks(tasks, "tasks", self.limits.max_tasks_per_request)
+        with self._lock(learner_id):
+            entry = self._resident(learner_id)
+            probs = inference.predict(self.model, entry.kv, rows)
+            return probs.tolist(), entry.history_len
+
+    def append(
+        self, learner_id: str, events: Sequence[tuple[str, float]], expected_len: int | None = None
+    ) -> tuple[Learner, list[float]]:
+        """Appends events (durably, then to the cache); returns the learner and each event's prior P."""
+        _check_learner_id(learner_id)
+        if not events:
+            raise InvalidArgument("events must not be empty", field="events")
+        rows, outcomes = self._events(events, "events")
+        with self._lock(learner_id):
+            for attempt in range(APPEND_RETRIES):
+                entry = self._resident(learner_id)
+                if expected_len is not None and expected_len != entry.history_len:
+                    raise FailedPrecondition(
+                        f"learner {learner_id!r} has {entry.history_len} events, "
+                        f"not the expected {expected_len}",
+                        field="expected_history_len",
+                    )
+                total = entry.history_len + len(events)
+                if total > self.limits.max_history_len:
+                    raise InvalidArgument(
+                        f"appending {len(events)} events would make the history {total} events long; "
+                        f"the limit is {self.limits.max_history_len}",
+                        field="events",
+                    )
+                priors, new_kv = inference.extend(self.model, entry.kv, rows, outcomes)
+                try:
+                    record = self.repo.append(learner_id, list(events), expected_len=entry.history_len)
+                except Aborted:
+                    # another writer (e.g. a failover pod) got there first: rebuild and retry, unless the
+                    # caller pinned the length, in which case its precondition has failed
+                    self.caches.drop(learner_id)
+                    if expected_len is not None or attempt + 1 == APPEND_RETRIES:
+                        raise
+                    continue
+                try:
+                    entry.kv.append(new_kv)
+                    entry.history_len = record.history_len
+                    self.caches.resized(learner_id)
+                except Exception:
+                    self.caches.drop(learner_id)  # committed already; the cache rebuilds on next use
+                    raise
+                return Learner.of(record), priors.tolist()
+        raise AssertionError("unreachable")
+
+    def forecast(
+        self,
+        learner_id: str,
+        sequences: Sequence[Sequence[str]],
+        feedback: Feedback = Feedback.EXPECTED,
+        seed: int = 0,
+    ) -> list[list[float]]:
+        """S x L roll-out probabilities from the learner's state; never changes it."""
+        _check_learner_id(learner_id)
+        lim = self.limits
+        if len(sequences) > lim.max_forecast_sequences:
+            raise InvalidArgument(
+                f"{len(sequences)} task sequences; at most {lim.max_forecast_sequences}",
+                field="task_sequences",
+            )
+        lengths = {len(s) for s in sequences}
+        if len(lengths) > 1:
+            raise InvalidArgument("all task sequences must have the same length", field="task_sequences")
+        L = lengths.pop() if lengths else 0
+        if L > lim.max_forecast_length:
+            raise InvalidArgument(
+                f"task sequences of length {L}; at most {lim.max_forecast_length}", field="task_sequences"
+            )
+        flat = self._tasks([t for s in sequences for t in s], "task_sequences", None, allow_empty=True)
+        with self._lock(learner_id):
+            entry = self._resident(learner_id)
+            if L and entry.history_len + L - 1 > lim.max_history_len:
+                raise InvalidArgument(
+                    f"a roll-out of {L} tasks after {entry.history_len} events runs past the limit of "
+                    f"{lim.max_history_len} events",
+                    field="task_sequences",
+                )
+            if not sequences or L == 0:
+                return [[] for _ in sequences]
+            probs = inference.forecast(self.model, entry.kv, flat.view(len(sequences), L), feedback, seed)
+            return probs.tolist()
+
+    def delete(self, learner_id: str) -> None:
+        _check_learner_id(learner_id)
+        with self._lock(learner_id):
+            self.caches.drop(learner_id)
+            if not self.repo.delete(learner_id):
+                raise _not_found(learner_id)
+
+    def tasks(self) -> list[str]:
+        return list(self.vocab.tasks)
+
+    def info(self) -> ModelInfo:
+        cfg = self.model.cfg
+        return ModelInfo(
+            name=str(self.metadata.get("name", "dfm")),
+            version=str(self.metadata.get("version", "0")),
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            n_kv_head=cfg.n_kv_head,
+            d_model=cfg.d_model,
+            n_tasks=cfg.n_tasks,
+            task_encoder=cfg.task_encoder,
+            max_history_len=self.limits.max_history_len,
+            dtype=str(self.model.dtype).removeprefix("torch."),
+            device=str(self.model.device),
+            n_parameters=self.model.num_parameters(),
+        )
+
+    # --- cache consistency ------------------------------------------------------------------------
+    def _record(self, learner_id: str) -> LearnerRecord:
+        record = self.repo.get(learner_id)
+        if record is None:
+            raise _not_found(learner_id)
+        return record
+
+    def _resident(self, learner_id: str) -> Entry:
+        """The learner's cache, rebuilt if missing or unlike the stored history. Caller holds the lock."""
+        record = self._record(learner_id)
+        entry = self.caches.get(learner_id)
+        if entry is not None and entry.history_len == record.history_len:
+            HITS.inc()
+            return entry
+        MISSES.inc()
+        reason = (
+            "stale" if entry is not None else ("evicted" if self.caches.was_evicted(learner_id) else "cold")
+        )
+        start = time.perf_counter()
+        history = self.repo.history(learner_id)
+        rows = torch.tensor(
+            self.vocab.encode([t for t, _ in history]), dtype=torch.long, device=self.model.device
+        )
+        outcomes = torch.tensor([o for _, o in history], dtype=torch.float32, device=self.model.device)
+        entry = Entry(inference.prefill(self.model, rows, outcomes, chunk=self.chunk), len(history))
+        self.caches.put(learner_id, entry)
+        REBUILDS.labels(reason).inc()
+        REBUILD_SECONDS.observe(time.perf_counter() - start)
+        return entry
+
+    def _lock(self, learner_id: str) -> threading.Lock:
+        return self._locks[hash(learner_id) % len(self._locks)]
+
+    # --- validation ---------------------------------------------------------------------------------
+    def _tasks(
+        self, tasks: Sequence[str], field: str, limit: int | None, allow_empty: bool = False
+    ) -> torch.Tensor:
+        if not tasks and not allow_empty:
+            raise InvalidArgument(f"{field} must not be empty", field=field)
+        if limit is not None and len(tasks) > limit:
+            raise InvalidArgument(f"{field} has {len(tasks)} entries; at most {limit}", field=field)
+        try:
+            rows = self.vocab.encode(tasks)
+        except UnknownTask as e:
+            raise InvalidArgument(f"unknown task {e.task!r}", field=field) from None
+        return torch.tensor(rows, dtype=torch.long, device=self.model.device)
+
+    def _events(self, events: Sequence[tuple[str, float]], field: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(events) > self.limits.max_events_per_request:
+            raise InvalidArgument(
+                f"{field} has {len(events)} events; at most {self.limits.max_events_per_request} per request",
+                field=field,
+            )
+        for i, (_, outcome) in enumerate(events):
+            if not (math.isfinite(outcome) and 0.0 <= outcome <= 1.0):
+                raise InvalidArgument(f"{field}[{i}].outcome must be in [0, 1], got {outcome}", field=field)
+        rows = self._tasks([t for t, _ in events], field, None, allow_empty=True)
+        outcomes = torch.tensor([o for _, o in events], dtype=torch.float32, device=self.model.device)
+        return rows, outcomes
+
+
+def _check_learner_id(learner_id: str) -> None:
+    if not LEARNER_ID.fullmatch(learner_id):
+        raise InvalidArgument(
+            "learner_id must be 1-128 characters of letters, digits and ._:@-", field="learner_id"
+        )
+
+
+def _not_found(learner_id: str) -> NotFound:
+    return NotFound(f"learner {learner_id!r} not found", field="learner_id")
+
+
+def _exists(learner_id: str) -> AlreadyExists:
+    return AlreadyExists(f"learner {learner_id!r} already exists", field="learner_id")

@@ -1,0 +1,99 @@
+"""Assembles the predictor: settings -> model, database, engine, gRPC server; serves until SIGTERM, drains."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from lyceum_api.predictor.v1 import predictor_pb2, predictor_pb2_grpc
+from lyceum_core.grpc.server import GrpcServer
+from lyceum_db.engine import create_engine
+from lyceum_db.migrate import upgrade
+from lyceum_db.repositories.learners import LearnerRepository
+from lyceum_ml.checkpoint import load_dfm
+from lyceum_predictor.cache import LearnerCaches
+from lyceum_predictor.config import Settings
+from lyceum_predictor.engine import Limits, PredictorEngine
+from lyceum_predictor.servicer import PredictorServicer
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = predictor_pb2.DESCRIPTOR.services_by_name["PredictorService"].full_name
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Explicit precision, no autocast: bf16 on CUDA and fp32 on CPU unless configured otherwise."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def build_engine(settings: Settings) -> PredictorEngine:
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    if settings.migrate_on_start:
+        upgrade(settings.database_url)
+    device = resolve_device(settings.device)
+    loaded = load_dfm(settings.model_path, device=device, dtype=resolve_dtype(settings.dtype, device))
+    cfg = loaded.model.cfg
+    limits = Limits(
+        max_history_len=settings.max_history_len or cfg.max_events,
+        max_tasks_per_request=settings.max_tasks_per_request,
+        max_events_per_request=settings.max_events_per_request,
+        max_forecast_sequences=settings.max_forecast_sequences,
+        max_forecast_length=settings.max_forecast_length,
+    )
+    log.info(
+        "loaded DFM %s (%d parameters, %d tasks) on %s/%s",
+        settings.model_path,
+        loaded.model.num_parameters(),
+        len(loaded.vocab),
+        device,
+        loaded.model.dtype,
+    )
+    return PredictorEngine(
+        loaded,
+        LearnerRepository(create_engine(settings.database_url)),
+        LearnerCaches(settings.cache_budget_bytes),
+        limits,
+        chunk_tokens=settings.cache_chunk_tokens,
+    )
+
+
+class PredictorServer:
+    """The running service: `await start()`, then `await wait()` (SIGTERM drains) or `await stop()`."""
+
+    def __init__(self, settings: Settings, engine: PredictorEngine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or build_engine(settings)
+        self.executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="predictor")
+        servicer = PredictorServicer(self.engine, self.executor)
+        self.grpc = GrpcServer(
+            lambda server: predictor_pb2_grpc.add_PredictorServiceServicer_to_server(servicer, server),
+            [SERVICE_NAME],
+            host=settings.host,
+            port=settings.port,
+        )
+
+    @property
+    def address(self) -> str:
+        return self.grpc.address
+
+    async def start(self) -> None:
+        await self.grpc.start()
+        await self.grpc.set_serving()
+
+    async def wait(self) -> None:
+        await self.grpc.wait_for_signal(self.settings.drain_grace_s)
+        self.executor.shutdown(wait=True)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        await self.grpc.drain(self.settings.drain_grace_s if grace_s is None else grace_s)
+        self.executor.shutdown(wait=True)
