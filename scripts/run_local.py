@@ -72,7 +72,11 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
 
-    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds to `finally: stop()`, also where SIGINT was inherited as ignored
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         for i in range(n):
             port = base_port + i

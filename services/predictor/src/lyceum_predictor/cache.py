@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -29,6 +30,7 @@ EVICTIONS = Counter("lyceum_predictor_cache_evictions_total", "Learners evicted 
 class Entry:
     kv: KVCache
     history_len: int  # events the cache holds (it holds 2 * (history_len + 1) tokens)
+    created_at: datetime  # of the stored learner it was built from: a re-created learner is another one
     charged: int = 0  # bytes counted against the budget for this entry
 
 

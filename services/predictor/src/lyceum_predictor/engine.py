@@ -99,7 +99,7 @@ class PredictorEngine:
                 raise _exists(learner_id)
             kv = inference.prefill(self.model, rows, outcomes, chunk=self.chunk)
             record = self.repo.create(learner_id, list(history))
-            self.caches.put(learner_id, Entry(kv, record.history_len))
+            self.caches.put(learner_id, Entry(kv, record.history_len, record.created_at))
         return Learner.of(record)
 
     def get(self, learner_id: str) -> Learner:
@@ -146,7 +146,13 @@ class PredictorEngine:
                     # another writer (e.g. a failover pod) got there first: rebuild and retry, unless the
                     # caller pinned the length, in which case its precondition has failed
                     self.caches.drop(learner_id)
-                    if expected_len is not None or attempt + 1 == APPEND_RETRIES:
+                    if expected_len is not None:
+                        raise FailedPrecondition(
+                            f"learner {learner_id!r} changed concurrently; "
+                            f"it no longer has {expected_len} events",
+                            field="expected_history_len",
+                        ) from None
+                    if attempt + 1 == APPEND_RETRIES:
                         raise
                     continue
                 try:
@@ -234,7 +240,7 @@ class PredictorEngine:
         """The learner's cache, rebuilt if missing or unlike the stored history. Caller holds the lock."""
         record = self._record(learner_id)
         entry = self.caches.get(learner_id)
-        if entry is not None and entry.history_len == record.history_len:
+        if entry is not None and _holds(entry, record):
             HITS.inc()
             return entry
         MISSES.inc()
@@ -247,7 +253,8 @@ class PredictorEngine:
             self.vocab.encode([t for t, _ in history]), dtype=torch.long, device=self.model.device
         )
         outcomes = torch.tensor([o for _, o in history], dtype=torch.float32, device=self.model.device)
-        entry = Entry(inference.prefill(self.model, rows, outcomes, chunk=self.chunk), len(history))
+        kv = inference.prefill(self.model, rows, outcomes, chunk=self.chunk)
+        entry = Entry(kv, len(history), record.created_at)
         self.caches.put(learner_id, entry)
         REBUILDS.labels(reason).inc()
         REBUILD_SECONDS.observe(time.perf_counter() - start)
@@ -282,6 +289,11 @@ class PredictorEngine:
         rows = self._tasks([t for t, _ in events], field, None, allow_empty=True)
         outcomes = torch.tensor([o for _, o in events], dtype=torch.float32, device=self.model.device)
         return rows, outcomes
+
+
+def _holds(entry: Entry, record: LearnerRecord) -> bool:
+    """Whether a cache holds exactly the stored learner: same incarnation, same number of events."""
+    return entry.history_len == record.history_len and entry.created_at == record.created_at
 
 
 def _check_learner_id(learner_id: str) -> None:

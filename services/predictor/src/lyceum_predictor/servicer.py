@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from lyceum_api.predictor.v1 import predictor_pb2 as pb
 from lyceum_api.predictor.v1 import predictor_pb2_grpc
+from lyceum_core.errors import InvalidArgument
 from lyceum_ml.dfm.inference import Feedback
 from lyceum_predictor.engine import Learner, PredictorEngine
 
@@ -72,11 +73,13 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServiceServicer):
 
     async def Forecast(self, request: pb.ForecastRequest, context: grpc.aio.ServicerContext):
         sequences = [list(s.tasks) for s in request.task_sequences]
+        if request.feedback not in FEEDBACK:
+            raise InvalidArgument(f"unknown feedback mode {request.feedback}", field="feedback")
         probs = await self._run(
             self.engine.forecast,
             request.learner_id,
             sequences,
-            FEEDBACK.get(request.feedback, Feedback.EXPECTED),
+            FEEDBACK[request.feedback],
             request.seed,
         )
         return pb.ForecastResponse(

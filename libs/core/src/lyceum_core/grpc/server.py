@@ -12,8 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from lyceum_core.grpc.errors import ErrorInterceptor
-from lyceum_core.metrics import GrpcMetricsInterceptor
+from lyceum_core.grpc.interceptors import ErrorInterceptor, MetricsInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ class GrpcServer:
     ) -> None:
         self.service_names = list(service_names)
         self.server = grpc.aio.server(
-            interceptors=[GrpcMetricsInterceptor(), ErrorInterceptor(), *interceptors],
+            interceptors=[MetricsInterceptor(), ErrorInterceptor(), *interceptors],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),

@@ -1,0 +1,307 @@
+"""The predictor's gRPC contract, RPC by RPC, against a real server on a real port over SQLite: what each
+call returns, the codes and fields of its errors, and that reads change nothing. Health and reflection too."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import grpc
+import pytest
+from fixtures.predictor import MAX_HISTORY_LEN, TEST_TASKS, RunningPredictor, tiny_dfm
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from lyceum_api.predictor.v1 import predictor_pb2 as pb
+from lyceum_api.predictor.v1 import predictor_pb2_grpc
+from lyceum_core.errors import LyceumError
+from lyceum_core.grpc.errors import from_rpc_error
+
+pytestmark = pytest.mark.integration
+
+Stub = predictor_pb2_grpc.PredictorServiceStub
+SERVICE = "lyceum.predictor.v1.PredictorService"
+HISTORY = [("t00", 1.0), ("t03", 0.0), ("t03", 1.0), ("t07", 0.5), ("t15", 0.0), ("t01", 1.0)]
+TOL = 1e-5
+
+
+def events(pairs: Sequence[tuple[str, float]]) -> list[pb.Event]:
+    return [pb.Event(task=task, outcome=outcome) for task, outcome in pairs]
+
+
+def register(stub: Stub, learner_id: str, history: Sequence[tuple[str, float]] = ()) -> pb.Learner:
+    return stub.RegisterLearner(
+        pb.RegisterLearnerRequest(learner_id=learner_id, history=events(history))
+    ).learner
+
+
+def predict(stub: Stub, learner_id: str, tasks: Sequence[str] = TEST_TASKS) -> list[float]:
+    return list(stub.Predict(pb.PredictRequest(learner_id=learner_id, tasks=tasks)).probabilities)
+
+
+def append(
+    stub: Stub, learner_id: str, pairs: Sequence[tuple[str, float]], **kw: int
+) -> pb.AppendEventsResponse:
+    return stub.AppendEvents(pb.AppendEventsRequest(learner_id=learner_id, events=events(pairs), **kw))
+
+
+def forecast(stub: Stub, learner_id: str, sequences: Sequence[Sequence[str]], **kw: int) -> list[list[float]]:
+    request = pb.ForecastRequest(
+        learner_id=learner_id, task_sequences=[pb.TaskSequence(tasks=s) for s in sequences], **kw
+    )
+    return [list(row.probabilities) for row in stub.Forecast(request).predictions]
+
+
+def rpc_error(call: Callable[[], object], code: grpc.StatusCode) -> LyceumError:
+    """Runs a call that must fail with `code`; returns the decoded domain error."""
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    assert info.value.code() == code, info.value.details()
+    return from_rpc_error(info.value)
+
+
+def max_diff(a: Sequence[float], b: Sequence[float]) -> float:
+    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
+
+
+def assert_close(a: Sequence[float], b: Sequence[float], tol: float = TOL) -> None:
+    assert len(a) == len(b)
+    assert max_diff(a, b) < tol, (a, b)
+
+
+# --- RegisterLearner / GetLearner ------------------------------------------------------------------------
+def test_register_an_empty_learner(predictor_stub: Stub) -> None:
+    learner = register(predictor_stub, "empty-1")
+    assert (learner.learner_id, learner.history_len) == ("empty-1", 0)
+    assert learner.created_at.ToDatetime() == learner.updated_at.ToDatetime()
+    assert learner.created_at.seconds > 0
+
+    got = predictor_stub.GetLearner(pb.GetLearnerRequest(learner_id="empty-1")).learner
+    assert got == learner
+    response = predictor_stub.Predict(pb.PredictRequest(learner_id="empty-1", tasks=TEST_TASKS))
+    assert (response.learner_id, response.history_len) == ("empty-1", 0)
+    assert len(response.probabilities) == len(TEST_TASKS)
+    assert all(0.0 < p < 1.0 for p in response.probabilities)
+
+
+def test_register_with_history_equals_registering_empty_and_appending(predictor_stub: Stub) -> None:
+    learner = register(predictor_stub, "with-history", HISTORY)
+    register(predictor_stub, "appended")
+    appended = append(predictor_stub, "appended", HISTORY).learner
+
+    assert learner.history_len == appended.history_len == len(HISTORY)
+    assert_close(predict(predictor_stub, "with-history"), predict(predictor_stub, "appended"))
+    register(predictor_stub, "fresh")
+    different = max_diff(predict(predictor_stub, "fresh"), predict(predictor_stub, "appended"))
+    assert different > 1e-3  # the history matters, so the equality above is not vacuous
+
+
+def test_register_twice_is_already_exists_and_keeps_the_original(predictor_stub: Stub) -> None:
+    register(predictor_stub, "dup", HISTORY)
+    before = predict(predictor_stub, "dup")
+
+    err = rpc_error(lambda: register(predictor_stub, "dup", [("t02", 1.0)]), grpc.StatusCode.ALREADY_EXISTS)
+
+    assert err.field == "learner_id"
+    got = predictor_stub.GetLearner(pb.GetLearnerRequest(learner_id="dup")).learner
+    assert got.history_len == len(HISTORY)
+    assert predict(predictor_stub, "dup") == before
+
+
+def test_get_learner_tracks_appends(predictor_stub: Stub) -> None:
+    created = register(predictor_stub, "tracked")
+    updated = append(predictor_stub, "tracked", HISTORY[:2]).learner
+    got = predictor_stub.GetLearner(pb.GetLearnerRequest(learner_id="tracked")).learner
+
+    assert got == updated and got.history_len == 2
+    assert got.created_at == created.created_at
+    assert got.updated_at.ToDatetime() >= created.updated_at.ToDatetime()
+
+
+# --- Predict ---------------------------------------------------------------------------------------------
+def test_predict_answers_each_task_in_order_duplicates_independently(predictor_stub: Stub) -> None:
+    register(predictor_stub, "p", HISTORY)
+    every = predict(predictor_stub, "p")
+    tasks = ["t09", "t02", "t09", "t00", "t09"]
+    response = predictor_stub.Predict(pb.PredictRequest(learner_id="p", tasks=tasks))
+
+    assert (response.learner_id, response.history_len) == ("p", len(HISTORY))
+    assert_close(response.probabilities, [every[TEST_TASKS.index(t)] for t in tasks])
+    assert_close([predict(predictor_stub, "p", [t])[0] for t in tasks], response.probabilities)
+    assert predict(predictor_stub, "p") == every  # reading twice changes nothing
+
+
+# --- AppendEvents --------------------------------------------------------------------------------------
+def test_append_priors_are_what_predict_said_just_before(predictor_stub: Stub) -> None:
+    register(predictor_stub, "one-by-one", HISTORY[:2])
+    register(predictor_stub, "batched", HISTORY[:2])
+    new = [("t05", 1.0), ("t05", 0.0), ("t11", 1.0), ("t00", 0.25)]
+
+    singles = []
+    for i, (task, outcome) in enumerate(new):
+        said = predict(predictor_stub, "one-by-one", [task])
+        response = append(predictor_stub, "one-by-one", [(task, outcome)])
+        assert response.learner.history_len == 2 + i + 1
+        assert_close(response.prior_probabilities, said)
+        singles.append(response.prior_probabilities[0])
+    batched = append(predictor_stub, "batched", new)
+
+    assert batched.learner.history_len == 2 + len(new)
+    assert_close(batched.prior_probabilities, singles)
+    assert_close(predict(predictor_stub, "batched"), predict(predictor_stub, "one-by-one"))
+
+
+def test_append_with_expected_history_len(predictor_stub: Stub, predictor: RunningPredictor) -> None:
+    register(predictor_stub, "cas")
+    first = append(predictor_stub, "cas", HISTORY[:2], expected_history_len=0)
+    assert first.learner.history_len == 2
+    before = (predict(predictor_stub, "cas"), predictor.engine.repo.history("cas"))
+
+    # a retried append (same expected length) and a wrong guess both fail without writing anything
+    for expected in (0, 1, 3, 100):
+        err = rpc_error(
+            lambda e=expected: append(predictor_stub, "cas", HISTORY[2:4], expected_history_len=e),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )
+        assert err.field == "expected_history_len"
+    assert predictor_stub.GetLearner(pb.GetLearnerRequest(learner_id="cas")).learner.history_len == 2
+    assert (predict(predictor_stub, "cas"), predictor.engine.repo.history("cas")) == before
+
+    assert append(predictor_stub, "cas", HISTORY[2:4], expected_history_len=2).learner.history_len == 4
+
+
+# --- Forecast ----------------------------------------------------------------------------------------------
+def test_forecast_returns_s_by_l_and_changes_nothing(predictor_stub: Stub) -> None:
+    register(predictor_stub, "f", HISTORY)
+    before = predict(predictor_stub, "f")
+    plans = [["t01", "t02", "t03", "t04", "t05"], ["t05", "t05", "t05", "t05", "t05"], ["t15"] * 5]
+
+    rows = forecast(predictor_stub, "f", plans)
+
+    assert [len(r) for r in rows] == [5, 5, 5]
+    assert_close([r[0] for r in rows], predict(predictor_stub, "f", [p[0] for p in plans]))
+    assert all(0.0 < p < 1.0 for r in rows for p in r)
+    assert_close(forecast(predictor_stub, "f", plans[1:2])[0], rows[1])  # rows are independent
+    explicit = forecast(predictor_stub, "f", plans, feedback=pb.FEEDBACK_MODE_EXPECTED)
+    assert explicit == rows  # UNSPECIFIED means EXPECTED
+    got = predictor_stub.GetLearner(pb.GetLearnerRequest(learner_id="f")).learner
+    assert got.history_len == len(HISTORY)
+    assert predict(predictor_stub, "f") == before
+
+
+def test_forecast_sample_mode_is_seeded(predictor_stub: Stub) -> None:
+    register(predictor_stub, "s", HISTORY)
+    plans = [["t02", "t04", "t06", "t08", "t10", "t12", "t14", "t00"]] * 4
+    sampled = forecast(predictor_stub, "s", plans, feedback=pb.FEEDBACK_MODE_SAMPLE, seed=7)
+
+    assert sampled == forecast(predictor_stub, "s", plans, feedback=pb.FEEDBACK_MODE_SAMPLE, seed=7)
+    assert sampled != forecast(predictor_stub, "s", plans, feedback=pb.FEEDBACK_MODE_SAMPLE, seed=8)
+    assert sampled != forecast(predictor_stub, "s", plans)
+    huge = forecast(predictor_stub, "s", plans, feedback=pb.FEEDBACK_MODE_SAMPLE, seed=2**64 - 1)
+    assert [len(r) for r in huge] == [8] * 4
+
+
+def test_forecast_with_no_sequences_or_empty_sequences(predictor_stub: Stub) -> None:
+    register(predictor_stub, "e", HISTORY)
+    assert forecast(predictor_stub, "e", []) == []
+    assert forecast(predictor_stub, "e", [[], [], []]) == [[], [], []]
+
+
+def test_forecast_with_ragged_sequences_is_invalid(predictor_stub: Stub) -> None:
+    register(predictor_stub, "r", HISTORY)
+    err = rpc_error(
+        lambda: forecast(predictor_stub, "r", [["t01", "t02"], ["t01"]]), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert err.field == "task_sequences"
+    err = rpc_error(lambda: forecast(predictor_stub, "r", [["t01"], []]), grpc.StatusCode.INVALID_ARGUMENT)
+    assert err.field == "task_sequences"
+
+
+def test_forecast_up_to_the_history_limit(predictor_stub: Stub) -> None:
+    register(predictor_stub, "full", [("t04", 1.0)] * MAX_HISTORY_LEN)
+    assert len(forecast(predictor_stub, "full", [["t01"]])[0]) == 1  # predicting after a full history is fine
+    err = rpc_error(
+        lambda: forecast(predictor_stub, "full", [["t01", "t02"]]), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert err.field == "task_sequences"
+
+    register(predictor_stub, "short", HISTORY)
+    longest = MAX_HISTORY_LEN - len(HISTORY) + 1  # the last step sees history + longest - 1 events
+    assert len(forecast(predictor_stub, "short", [["t03"] * longest])[0]) == longest
+
+
+# --- DeleteLearner -------------------------------------------------------------------------------------
+def test_delete_then_every_call_is_not_found(predictor_stub: Stub) -> None:
+    register(predictor_stub, "gone", HISTORY)
+    assert predictor_stub.DeleteLearner(pb.DeleteLearnerRequest(learner_id="gone")).learner_id == "gone"
+
+    calls: list[Callable[[], object]] = [
+        lambda: predictor_stub.GetLearner(pb.GetLearnerRequest(learner_id="gone")),
+        lambda: predict(predictor_stub, "gone"),
+        lambda: append(predictor_stub, "gone", HISTORY[:1]),
+        lambda: forecast(predictor_stub, "gone", [["t01"]]),
+        lambda: predictor_stub.DeleteLearner(pb.DeleteLearnerRequest(learner_id="gone")),
+    ]
+    for call in calls:
+        assert rpc_error(call, grpc.StatusCode.NOT_FOUND).field == "learner_id"
+
+    # the id is free again, with no trace of the old history
+    assert register(predictor_stub, "gone").history_len == 0
+    register(predictor_stub, "control")
+    assert predict(predictor_stub, "gone") == predict(predictor_stub, "control")
+
+
+def test_unknown_learner_is_not_found(predictor_stub: Stub) -> None:
+    assert (
+        rpc_error(lambda: predict(predictor_stub, "nobody"), grpc.StatusCode.NOT_FOUND).field == "learner_id"
+    )
+    assert (
+        rpc_error(lambda: forecast(predictor_stub, "nobody", []), grpc.StatusCode.NOT_FOUND).field
+        == "learner_id"
+    )
+
+
+# --- ListTasks / GetModelInfo ----------------------------------------------------------------------------
+def test_list_tasks_is_the_model_vocabulary(predictor_stub: Stub) -> None:
+    assert list(predictor_stub.ListTasks(pb.ListTasksRequest()).tasks) == TEST_TASKS
+
+
+def test_get_model_info_describes_the_served_model(predictor_stub: Stub) -> None:
+    info = predictor_stub.GetModelInfo(pb.GetModelInfoRequest())
+    model = tiny_dfm(0)  # what write_test_checkpoint saved
+    assert (info.name, info.version) == ("dfm-test", "0")
+    assert (info.n_layer, info.n_head, info.n_kv_head, info.d_model) == (2, 4, 2, 32)
+    assert (info.n_tasks, info.task_encoder) == (len(TEST_TASKS), "table")
+    assert info.max_history_len == MAX_HISTORY_LEN
+    assert (info.dtype, info.device) == ("float32", "cpu")
+    assert info.n_parameters == model.num_parameters()
+    assert info.resident_learners == 0
+
+    register(predictor_stub, "a")
+    register(predictor_stub, "b", HISTORY)
+    assert predictor_stub.GetModelInfo(pb.GetModelInfoRequest()).resident_learners == 2
+
+
+# --- health and reflection ------------------------------------------------------------------------------
+def test_health_reports_serving(predictor_address: str) -> None:
+    with grpc.insecure_channel(predictor_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE):
+            status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
+            assert status == health_pb2.HealthCheckResponse.SERVING, service
+        with pytest.raises(grpc.RpcError) as info:
+            health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_reflection_lists_the_service(predictor_address: str) -> None:
+    with grpc.insecure_channel(predictor_address) as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = {s.name for s in next(responses).list_services_response.service}
+        assert {SERVICE, "grpc.health.v1.Health"} <= names
+
+        request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE)
+        found = next(reflection.ServerReflectionInfo(iter([request])))
+        assert found.WhichOneof("message_response") == "file_descriptor_response"
