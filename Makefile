@@ -1,11 +1,14 @@
 # Lyceum developer commands. `make run` and `make test` set everything up on their own.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PACKAGES := libs/api libs/core libs/db libs/ml services/gateway services/predictor
 STAMP := $(VENV)/.installed-$(shell cat requirements/constraints.txt $(addsuffix /pyproject.toml,$(PACKAGES)) requirements/dev.txt | sha1sum | cut -c1-12)
 PREDICTORS ?= 1
+# this machine's pip config names index folders that may not exist; pip warns once per package
+PIP_NOISE := is ignored: it is neither a file nor a directory
 
 .PHONY: help setup protos protos-check lint format migrate-check test test-fast run demo-model bench clean
 
@@ -16,8 +19,9 @@ setup: $(STAMP)  ## create .venv and install every package (editable) with pinne
 
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -c requirements/constraints.txt $(addprefix -e ,$(PACKAGES)) -r requirements/dev.txt
+	$(PY) -m pip install -q --upgrade pip setuptools wheel 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
+	$(PY) -m pip install -q -c requirements/constraints.txt $(addprefix -e ,$(PACKAGES)) -r requirements/dev.txt \
+		2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	@rm -f $(VENV)/.installed-*; touch $@
 
 protos: setup  ## regenerate libs/api from protos/
