@@ -1,10 +1,12 @@
-"""Runs the platform on embedded defaults (`make run`): SQLite under var/, the demo DFM, N predictor processes
-on loopback ports and the gateway routing across them. Ctrl-C (or SIGTERM) drains and stops everything.
+"""Runs the platform on embedded defaults (`make run`): SQLite, a folder broker and a folder model registry
+under var/, the demo DFM registered as `dfm-demo@production`, N predictor processes on loopback ports, a
+training worker, and the gateway routing across the predictors. Ctrl-C (or SIGTERM) drains and stops all.
 
     PREDICTORS=3 GATEWAY_PORT=8000 python scripts/run_local.py
 
-Environment: PREDICTORS, GATEWAY_PORT, PREDICTOR_BASE_PORT, PREDICTOR_METRICS_BASE_PORT, HOST,
-LYCEUM_STATE_DIR (default var/), and any LYCEUM_PREDICTOR_* / LYCEUM_GATEWAY_* setting.
+Environment: PREDICTORS, TRAINERS, GATEWAY_PORT, PREDICTOR_BASE_PORT, PREDICTOR_METRICS_BASE_PORT,
+TRAINER_METRICS_BASE_PORT (0 = off), HOST, LYCEUM_STATE_DIR (default var/), LYCEUM_PREDICTOR_MODEL_PATH (the
+checkpoint to register as the demo), and any LYCEUM_<SERVICE>_* setting, which wins over these defaults.
 """
 
 from __future__ import annotations
@@ -19,22 +21,26 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from lyceum_core.storage import ArtifactStore
+from lyceum_db.engine import create_engine
+from lyceum_db.migrate import upgrade
+from lyceum_db.repositories.registry import ModelRepository
+
 ROOT = Path(__file__).resolve().parents[1]
-STATE = Path(os.environ.get("LYCEUM_STATE_DIR", ROOT / "var"))
+STATE = Path(os.environ.get("LYCEUM_STATE_DIR", ROOT / "var")).resolve()
+DEMO = "dfm-demo"
 
 
 def wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
+    request = health_pb2.HealthCheckRequest()
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise SystemExit(f"predictor at {address} exited with code {proc.returncode}")
             try:
-                if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
+                if stub.Check(request, timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
                 pass
@@ -42,27 +48,46 @@ def wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 120) -
     raise SystemExit(f"predictor at {address} did not become ready in {timeout_s:.0f}s")
 
 
+def prepare(database_url: str, registry_url: str) -> None:
+    """Migrates the database once, and registers the demo DFM (trained now if missing) as production."""
+    upgrade(database_url)
+    models = ModelRepository(create_engine(database_url))
+    if models.list(DEMO):
+        return
+    checkpoint = Path(os.environ.get("LYCEUM_PREDICTOR_MODEL_PATH", STATE / "models" / DEMO))
+    if not (checkpoint / "config.json").exists():
+        subprocess.run([sys.executable, "-m", "lyceum_ml.dfm.demo", "--out", str(checkpoint)], check=True)
+    uri = ArtifactStore(registry_url).put_dir(checkpoint, f"models/{DEMO}/demo")
+    record = models.register(DEMO, "dfm", uri, {}, metadata={"source": "lyceum_ml.dfm.demo"})
+    models.set_alias(DEMO, "production", record.version)
+
+
 def main() -> int:
-    n = int(os.environ.get("PREDICTORS", "1"))
+    n_predictors = int(os.environ.get("PREDICTORS", "1"))
+    n_trainers = int(os.environ.get("TRAINERS", "1"))
     gateway_port = int(os.environ.get("GATEWAY_PORT", "8000"))
     base_port = int(os.environ.get("PREDICTOR_BASE_PORT", "50051"))
+    predictor_metrics = int(os.environ.get("PREDICTOR_METRICS_BASE_PORT", "9101"))
+    trainer_metrics = int(os.environ.get("TRAINER_METRICS_BASE_PORT", "9201"))
     host = os.environ.get("HOST", "127.0.0.1")
     STATE.mkdir(parents=True, exist_ok=True)
-    model = Path(os.environ.get("LYCEUM_PREDICTOR_MODEL_PATH", STATE / "models" / "dfm-demo"))
-    if not (model / "config.json").exists():
-        subprocess.run(
-            [sys.executable, "-m", "lyceum_ml.dfm.demo", "--out", str(model)], check=True, cwd=ROOT
-        )
-    metrics_base = int(os.environ.get("PREDICTOR_METRICS_BASE_PORT", "9101"))
-    env = {
-        "LYCEUM_PREDICTOR_DATABASE_URL": f"sqlite:///{STATE / 'lyceum.db'}",
-        **os.environ,  # explicit settings win over the embedded defaults
-        "LYCEUM_PREDICTOR_MODEL_PATH": str(model),
-    }
-    procs: list[subprocess.Popen] = []
-    addresses = []
+    database_url = f"sqlite:///{STATE / 'lyceum.db'}"
+    broker_url = f"filesystem://{STATE / 'broker'}"
+    registry_url = str(STATE / "registry")
+    prepare(database_url, registry_url)
 
-    def stop(*_: object) -> None:
+    def service_env(service: str, **settings: object) -> dict[str, str]:
+        """Embedded defaults for one service, overridden by anything already in the environment."""
+        defaults = {f"LYCEUM_{service}_{k.upper()}": str(v) for k, v in settings.items()}
+        return {**defaults, **os.environ}
+
+    procs: list[subprocess.Popen] = []
+
+    def spawn(module: str, env: dict[str, str]) -> subprocess.Popen:
+        procs.append(subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env))
+        return procs[-1]
+
+    def stop() -> None:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -77,42 +102,32 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    addresses = [f"{host}:{base_port + i}" for i in range(n_predictors)]
     try:
-        for i in range(n):
-            port = base_port + i
-            addresses.append(f"{host}:{port}")
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "lyceum_predictor"],
-                    cwd=ROOT,
-                    env={
-                        **env,
-                        "LYCEUM_PREDICTOR_PORT": str(port),
-                        "LYCEUM_PREDICTOR_METRICS_PORT": str(metrics_base + i),
-                        "LYCEUM_PREDICTOR_HOST": host,
-                        # only the first process migrates, so parallel starts don't race on the schema
-                        "LYCEUM_PREDICTOR_MIGRATE_ON_START": "true" if i == 0 else "false",
-                    },
-                )
+        for i, address in enumerate(addresses):
+            env = service_env(
+                "PREDICTOR", host=host, port=base_port + i,
+                metrics_port=predictor_metrics + i if predictor_metrics else 0,
+                database_url=database_url, registry_url=registry_url, model=f"{DEMO}@production",
+                model_cache_dir=STATE / "predictor" / "models", migrate_on_start="false",
             )
-            wait_serving(addresses[-1], procs[-1])
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "lyceum_gateway"],
-                cwd=ROOT,
-                env={
-                    **os.environ,
-                    "LYCEUM_GATEWAY_HOST": host,
-                    "LYCEUM_GATEWAY_PORT": str(gateway_port),
-                    "LYCEUM_GATEWAY_PREDICTOR_ADDRESSES": ",".join(addresses),
-                },
-            )
-        )
+            wait_serving(address, spawn("lyceum_predictor", env))
+        for i in range(n_trainers):
+            spawn("lyceum_trainer", service_env(
+                "TRAINER", database_url=database_url, broker_url=broker_url, registry_url=registry_url,
+                work_dir=STATE / "trainer", worker_name=f"local-trainer-{i}", migrate_on_start="false",
+                metrics_port=trainer_metrics + i if trainer_metrics else 0,
+            ))
+        spawn("lyceum_gateway", service_env(
+            "GATEWAY", host=host, port=gateway_port, predictor_addresses=",".join(addresses),
+            database_url=database_url, broker_url=broker_url,
+        ))
         url = f"http://{host}:{gateway_port}"
         print(
-            f"\nLyceum is up ({n} predictor{'s' if n > 1 else ''}: {', '.join(addresses)})\n"
+            f"\nLyceum is up (predictors: {', '.join(addresses)}; training workers: {n_trainers})\n"
             f"  REST API      {url}/v1\n  API docs      {url}/docs\n  DFM-Server    {url}/dfm-server\n"
-            f"  metrics       {url}/metrics\nCtrl-C to stop.\n",
+            f"  metrics       {url}/metrics\n  jobs CLI      lyceum --url {url} jobs list\n"
+            f"Ctrl-C to stop.\n",
             flush=True,
         )
         while all(p.poll() is None for p in procs):

@@ -197,6 +197,8 @@ def test_a_configured_history_limit_below_the_models(limited: Stub) -> None:
     assert_invalid(limited, forecast(LEARNER, [["t01", "t02"]]), "task_sequences")
 
 
-def test_a_history_limit_beyond_the_model_is_refused(test_checkpoint: Path, sqlite_url: str) -> None:
-    with pytest.raises(ValueError, match="max_history_len"):
-        build_engine(predictor_settings(test_checkpoint, sqlite_url, max_history_len=MAX_HISTORY_LEN + 1))
+def test_a_history_limit_beyond_the_model_is_clamped(test_checkpoint: Path, sqlite_url: str) -> None:
+    settings = predictor_settings(test_checkpoint, sqlite_url, max_history_len=MAX_HISTORY_LEN + 100)
+    engine = build_engine(settings)
+    assert engine.served.max_history_len == MAX_HISTORY_LEN
+    assert engine.info().max_history_len == MAX_HISTORY_LEN

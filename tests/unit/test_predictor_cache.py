@@ -24,7 +24,7 @@ ONE_CHUNK = kv(1).nbytes
 
 
 def entry(tokens: int = 2) -> Entry:
-    return Entry(kv(tokens), history_len=tokens // 2 - 1, created_at=datetime.now(UTC))
+    return Entry(kv(tokens), history_len=tokens // 2 - 1, created_at=datetime.now(UTC), generation=0)
 
 
 def resident(caches: LearnerCaches, *ids: str) -> list[str]:

@@ -4,6 +4,27 @@ Migration helpers live in `lyceum_db.migrate`, imported on demand so repository 
 """
 
 from lyceum_db.engine import create_engine
-from lyceum_db.repositories import LearnerRecord, LearnerRepository
+from lyceum_db.models import TERMINAL, AliasMove, JobState
+from lyceum_db.repositories import (
+    AliasEvent,
+    JobRecord,
+    JobRepository,
+    LearnerRecord,
+    LearnerRepository,
+    ModelRecord,
+    ModelRepository,
+)
 
-__all__ = ["LearnerRecord", "LearnerRepository", "create_engine"]
+__all__ = [
+    "TERMINAL",
+    "AliasEvent",
+    "AliasMove",
+    "JobRecord",
+    "JobRepository",
+    "JobState",
+    "LearnerRecord",
+    "LearnerRepository",
+    "ModelRecord",
+    "ModelRepository",
+    "create_engine",
+]

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: what a route needs from the app's lifespan state (predictors, limits)."""
+"""FastAPI dependencies: what a route needs from the app's lifespan state (predictors, limits, jobs,
+registry)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from lyceum_gateway.jobs import JobService
 from lyceum_gateway.limits import Limits
+from lyceum_gateway.registry import RegistryService
 from lyceum_gateway.routing import PredictorRouter
 from lyceum_gateway.schemas.common import LEARNER_ID_PATTERN, LEARNER_ID_RULE
 
@@ -17,6 +20,14 @@ def get_predictors(request: Request) -> PredictorRouter:
 
 def get_limits(request: Request) -> Limits:
     return request.state.limits
+
+
+def get_jobs(request: Request) -> JobService:
+    return request.state.jobs
+
+
+def get_registry(request: Request) -> RegistryService:
+    return request.state.registry
 
 
 def learner_id_path(
@@ -30,3 +41,5 @@ def learner_id_path(
 Predictors = Annotated[PredictorRouter, Depends(get_predictors)]
 RequestLimits = Annotated[Limits, Depends(get_limits)]
 LearnerIdPath = Annotated[str, Depends(learner_id_path)]
+Jobs = Annotated[JobService, Depends(get_jobs)]
+Registry = Annotated[RegistryService, Depends(get_registry)]

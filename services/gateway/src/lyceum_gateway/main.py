@@ -1,5 +1,6 @@
 """Builds the gateway app from its settings: the native `/v1` API, the DFM-Server compatibility mount,
-probes and metrics; predictor channels are opened in the lifespan and closed on shutdown."""
+probes and metrics; predictor channels, the database engine and the broker producer are opened in the
+lifespan and closed on shutdown."""
 
 from __future__ import annotations
 
@@ -9,24 +10,39 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from lyceum_db.engine import create_engine
+from lyceum_db.models.job import JobState
+from lyceum_db.repositories.jobs import JobRepository
+from lyceum_db.repositories.registry import ModelRepository
 from lyceum_gateway import __version__
 from lyceum_gateway.auth import ApiKeyMiddleware
 from lyceum_gateway.clients import GrpcPredictor, Predictor
 from lyceum_gateway.config import Settings
 from lyceum_gateway.errors import install_compat_handlers, install_native_handlers
+from lyceum_gateway.jobs import JobService
 from lyceum_gateway.limits import Limits
-from lyceum_gateway.metrics import HttpMetrics, MetricsMiddleware
-from lyceum_gateway.routes import API_PREFIX, catalog, dfm_server, learners, ops
+from lyceum_gateway.metrics import HttpMetrics, JobsCollector, MetricsMiddleware
+from lyceum_gateway.registry import RegistryService
+from lyceum_gateway.routes import API_PREFIX, catalog, dfm_server, jobs, learners, models, ops
 from lyceum_gateway.routing import PredictorRouter
+from lyceum_jobs.kinds import KINDS
+from lyceum_jobs.queue import make_celery
 
 COMPAT_PREFIX = "/dfm-server"
 
 TAGS = [
     {"name": "learners", "description": "Learners, their histories, predictions and forecasts."},
     {"name": "catalog", "description": "The task vocabulary and the served model."},
+    {
+        "name": "jobs",
+        "description": "Training jobs: submit (idempotently), list, follow live (Server-Sent Events), cancel "
+        "and resume. Workers run them; the job table is the truth.",
+    },
+    {"name": "models", "description": "The model registry: trained versions and the aliases that name them."},
     {"name": "operations", "description": "Liveness and readiness probes (never need an API key)."},
 ]
-DESCRIPTION = """Lyceum's public API: per-learner predictions from the Developmental Foundation Model.
+DESCRIPTION = """Lyceum's public API: per-learner predictions from the Developmental Foundation Model, and
+the training jobs and model registry behind it (`lyceum` is its command-line client).
 
 When the deployment configures API keys, every `/v1` and `/dfm-server` call needs
 `Authorization: Bearer <key>` or `X-API-Key: <key>`. Errors answer
@@ -42,8 +58,24 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
             for address in settings.predictor_addresses:
                 client = GrpcPredictor(address, timeout_s=settings.request_timeout_s)
                 clients[address] = await stack.enter_async_context(client)
+            # Engines and Celery apps connect lazily: a database or broker that is down fails the requests
+            # that need it (jobs, models), not the start of the whole gateway.
+            engine = create_engine(settings.database_url)
+            stack.callback(engine.dispose)
+            celery = make_celery(settings.broker_url, name="lyceum-gateway")
+            stack.callback(celery.close)
+            job_repository = JobRepository(engine)
+            prometheus = app.state.metrics.registry
+            collector = JobsCollector(job_repository.counts, KINDS, [state.value for state in JobState])
+            prometheus.register(collector)
+            stack.callback(prometheus.unregister, collector)
             # Lifespan state reaches every request, including those of the mounted compatibility app.
-            yield {"predictors": PredictorRouter(clients), "limits": Limits.from_settings(settings)}
+            yield {
+                "predictors": PredictorRouter(clients),
+                "limits": Limits.from_settings(settings),
+                "jobs": JobService(job_repository, celery, poll_s=settings.events_poll_s),
+                "registry": RegistryService(ModelRepository(engine)),
+            }
 
     return lifespan
 
@@ -94,6 +126,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_native_handlers(app)
     app.include_router(learners.router)
     app.include_router(catalog.router)
+    app.include_router(jobs.router)
+    app.include_router(models.router)
     app.include_router(ops.router)
     app.mount(COMPAT_PREFIX, _dfm_server_app())
     if settings.api_keys:

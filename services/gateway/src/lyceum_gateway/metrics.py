@@ -1,17 +1,25 @@
 """HTTP metrics: request counts and latencies labelled by route TEMPLATE (bounded cardinality), kept in
-a per-app registry and served as Prometheus text on `/metrics`."""
+a per-app registry and served as Prometheus text on `/metrics`, beside the job-state gauge."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lyceum_core.metrics import LATENCY_BUCKETS
 
+log = logging.getLogger(__name__)
+
 UNMATCHED = "<unmatched>"
+JOBS_METRIC = "lyceum_jobs"
+JOBS_HELP = "Jobs in the job table, by kind and state"
 
 
 class HttpMetrics:
@@ -78,3 +86,34 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_record_status)
         finally:
             self.metrics.observe(scope["method"], route_template(scope), status, time.perf_counter() - start)
+
+
+class JobsCollector(Collector):
+    """`lyceum_jobs{kind,state}`: how many jobs are in each state, counted by the database at scrape time
+    (one GROUP BY), so the fleet's job states are observable from the gateway alone. Every known kind and
+    state is exported, zeros included, so that a state emptying reads 0 rather than a vanished series."""
+
+    def __init__(
+        self, counts: Callable[[], Mapping[tuple[str, str], int]], kinds: Iterable[str], states: Iterable[str]
+    ) -> None:
+        self._counts = counts
+        self._kinds = list(kinds)
+        self._states = list(states)
+
+    def describe(self) -> Iterator[Metric]:
+        # Registering calls describe (not collect), so no query runs at startup.
+        yield GaugeMetricFamily(JOBS_METRIC, JOBS_HELP, labels=["kind", "state"])
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = dict(self._counts())
+        except Exception:  # noqa: BLE001 - a database outage must not break the rest of the scrape
+            log.warning("could not count jobs for %s", JOBS_METRIC, exc_info=True)
+            return
+        family = GaugeMetricFamily(JOBS_METRIC, JOBS_HELP, labels=["kind", "state"])
+        for kind in self._kinds:
+            for state in self._states:
+                family.add_metric([kind, state], counts.pop((kind, state), 0))
+        for (kind, state), n in sorted(counts.items()):  # kinds or states this gateway does not know
+            family.add_metric([kind, state], n)
+        yield family

@@ -31,6 +31,7 @@ class Entry:
     kv: KVCache
     history_len: int  # events the cache holds (it holds 2 * (history_len + 1) tokens)
     created_at: datetime  # of the stored learner it was built from: a re-created learner is another one
+    generation: int  # of the served model that built it
     charged: int = 0  # bytes counted against the budget for this entry
 
 

@@ -6,7 +6,13 @@ from pathlib import Path
 
 from pydantic import Field
 
-from lyceum_core.settings import DEFAULT_DATABASE_URL, DEFAULT_STATE_DIR, ServiceSettings, service_config
+from lyceum_core.settings import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_REGISTRY_URL,
+    DEFAULT_STATE_DIR,
+    ServiceSettings,
+    service_config,
+)
 
 
 class Settings(ServiceSettings):
@@ -17,7 +23,11 @@ class Settings(ServiceSettings):
     metrics_port: int = Field(9101, ge=0, le=65535, description="Prometheus port (0 = off)")
     database_url: str = DEFAULT_DATABASE_URL
     migrate_on_start: bool = True
-    model_path: Path = DEFAULT_STATE_DIR / "models" / "dfm-demo"
+    model_path: Path = Field(DEFAULT_STATE_DIR / "models" / "dfm-demo", description="checkpoint directory")
+    model: str | None = Field(None, description="registry reference name@alias (wins over model_path)")
+    registry_url: str = Field(DEFAULT_REGISTRY_URL, description="artifact store root (path or fsspec URL)")
+    model_cache_dir: Path = Field(DEFAULT_STATE_DIR / "predictor" / "models", description="downloaded models")
+    model_poll_s: float = Field(10.0, ge=0, description="how often the registry alias is checked (0 = never)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")
     max_history_len: int | None = Field(

@@ -8,6 +8,7 @@ database before the cache is extended and before the caller is answered.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -15,28 +16,42 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import torch
 
 from lyceum_core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from lyceum_db.repositories.learners import LearnerRecord, LearnerRepository
 from lyceum_ml.checkpoint import LoadedDFM
-from lyceum_ml.dfm import inference
+from lyceum_ml.dfm import DFM, TaskVocab, inference
 from lyceum_ml.dfm.inference import Feedback
 from lyceum_ml.dfm.vocab import UnknownTask
 from lyceum_predictor.cache import HITS, MISSES, REBUILD_SECONDS, REBUILDS, Entry, LearnerCaches
 
+log = logging.getLogger(__name__)
 LEARNER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 APPEND_RETRIES = 3
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_history_len: int  # events per learner
+    max_history_len: int | None = None  # events per learner; None = as many as the served model can hold
     max_tasks_per_request: int = 1024
     max_events_per_request: int = 4096
     max_forecast_sequences: int = 256
     max_forecast_length: int = 512
+
+
+@dataclass(frozen=True)
+class Served:
+    """The model being served, as one immutable snapshot: calls capture it once, so a swap never mixes
+    weights, vocabulary or caches of two models."""
+
+    model: DFM
+    vocab: TaskVocab
+    metadata: dict[str, Any]
+    generation: int  # bumped by every swap; cache entries of another generation are rebuilt
+    max_history_len: int
 
 
 @dataclass(frozen=True)
@@ -77,29 +92,46 @@ class PredictorEngine:
         *,
         chunk_tokens: int = 128,
     ) -> None:
-        if limits.max_history_len > loaded.model.cfg.max_events:
-            raise ValueError(
-                f"max_history_len={limits.max_history_len} exceeds the model's {loaded.model.cfg.max_events}"
-            )
-        self.model, self.vocab, self.metadata = loaded.model, loaded.vocab, loaded.metadata
         self.repo, self.caches, self.limits, self.chunk = repo, caches, limits, chunk_tokens
         self._locks = [threading.Lock() for _ in range(1024)]  # striped per-learner locks
+        self._swap_lock = threading.Lock()
+        self.served = self._snapshot(loaded, generation=0)
+
+    def swap(self, loaded: LoadedDFM) -> Served:
+        """Serves another model from now on (no restart). Calls already running finish on the old one;
+        every learner's cache is rebuilt from its stored history on next use."""
+        with self._swap_lock:
+            self.served = self._snapshot(loaded, self.served.generation + 1)
+            self.caches.clear()
+        return self.served
+
+    def _snapshot(self, loaded: LoadedDFM, generation: int) -> Served:
+        configured, limit = self.limits.max_history_len, loaded.model.cfg.max_events
+        if configured is not None and configured <= limit:
+            limit = configured
+        elif configured is not None:
+            log.warning(
+                "max_history_len %d exceeds what the model can hold; serving %d events",
+                configured,
+                limit,
+            )
+        return Served(loaded.model, loaded.vocab, dict(loaded.metadata), generation, limit)
 
     # --- operations -------------------------------------------------------------------------------
     def register(self, learner_id: str, history: Sequence[tuple[str, float]]) -> Learner:
         _check_learner_id(learner_id)
-        rows, outcomes = self._events(history, "history")
-        if len(history) > self.limits.max_history_len:
+        s = self.served
+        rows, outcomes = self._events(s, history, "history")
+        if len(history) > s.max_history_len:
             raise InvalidArgument(
-                f"history has {len(history)} events; the limit is {self.limits.max_history_len}",
-                field="history",
+                f"history has {len(history)} events; the limit is {s.max_history_len}", field="history"
             )
         with self._lock(learner_id):
             if self.repo.get(learner_id) is not None:
                 raise _exists(learner_id)
-            kv = inference.prefill(self.model, rows, outcomes, chunk=self.chunk)
+            kv = inference.prefill(s.model, rows, outcomes, chunk=self.chunk)
             record = self.repo.create(learner_id, list(history))
-            self.caches.put(learner_id, Entry(kv, record.history_len, record.created_at))
+            self.caches.put(learner_id, Entry(kv, record.history_len, record.created_at, s.generation))
         return Learner.of(record)
 
     def get(self, learner_id: str) -> Learner:
@@ -109,10 +141,11 @@ class PredictorEngine:
     def predict(self, learner_id: str, tasks: Sequence[str]) -> tuple[list[float], int]:
         """P(success) per task given the committed history, and that history's length."""
         _check_learner_id(learner_id)
-        rows = self._tasks(tasks, "tasks", self.limits.max_tasks_per_request)
+        s = self.served
+        rows = self._tasks(s, tasks, "tasks", self.limits.max_tasks_per_request)
         with self._lock(learner_id):
-            entry = self._resident(learner_id)
-            probs = inference.predict(self.model, entry.kv, rows)
+            entry = self._resident(s, learner_id)
+            probs = inference.predict(s.model, entry.kv, rows)
             return probs.tolist(), entry.history_len
 
     def append(
@@ -122,10 +155,11 @@ class PredictorEngine:
         _check_learner_id(learner_id)
         if not events:
             raise InvalidArgument("events must not be empty", field="events")
-        rows, outcomes = self._events(events, "events")
+        s = self.served
+        rows, outcomes = self._events(s, events, "events")
         with self._lock(learner_id):
             for attempt in range(APPEND_RETRIES):
-                entry = self._resident(learner_id)
+                entry = self._resident(s, learner_id)
                 if expected_len is not None and expected_len != entry.history_len:
                     raise FailedPrecondition(
                         f"learner {learner_id!r} has {entry.history_len} events, "
@@ -133,13 +167,13 @@ class PredictorEngine:
                         field="expected_history_len",
                     )
                 total = entry.history_len + len(events)
-                if total > self.limits.max_history_len:
+                if total > s.max_history_len:
                     raise InvalidArgument(
                         f"appending {len(events)} events would make the history {total} events long; "
-                        f"the limit is {self.limits.max_history_len}",
+                        f"the limit is {s.max_history_len}",
                         field="events",
                     )
-                priors, new_kv = inference.extend(self.model, entry.kv, rows, outcomes)
+                priors, new_kv = inference.extend(s.model, entry.kv, rows, outcomes)
                 try:
                     record = self.repo.append(learner_id, list(events), expected_len=entry.history_len)
                 except Aborted:
@@ -188,18 +222,19 @@ class PredictorEngine:
             raise InvalidArgument(
                 f"task sequences of length {L}; at most {lim.max_forecast_length}", field="task_sequences"
             )
-        flat = self._tasks([t for s in sequences for t in s], "task_sequences", None, allow_empty=True)
+        s = self.served
+        flat = self._tasks(s, [t for seq in sequences for t in seq], "task_sequences", None, allow_empty=True)
         with self._lock(learner_id):
-            entry = self._resident(learner_id)
-            if L and entry.history_len + L - 1 > lim.max_history_len:
+            entry = self._resident(s, learner_id)
+            if L and entry.history_len + L - 1 > s.max_history_len:
                 raise InvalidArgument(
                     f"a roll-out of {L} tasks after {entry.history_len} events runs past the limit of "
-                    f"{lim.max_history_len} events",
+                    f"{s.max_history_len} events",
                     field="task_sequences",
                 )
             if not sequences or L == 0:
                 return [[] for _ in sequences]
-            probs = inference.forecast(self.model, entry.kv, flat.view(len(sequences), L), feedback, seed)
+            probs = inference.forecast(s.model, entry.kv, flat.view(len(sequences), L), feedback, seed)
             return probs.tolist()
 
     def delete(self, learner_id: str) -> None:
@@ -210,23 +245,24 @@ class PredictorEngine:
                 raise _not_found(learner_id)
 
     def tasks(self) -> list[str]:
-        return list(self.vocab.tasks)
+        return list(self.served.vocab.tasks)
 
     def info(self) -> ModelInfo:
-        cfg = self.model.cfg
+        s = self.served
+        cfg = s.model.cfg
         return ModelInfo(
-            name=str(self.metadata.get("name", "dfm")),
-            version=str(self.metadata.get("version", "0")),
+            name=str(s.metadata.get("name", "dfm")),
+            version=str(s.metadata.get("version", "0")),
             n_layer=cfg.n_layer,
             n_head=cfg.n_head,
             n_kv_head=cfg.n_kv_head,
             d_model=cfg.d_model,
             n_tasks=cfg.n_tasks,
             task_encoder=cfg.task_encoder,
-            max_history_len=self.limits.max_history_len,
-            dtype=str(self.model.dtype).removeprefix("torch."),
-            device=str(self.model.device),
-            n_parameters=self.model.num_parameters(),
+            max_history_len=s.max_history_len,
+            dtype=str(s.model.dtype).removeprefix("torch."),
+            device=str(s.model.device),
+            n_parameters=s.model.num_parameters(),
         )
 
     # --- cache consistency ------------------------------------------------------------------------
@@ -236,11 +272,11 @@ class PredictorEngine:
             raise _not_found(learner_id)
         return record
 
-    def _resident(self, learner_id: str) -> Entry:
+    def _resident(self, s: Served, learner_id: str) -> Entry:
         """The learner's cache, rebuilt if missing or unlike the stored history. Caller holds the lock."""
         record = self._record(learner_id)
         entry = self.caches.get(learner_id)
-        if entry is not None and _holds(entry, record):
+        if entry is not None and _holds(entry, record, s):
             HITS.inc()
             return entry
         MISSES.inc()
@@ -249,12 +285,17 @@ class PredictorEngine:
         )
         start = time.perf_counter()
         history = self.repo.history(learner_id)
-        rows = torch.tensor(
-            self.vocab.encode([t for t, _ in history]), dtype=torch.long, device=self.model.device
-        )
-        outcomes = torch.tensor([o for _, o in history], dtype=torch.float32, device=self.model.device)
-        kv = inference.prefill(self.model, rows, outcomes, chunk=self.chunk)
-        entry = Entry(kv, len(history), record.created_at)
+        try:
+            task_rows = s.vocab.encode([t for t, _ in history])
+        except UnknownTask as e:  # only after a swap to a model that lacks a task this learner practised
+            raise FailedPrecondition(
+                f"learner {learner_id!r} has task {e.task!r}, which the served model does not know",
+                field="learner_id",
+            ) from None
+        rows = torch.tensor(task_rows, dtype=torch.long, device=s.model.device)
+        outcomes = torch.tensor([o for _, o in history], dtype=torch.float32, device=s.model.device)
+        kv = inference.prefill(s.model, rows, outcomes, chunk=self.chunk)
+        entry = Entry(kv, len(history), record.created_at, s.generation)
         self.caches.put(learner_id, entry)
         REBUILDS.labels(reason).inc()
         REBUILD_SECONDS.observe(time.perf_counter() - start)
@@ -265,19 +306,21 @@ class PredictorEngine:
 
     # --- validation ---------------------------------------------------------------------------------
     def _tasks(
-        self, tasks: Sequence[str], field: str, limit: int | None, allow_empty: bool = False
+        self, s: Served, tasks: Sequence[str], field: str, limit: int | None, allow_empty: bool = False
     ) -> torch.Tensor:
         if not tasks and not allow_empty:
             raise InvalidArgument(f"{field} must not be empty", field=field)
         if limit is not None and len(tasks) > limit:
             raise InvalidArgument(f"{field} has {len(tasks)} entries; at most {limit}", field=field)
         try:
-            rows = self.vocab.encode(tasks)
+            rows = s.vocab.encode(tasks)
         except UnknownTask as e:
             raise InvalidArgument(f"unknown task {e.task!r}", field=field) from None
-        return torch.tensor(rows, dtype=torch.long, device=self.model.device)
+        return torch.tensor(rows, dtype=torch.long, device=s.model.device)
 
-    def _events(self, events: Sequence[tuple[str, float]], field: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _events(
+        self, s: Served, events: Sequence[tuple[str, float]], field: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if len(events) > self.limits.max_events_per_request:
             raise InvalidArgument(
                 f"{field} has {len(events)} events; at most {self.limits.max_events_per_request} per request",
@@ -286,14 +329,19 @@ class PredictorEngine:
         for i, (_, outcome) in enumerate(events):
             if not (math.isfinite(outcome) and 0.0 <= outcome <= 1.0):
                 raise InvalidArgument(f"{field}[{i}].outcome must be in [0, 1], got {outcome}", field=field)
-        rows = self._tasks([t for t, _ in events], field, None, allow_empty=True)
-        outcomes = torch.tensor([o for _, o in events], dtype=torch.float32, device=self.model.device)
+        rows = self._tasks(s, [t for t, _ in events], field, None, allow_empty=True)
+        outcomes = torch.tensor([o for _, o in events], dtype=torch.float32, device=s.model.device)
         return rows, outcomes
 
 
-def _holds(entry: Entry, record: LearnerRecord) -> bool:
-    """Whether a cache holds exactly the stored learner: same incarnation, same number of events."""
-    return entry.history_len == record.history_len and entry.created_at == record.created_at
+def _holds(entry: Entry, record: LearnerRecord, s: Served) -> bool:
+    """Whether a cache holds exactly the stored learner (same incarnation, same number of events) as encoded
+    by the served model."""
+    return (
+        entry.history_len == record.history_len
+        and entry.created_at == record.created_at
+        and entry.generation == s.generation
+    )
 
 
 def _check_learner_id(learner_id: str) -> None:

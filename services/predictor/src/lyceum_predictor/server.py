@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+from prometheus_client import Counter
 
 from lyceum_api.predictor.v1 import predictor_pb2, predictor_pb2_grpc
 from lyceum_core.grpc.server import GrpcServer
 from lyceum_db.engine import create_engine
 from lyceum_db.migrate import upgrade
 from lyceum_db.repositories.learners import LearnerRepository
-from lyceum_ml.checkpoint import load_dfm
 from lyceum_predictor.cache import LearnerCaches
 from lyceum_predictor.config import Settings
 from lyceum_predictor.engine import Limits, PredictorEngine
+from lyceum_predictor.models import ModelSource
 from lyceum_predictor.servicer import PredictorServicer
 
 log = logging.getLogger(__name__)
+MODEL_SWAPS = Counter("lyceum_predictor_model_swaps_total", "Times a new model version was swapped in")
 SERVICE_NAME = predictor_pb2.DESCRIPTOR.services_by_name["PredictorService"].full_name
 
 
@@ -35,16 +38,27 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def build_engine(settings: Settings) -> PredictorEngine:
+def model_source(settings: Settings) -> ModelSource:
+    device = resolve_device(settings.device)
+    return ModelSource(
+        path=settings.model_path,
+        reference=settings.model,
+        database_url=settings.database_url,
+        registry_url=settings.registry_url,
+        cache_dir=settings.model_cache_dir,
+        device=device,
+        dtype=resolve_dtype(settings.dtype, device),
+    )
+
+
+def build_engine(settings: Settings, source: ModelSource | None = None) -> PredictorEngine:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     if settings.migrate_on_start:
         upgrade(settings.database_url)
-    device = resolve_device(settings.device)
-    loaded = load_dfm(settings.model_path, device=device, dtype=resolve_dtype(settings.dtype, device))
-    cfg = loaded.model.cfg
+    loaded = (source or model_source(settings)).load()
     limits = Limits(
-        max_history_len=settings.max_history_len or cfg.max_events,
+        max_history_len=settings.max_history_len,
         max_tasks_per_request=settings.max_tasks_per_request,
         max_events_per_request=settings.max_events_per_request,
         max_forecast_sequences=settings.max_forecast_sequences,
@@ -52,10 +66,10 @@ def build_engine(settings: Settings) -> PredictorEngine:
     )
     log.info(
         "loaded DFM %s (%d parameters, %d tasks) on %s/%s",
-        settings.model_path,
+        settings.model or settings.model_path,
         loaded.model.num_parameters(),
         len(loaded.vocab),
-        device,
+        loaded.model.device,
         loaded.model.dtype,
     )
     return PredictorEngine(
@@ -72,7 +86,9 @@ class PredictorServer:
 
     def __init__(self, settings: Settings, engine: PredictorEngine | None = None) -> None:
         self.settings = settings
-        self.engine = engine or build_engine(settings)
+        self.source = model_source(settings)
+        self.engine = engine or build_engine(settings, self.source)
+        self._watcher: asyncio.Task | None = None
         self.executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="predictor")
         servicer = PredictorServicer(self.engine, self.executor)
         self.grpc = GrpcServer(
@@ -89,11 +105,39 @@ class PredictorServer:
     async def start(self) -> None:
         await self.grpc.start()
         await self.grpc.set_serving()
+        if self.source.from_registry and self.settings.model_poll_s > 0:
+            self._watcher = asyncio.create_task(self._watch_registry())
+
+    async def check_registry(self) -> bool:
+        """Swaps to the version the registry reference names now, if it changed; True if it swapped."""
+        served = self.engine.served.metadata.get("registry_version")
+        record = await asyncio.to_thread(self.source.newer, served)
+        if record is None:
+            return False
+        loaded = await asyncio.to_thread(self.source.load, record)
+        self.engine.swap(loaded)
+        MODEL_SWAPS.inc()
+        log.info("now serving %s version %s (was %s)", record.name, record.version, served)
+        return True
+
+    async def _watch_registry(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.model_poll_s)
+            try:
+                await self.check_registry()
+            except Exception:  # noqa: BLE001 - keep serving the current model; retry next poll
+                log.exception("model registry check failed")
 
     async def wait(self) -> None:
         await self.grpc.wait_for_signal(self.settings.drain_grace_s)
+        self._stop_watcher()
         self.executor.shutdown(wait=True)
 
     async def stop(self, grace_s: float | None = None) -> None:
+        self._stop_watcher()
         await self.grpc.drain(self.settings.drain_grace_s if grace_s is None else grace_s)
         self.executor.shutdown(wait=True)
+
+    def _stop_watcher(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()

@@ -1,6 +1,22 @@
 """All Lyceum models, imported here so that `Base.metadata` is complete for Alembic and the repositories."""
 
 from lyceum_db.models.base import NAMING_CONVENTION, Base, UTCDateTime
+from lyceum_db.models.job import TERMINAL, Job, JobMetric, JobState
 from lyceum_db.models.learner import Learner, LearnerEvent
+from lyceum_db.models.registry import AliasMove, ModelAlias, ModelAliasEvent, ModelVersion
 
-__all__ = ["NAMING_CONVENTION", "Base", "Learner", "LearnerEvent", "UTCDateTime"]
+__all__ = [
+    "NAMING_CONVENTION",
+    "TERMINAL",
+    "AliasMove",
+    "Base",
+    "Job",
+    "JobMetric",
+    "JobState",
+    "Learner",
+    "LearnerEvent",
+    "ModelAlias",
+    "ModelAliasEvent",
+    "ModelVersion",
+    "UTCDateTime",
+]

@@ -32,7 +32,8 @@ async def readyz(predictors: Predictors) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    """The gateway's metrics in the Prometheus text format."""
+def metrics(request: Request) -> Response:
+    """The gateway's metrics in the Prometheus text format. A plain `def`: the job gauge queries the
+    database while rendering, which must not block the event loop."""
     http_metrics = request.app.state.metrics
     return Response(content=http_metrics.render(), media_type=http_metrics.content_type)

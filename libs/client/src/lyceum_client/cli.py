@@ -1,0 +1,253 @@
+"""The `lyceum` command: submit, list, show, follow, cancel and resume training jobs, and list models and move
+their aliases, against a Lyceum gateway (`--url`, env LYCEUM_URL; `--api-key`, env LYCEUM_API_KEY).
+
+Exit status: 0 on success; 1 when the gateway refuses or cannot be reached, or when a followed job ends
+failed or cancelled; 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from lyceum_client import __version__
+from lyceum_client.client import DEFAULT_URL, LyceumClient, LyceumClientError
+from lyceum_client.follow import follow
+from lyceum_client.render import FollowDisplay, job_summary, jobs_table, models_table
+
+STATES = ("queued", "running", "cancelling", "cancelled", "succeeded", "failed")
+
+Handler = Callable[[LyceumClient, argparse.Namespace, Console], int]
+
+
+class UsageError(Exception):
+    """Bad input the gateway never saw (an unreadable config file)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Piped output is for reading and grepping: no 80-column wrapping (COLUMNS still wins).
+    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
+    out = Console(highlight=False, width=width)
+    err = Console(stderr=True, highlight=False, width=width)
+    try:
+        with LyceumClient(args.url, args.api_key or None, timeout_s=args.timeout) as client:
+            return args.handler(client, args, out)
+    except LyceumClientError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        return 1
+    except UsageError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lyceum", description="Lyceum's command line: training jobs and models."
+    )
+    parser.add_argument("--version", action="version", version=f"lyceum {__version__}")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("LYCEUM_URL", DEFAULT_URL),
+        help="the gateway's base URL (env LYCEUM_URL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--api-key", default=os.environ.get("LYCEUM_API_KEY"), help="API key (env LYCEUM_API_KEY)"
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print the gateway's JSON instead of a summary")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{jobs,models}")
+
+    jobs = groups.add_parser("jobs", help="training jobs").add_subparsers(dest="command", required=True)
+    p = jobs.add_parser("submit", parents=[output], help="submit a job")
+    p.add_argument("kind", help="the job kind, e.g. dfm_pretrain or lm_pretrain")
+    p.add_argument("--config", required=True, help="the config: a JSON file, - for stdin, or inline JSON")
+    p.add_argument("--queue", help="the queue to run on (default: the kind's)")
+    p.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
+    _follow_options(p, "then follow it to its end (exit status as for `jobs follow`)")
+    p.set_defaults(handler=submit_job)
+    p = jobs.add_parser("list", parents=[output], help="list jobs, newest first")
+    p.add_argument("--state", choices=STATES)
+    p.add_argument("--kind")
+    p.add_argument("--limit", type=int, default=20, help="page size (default 20)")
+    p.add_argument("--before", help="the cursor a previous page printed")
+    p.add_argument("--all", action="store_true", help="every page")
+    p.set_defaults(handler=list_jobs)
+    p = jobs.add_parser("show", parents=[output], help="show a job")
+    p.add_argument("job_id")
+    p.set_defaults(handler=show_job)
+    p = jobs.add_parser(
+        "follow", help="follow a job live; exit 0 if it succeeds, 1 if it fails or is cancelled"
+    )
+    p.add_argument("job_id")
+    _follow_options(p, None)
+    p.set_defaults(handler=follow_job, follow=True)
+    p = jobs.add_parser("cancel", parents=[output], help="cancel a job")
+    p.add_argument("job_id")
+    p.set_defaults(handler=cancel_job)
+    p = jobs.add_parser("resume", parents=[output], help="resume a cancelled or failed job")
+    p.add_argument("job_id")
+    _follow_options(p, "then follow it to its end")
+    p.set_defaults(handler=resume_job)
+
+    models = groups.add_parser("models", help="the model registry").add_subparsers(
+        dest="command", required=True
+    )
+    p = models.add_parser("list", parents=[output], help="list model versions and their aliases")
+    p.add_argument("name", nargs="?", help="only this model")
+    p.set_defaults(handler=list_models)
+    p = models.add_parser("alias", parents=[output], help="point an alias at a version")
+    p.add_argument("name")
+    p.add_argument("alias")
+    p.add_argument("version", type=int)
+    p.set_defaults(handler=set_alias)
+    p = models.add_parser("rollback", parents=[output], help="move an alias back to its previous version")
+    p.add_argument("name")
+    p.add_argument("alias")
+    p.set_defaults(handler=rollback_alias)
+    return parser
+
+
+def _follow_options(parser: argparse.ArgumentParser, follow_help: str | None) -> None:
+    if follow_help is not None:
+        parser.add_argument("--follow", action="store_true", help=follow_help)
+    parser.add_argument("--poll", action="store_true", help="poll instead of using the event stream")
+
+
+# --- jobs ---------------------------------------------------------------------------------------------------
+
+
+def submit_job(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    config = read_config(args.config)
+    job = client.submit_job(args.kind, config, queue=args.queue, idempotency_key=args.idempotency_key)
+    _show(out, args, job, job_summary(job))
+    return _follow(client, job["job_id"], args, out) if args.follow else 0
+
+
+def list_jobs(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    if args.all:
+        jobs, cursor = list(client.iter_jobs(state=args.state, kind=args.kind, page_size=100)), None
+    else:
+        page = client.list_jobs(state=args.state, kind=args.kind, limit=args.limit, before=args.before)
+        jobs, cursor = page["jobs"], page["next_cursor"]
+    if args.json:
+        _print_json({"jobs": jobs, "next_cursor": cursor})
+        return 0
+    out.print(jobs_table(jobs) if jobs else "no jobs")
+    if cursor:
+        out.print(f"more: lyceum jobs list --before {cursor}", style="dim")
+    return 0
+
+
+def show_job(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    job = client.get_job(args.job_id)
+    if args.json:
+        _print_json(job)
+    else:
+        out.print(job_summary(job))
+        out.print_json(data=job)
+    return 0
+
+
+def follow_job(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    return _follow(client, args.job_id, args, out)
+
+
+def cancel_job(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    job = client.cancel_job(args.job_id)
+    _show(out, args, job, job_summary(job))
+    return 0
+
+
+def resume_job(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    job = client.resume_job(args.job_id)
+    _show(out, args, job, job_summary(job))
+    return _follow(client, job["job_id"], args, out) if args.follow else 0
+
+
+def _follow(client: LyceumClient, job_id: str, args: argparse.Namespace, out: Console) -> int:
+    with FollowDisplay(out, job_id) as display:
+        job = follow(client, job_id, display, poll=args.poll)
+    out.print(job_summary(job))
+    return 0 if job["state"] == "succeeded" else 1
+
+
+# --- models -------------------------------------------------------------------------------------------------
+
+
+def list_models(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    models = client.list_models(args.name)
+    if args.json:
+        _print_json({"models": models})
+    else:
+        out.print(models_table(models) if models else "no models")
+    return 0
+
+
+def set_alias(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    moved = client.set_alias(args.name, args.alias, args.version)
+    _show(out, args, moved, _alias_summary(moved, "->"))
+    return 0
+
+
+def rollback_alias(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    moved = client.rollback_alias(args.name, args.alias)
+    _show(out, args, moved, _alias_summary(moved, "rolled back to"))
+    return 0
+
+
+def _alias_summary(moved: dict[str, Any], verb: str) -> str:
+    before = moved.get("previous_version")
+    was = f" (was v{before})" if before is not None else " (new alias)"
+    return escape(f"{moved['name']}: {moved['alias']} {verb} v{moved['version']}{was}")
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def read_config(source: str) -> dict[str, Any]:
+    """A JSON object from a file, stdin (`-`) or the argument itself (when it starts with `{`)."""
+    if source == "-":
+        text, where = sys.stdin.read(), "stdin"
+    elif source.lstrip().startswith("{"):
+        text, where = source, "--config"
+    else:
+        try:
+            text, where = Path(source).read_text(), source
+        except OSError as exc:
+            raise UsageError(f"cannot read config file {source}: {exc.strerror}") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{where} must hold a JSON object")
+    return config
+
+
+def _show(out: Console, args: argparse.Namespace, body: dict[str, Any], summary: str) -> None:
+    if args.json:
+        _print_json(body)
+    else:
+        out.print(summary)
+
+
+def _print_json(body: Any) -> None:
+    # Plain stdout, not rich: machine-readable whatever the terminal.
+    sys.stdout.write(json.dumps(body, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""`LyceumClient`: a synchronous httpx client for the gateway's `/v1` jobs and models API. Responses are the
+gateway's JSON documents as dicts; every failure is a `LyceumClientError` carrying the gateway's error."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# An event stream sends a keep-alive comment at least every 15 s; a longer silence means it is gone.
+STREAM_READ_TIMEOUT_S = 60.0
+
+
+class LyceumClientError(Exception):
+    """A failed call: the gateway's error `code`, `message` and offending `field`, and the HTTP `status`
+    (None when the gateway could not be reached)."""
+
+    def __init__(
+        self, message: str, *, code: str = "UNKNOWN", field: str | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.field = field
+        self.status = status
+
+    def __str__(self) -> str:
+        where = f" (field: {self.field})" if self.field else ""
+        return f"{self.code}: {self.message}{where}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerEvent:
+    """One Server-Sent Event: its name, its JSON data decoded, and its id (a step, for `metrics`)."""
+
+    event: str
+    data: Any
+    id: str | None = None
+
+
+class LyceumClient:
+    """The gateway's jobs and models API. An `api_key` is sent as `Authorization: Bearer <key>`.
+
+    Use it as a context manager (or call `close()`) to release its connections.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- jobs -----------------------------------------------------------------------------------------------
+
+    def submit_job(
+        self,
+        kind: str,
+        config: dict[str, Any],
+        *,
+        queue: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Submits a job; with an `idempotency_key`, a repeated call returns the job the first one made."""
+        body: dict[str, Any] = {"kind": kind, "config": config}
+        if queue is not None:
+            body["queue"] = queue
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
+        return self._call("POST", "/v1/jobs", json=body)
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> dict[str, Any]:
+        """One page, newest first: `{"jobs": [...], "next_cursor": ...}`; pass `next_cursor` as `before`."""
+        params = _params(state=state, kind=kind, limit=limit, before=before)
+        return self._call("GET", "/v1/jobs", params=params)
+
+    def iter_jobs(
+        self, *, state: str | None = None, kind: str | None = None, page_size: int = 100
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching job, newest first, fetching pages as needed."""
+        before = None
+        while True:
+            page = self.list_jobs(state=state, kind=kind, limit=page_size, before=before)
+            yield from page["jobs"]
+            before = page["next_cursor"]
+            if before is None:
+                return
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{_seg(job_id)}")
+
+    def job_metrics(self, job_id: str, after_step: int | None = None) -> list[dict[str, Any]]:
+        """The job's metrics history: `[{"step", "values", "time"}, ...]`."""
+        body = self._call("GET", f"/v1/jobs/{_seg(job_id)}/metrics", params=_params(after_step=after_step))
+        return body["points"]
+
+    def follow_job(self, job_id: str, after_step: int | None = None) -> Iterator[ServerEvent]:
+        """The job's event stream: `progress`, `metrics` and a final `end` (or `error`) event. It ends with
+        the job, or raises `LyceumClientError` if the connection breaks; resume with the last metrics step."""
+        path = f"/v1/jobs/{_seg(job_id)}/events"
+        timeout = httpx.Timeout(self._http.timeout.connect, read=STREAM_READ_TIMEOUT_S)
+        try:
+            with self._http.stream(
+                "GET",
+                path,
+                params=_params(after_step=after_step),
+                headers={"Accept": "text/event-stream"},
+                timeout=timeout,
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise _error(response)
+                yield from parse_events(response.iter_lines())
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Cancels a queued job at once, asks a running one to stop (`cancelling`)."""
+        return self._call("POST", f"/v1/jobs/{_seg(job_id)}/cancel")
+
+    def resume_job(self, job_id: str) -> dict[str, Any]:
+        """Queues a cancelled or failed job again; it continues from its last checkpoint."""
+        return self._call("POST", f"/v1/jobs/{_seg(job_id)}/resume")
+
+    # --- models ---------------------------------------------------------------------------------------------
+
+    def list_models(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every model version (of one model, with `name`), each with its aliases."""
+        return self._call("GET", "/v1/models", params=_params(name=name))["models"]
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        """`{"name", "versions", "aliases"}`."""
+        return self._call("GET", f"/v1/models/{_seg(name)}")
+
+    def get_model_version(self, name: str, version: int | str) -> dict[str, Any]:
+        """One version, by number or by alias."""
+        return self._call("GET", f"/v1/models/{_seg(name)}/versions/{_seg(str(version))}")
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """Points `alias` at `version`: `{"name", "alias", "version", "previous_version", "model"}`."""
+        return self._call("PUT", f"/v1/models/{_seg(name)}/aliases/{_seg(alias)}", json={"version": version})
+
+    def rollback_alias(self, name: str, alias: str) -> dict[str, Any]:
+        """Moves `alias` back to the version it pointed at before its last move."""
+        return self._call("POST", f"/v1/models/{_seg(name)}/aliases/{_seg(alias)}/rollback")
+
+    # --- plumbing -------------------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        if response.is_error:
+            raise _error(response)
+        return response.json()
+
+
+def parse_events(lines: Iterable[str]) -> Iterator[ServerEvent]:
+    """Server-Sent Events from a stream's lines (WHATWG framing; `data` is JSON)."""
+    name, data, event_id = "message", [], None
+    for line in lines:
+        if not line:
+            if data:
+                yield ServerEvent(name, json.loads("\n".join(data)), event_id)
+            name, data, event_id = "message", [], None
+            continue
+        if line.startswith(":"):
+            continue  # a comment (keep-alive)
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            event_id = value
+
+
+def _error(response: httpx.Response) -> LyceumClientError:
+    """The gateway's `{"error": {"code", "message", "field"}}`, or what can be said without one."""
+    try:
+        error = response.json()["error"]
+        return LyceumClientError(
+            error["message"], code=error["code"], field=error.get("field"), status=response.status_code
+        )
+    except (ValueError, KeyError, TypeError):
+        text = response.text.strip()[:200] or response.reason_phrase
+        return LyceumClientError(text, code=f"HTTP_{response.status_code}", status=response.status_code)
+
+
+def _unreachable(base_url: str, exc: httpx.HTTPError) -> LyceumClientError:
+    return LyceumClientError(f"cannot reach the gateway at {base_url}: {exc}", code="UNAVAILABLE")
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _seg(value: str) -> str:
+    """A path segment, escaped (ids and names never contain `/`, but user input might)."""
+    return quote(value, safe="")

@@ -1,0 +1,169 @@
+"""How the `lyceum` command shows things: tables of jobs and model versions, one-line summaries, and the live
+progress bar of a followed job (step/total, throughput, ETA, loss)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+STATE_STYLES = {
+    "queued": "cyan",
+    "running": "blue",
+    "cancelling": "yellow",
+    "cancelled": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+}
+# Keys of a metrics point that every training step reports; anything else is an evaluation worth a line.
+TRAINING_KEYS = {"loss", "throughput", "lr", "grad_norm", "tokens", "events"}
+
+
+def state(text: str) -> str:
+    style = STATE_STYLES.get(text, "white")
+    return f"[{style}]{text}[/{style}]"
+
+
+def when(iso: str | None) -> str:
+    """An ISO timestamp as local `YYYY-MM-DD HH:MM:SS`."""
+    if not iso:
+        return "-"
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def progress_text(progress: dict[str, Any]) -> str:
+    step, total = progress.get("step"), progress.get("total")
+    if step is None:
+        return "-"
+    return f"{step}/{total}" if total else str(step)
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold")
+    table.add_column("JOB", no_wrap=True, min_width=32)  # whole ids, to copy into other commands
+    for column in ("KIND", "QUEUE", "STATE", "PROGRESS", "ATTEMPT", "CREATED"):
+        table.add_column(column, no_wrap=True)
+    for job in jobs:
+        table.add_row(
+            escape(job["job_id"]),
+            escape(job["kind"]),
+            escape(job["queue"]),
+            state(job["state"]),
+            progress_text(job.get("progress") or {}),
+            str(job["attempt"]),
+            when(job["created_at"]),
+        )
+    return table
+
+
+def models_table(models: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("MODEL", "VERSION", "KIND", "ALIASES", "METRICS", "JOB", "CREATED"):
+        table.add_column(column, no_wrap=column != "METRICS")
+    for model in models:
+        metrics = ", ".join(f"{k}={number(v)}" for k, v in sorted(model["metrics"].items()))
+        cells = [
+            model["name"],
+            str(model["version"]),
+            model["kind"],
+            ", ".join(model["aliases"]) or "-",
+            metrics or "-",
+            model.get("job_id") or "-",
+            when(model["created_at"]),
+        ]
+        table.add_row(*(escape(cell) for cell in cells))
+    return table
+
+
+def job_summary(job: dict[str, Any]) -> str:
+    """`job <id> (<kind> on <queue>): <state>`, with the error or the registered model when it ended."""
+    text = escape(f"job {job['job_id']} ({job['kind']} on {job['queue']}): ") + state(job["state"])
+    if job.get("error"):
+        text += escape(f": {job['error']}")
+    model = (job.get("result") or {}).get("model")
+    if model:
+        text += escape(f" -> model {model.get('name')} v{model.get('version')}")
+    return text
+
+
+class FollowDisplay:
+    """A rich progress bar for one job, fed with the job's `progress` and `metrics` events."""
+
+    def __init__(self, console: Console, job_id: str) -> None:
+        self.console = console
+        self.job_id = job_id
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[throughput]}"),
+            TextColumn("ETA {task.fields[eta]}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[state]}"),
+            console=console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+        self._loss: Any = None
+
+    def __enter__(self) -> Self:
+        self._progress.start()
+        self._task = self._progress.add_task(
+            self.job_id[:12], total=None, throughput="-", eta="-", loss="-", state=state("queued")
+        )
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+    def progress(self, event: dict[str, Any]) -> None:
+        """A `progress` event (or a polled job): state, step/total, throughput, ETA, loss."""
+        assert self._task is not None
+        progress = event.get("progress") or {}
+        if progress.get("loss") is not None:
+            self._loss = progress["loss"]
+        throughput = progress.get("throughput")
+        unit = progress.get("throughput_unit") or "/s"
+        self._progress.update(
+            self._task,
+            total=progress.get("total"),
+            completed=progress.get("step") or 0,
+            throughput=f"{throughput:,.0f} {unit}" if throughput else "-",
+            eta=duration(progress.get("eta_s")),
+            loss=number(self._loss),
+            state=state(event["state"]),
+        )
+
+    def metrics(self, point: dict[str, Any]) -> None:
+        """A `metrics` event: training loss updates the bar; evaluation results get their own line."""
+        assert self._task is not None
+        values = point.get("values") or {}
+        if values.get("loss") is not None:
+            self._loss = values["loss"]
+            self._progress.update(self._task, loss=number(self._loss))
+        evaluation = {k: v for k, v in values.items() if k not in TRAINING_KEYS}
+        if evaluation:
+            shown = "  ".join(f"{k}={number(v)}" for k, v in sorted(evaluation.items()))
+            self._progress.console.print(escape(f"step {point['step']}: {shown}"))

@@ -1,0 +1,91 @@
+"""LM checkpoints as plain directories: `config.json` (kind "lm", model config, metadata), `model.safetensors`
+(weights) and `tokenizer.json`. Written atomically; loading never unpickles anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+
+from lyceum_ml.lm.config import LMConfig
+from lyceum_ml.lm.model import TransformerLM
+from lyceum_ml.tokenization import TOKENIZER_FILE, eos_id, load_gpt2_bpe, load_tokenizer, save_tokenizer
+
+FORMAT = 1
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+@dataclass
+class LoadedLM:
+    model: TransformerLM
+    tokenizer: Tokenizer
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def as_tokenizer(tokenizer: Tokenizer | str | Path) -> Tokenizer:
+    """A Tokenizer, or a directory holding `tokenizer.json` or GPT-2 style `vocab.json` + `merges.txt`."""
+    if isinstance(tokenizer, Tokenizer):
+        return tokenizer
+    path = Path(tokenizer)
+    if path.is_file() or (path / TOKENIZER_FILE).exists():
+        return load_tokenizer(path)
+    return load_gpt2_bpe(path)
+
+
+def save_lm(
+    path: str | Path,
+    model: TransformerLM,
+    tokenizer: Tokenizer | str | Path,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Writes an LM checkpoint atomically (a temporary sibling directory renamed into place)."""
+    path = Path(path)
+    tokenizer = as_tokenizer(tokenizer)
+    if tokenizer.get_vocab_size() > model.cfg.vocab_size:
+        raise ValueError(
+            f"tokenizer has {tokenizer.get_vocab_size()} tokens, model only {model.cfg.vocab_size}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+        save_file(state, tmp / WEIGHTS_FILE)
+        save_tokenizer(tokenizer, tmp / TOKENIZER_FILE)
+        doc = {
+            "format": FORMAT,
+            "kind": "lm",
+            "config": model.cfg.to_dict(),
+            "eos_id": eos_id(tokenizer),
+            "metadata": metadata or {},
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=1))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def load_lm(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> LoadedLM:
+    """Reads an LM checkpoint into an eval-mode model on `device` in `dtype`, with its tokenizer."""
+    path = Path(path)
+    doc = json.loads((path / CONFIG_FILE).read_text())
+    if doc.get("kind") != "lm":
+        raise ValueError(f"{path} is not an LM checkpoint (kind={doc.get('kind')!r})")
+    model = TransformerLM(LMConfig.from_dict(doc["config"]))
+    model.load_state_dict(load_file(path / WEIGHTS_FILE))
+    model.to(device=device, dtype=dtype).eval()
+    return LoadedLM(
+        model=model, tokenizer=load_tokenizer(path / TOKENIZER_FILE), metadata=doc.get("metadata", {})
+    )

@@ -1,0 +1,85 @@
+"""What every resumable training loop offers the job runner, and the pieces they share (LR schedule,
+training-state files). The runner drives a loop in slices: `run(n)` steps, checkpoint, check for
+cancellation, repeat; a crashed or re-queued job resumes from `load(dir)` and continues bit-for-bit."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+TRAIN_STATE_FILE = "train_state.pt"
+
+
+class ResumableTrainer(Protocol):
+    total_steps: int  # the run's length in optimizer steps
+    step: int  # optimizer steps done so far
+
+    def run(self, n_steps: int) -> dict[str, float]:
+        """Runs up to n_steps more steps (never past total_steps); returns the latest training figures, at
+        least {"loss": ..., "throughput": ...}, throughput in tokens (LM) or events (DFM) per second."""
+        ...
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out metrics of the current weights (e.g. val_loss/perplexity; auc/accuracy/bce/ece)."""
+        ...
+
+    def save(self, directory: Path) -> None:
+        """Writes everything needed to resume exactly: weights, optimizer, step, RNG states, data position."""
+        ...
+
+    def load(self, directory: Path) -> None:
+        """Restores what `save` wrote."""
+        ...
+
+    def export(self, directory: Path) -> dict[str, Any]:
+        """Writes the servable artifact (model checkpoint + tokenizer/vocabulary) and returns its metadata."""
+        ...
+
+
+def warmup_cosine(step: int, *, lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Linear warmup to `lr`, then cosine decay to `lr * min_lr_ratio` at `total_steps`."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch RNG states (CPU and, when present, every CUDA device)."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_train_state(directory: Path, state: dict[str, Any]) -> None:
+    """Atomically writes a training-state dict (tensors, numbers, strings, nested containers) to a folder."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".train_state.", dir=directory)
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, directory / TRAIN_STATE_FILE)
+
+
+def load_train_state(directory: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Reads what save_train_state wrote (weights_only: no arbitrary unpickling)."""
+    return torch.load(directory / TRAIN_STATE_FILE, map_location=map_location, weights_only=True)
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Moves a finished directory into place, replacing any previous one."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(src, dst)

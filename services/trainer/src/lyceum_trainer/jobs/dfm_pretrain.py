@@ -1,0 +1,60 @@
+"""DFM pretraining: a knowledge-tracing dataset (3-line, pyKT CSV, JSONL or simulated) split by learner,
+trained with the DFM trainer; held-out test metrics are added at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lyceum_jobs.configs import DFMPretrainConfig
+from lyceum_ml.dfm import DFM, DFMConfig
+from lyceum_ml.dfm.data import DatasetSpec, load_dataset
+from lyceum_ml.dfm.simulate import SimConfig
+from lyceum_ml.dfm.train import DFMTrainer, TrainConfig, evaluate_split
+from lyceum_trainer.jobs import Built
+
+
+def build(config: DFMPretrainConfig, workdir: Path, resume: Path | None) -> Built:
+    d, t = config.dataset, config.train
+    splits = load_dataset(
+        DatasetSpec(
+            format=d.format,
+            train_path=d.train_path,
+            test_path=d.test_path,
+            valid_path=d.valid_path,
+            valid_fraction=d.valid_fraction,
+            valid_fold=d.valid_fold,
+            seed=d.seed,
+            simulation=SimConfig(n_learners=d.n_learners, seed=d.seed),
+        )
+    )
+    torch.manual_seed(t.seed)
+    model = DFM(DFMConfig(n_tasks=len(splits.vocab), **config.model.model_dump()))
+    train_cfg = TrainConfig(
+        steps=t.steps,
+        batch_size=t.batch_size,
+        window=t.window,
+        lr=t.lr,
+        min_lr_ratio=t.min_lr_ratio,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        grad_clip=t.grad_clip,
+        seed=t.seed,
+    )
+    trainer = DFMTrainer(
+        model,
+        splits.train.histories,
+        splits.valid.histories,
+        train_cfg,
+        vocab=splits.vocab,
+        metadata={"name": config.register_as, "source": "dfm_pretrain", "dataset": d.model_dump()},
+    )
+
+    def final() -> dict[str, float]:
+        if splits.test is None or not splits.test.histories:
+            return {}
+        test = evaluate_split(model, splits.test.histories, t.window)
+        return {f"test_{k}": v for k, v in test.items()}
+
+    return trainer, final

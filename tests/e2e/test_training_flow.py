@@ -1,0 +1,123 @@
+"""Training as a new user meets it on the embedded stack: submit a DFM job over REST and an LM job with the
+`lyceum` CLI, follow them, cancel and resume one, find the results in /v1/models, and move the production
+alias so the running predictors serve the new DFM without a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+TINYSTORIES = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "tinystories" / "tinystories_sample.txt"
+)
+
+
+def dfm_job(steps: int) -> dict:
+    return {
+        "kind": "dfm_pretrain",
+        "queue": "cpu",
+        "config": {
+            "dataset": {"format": "simulated", "n_learners": 150, "seed": 3},
+            "model": {"d_model": 16, "n_layer": 1, "n_head": 2, "n_kv_head": 1, "max_len": 256},
+            "train": {"steps": steps, "batch_size": 8, "window": 60, "warmup_steps": 2},
+            "run": {"checkpoint_every": 5, "log_every": 5},
+            "register_as": "dfm-demo",
+        },
+    }
+
+
+def wait_job(http: httpx.Client, job_id: str, ok, timeout: float = 180) -> dict:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        if ok(job):
+            return job
+        time.sleep(0.3)
+    pytest.fail(f"job {job_id} did not get there: {job}")
+
+
+def test_jobs_models_and_a_live_model_swap(stack: str) -> None:
+    with httpx.Client(base_url=stack, timeout=30) as http:
+        # a long DFM job: cancel it mid-run (its checkpoint stays), resume it, let it finish
+        job = http.post("/v1/jobs", json=dfm_job(steps=60)).json()
+        wait_job(http, job["job_id"], lambda j: (j["progress"].get("last_checkpoint") or 0) >= 5)
+        assert http.post(f"/v1/jobs/{job['job_id']}/cancel").json()["state"] in ("cancelling", "cancelled")
+        cancelled = wait_job(http, job["job_id"], lambda j: j["state"] == "cancelled")
+        kept = cancelled["progress"]["last_checkpoint"]
+        assert kept >= 5
+        assert http.post(f"/v1/jobs/{job['job_id']}/resume").json()["state"] == "queued"
+        done = wait_job(http, job["job_id"], lambda j: j["state"] in ("succeeded", "failed", "cancelled"))
+        assert done["state"] == "succeeded", done["error"]
+        assert done["attempt"] == 2 and done["progress"]["step"] == 60
+        assert done["metrics"]["auc"] > 0.5
+        history = http.get(f"/v1/jobs/{job['job_id']}/metrics").json()["points"]
+        assert history[-1]["step"] == 60
+
+        # the registry shows it; moving `production` makes the predictors serve it without a restart
+        version = done["result"]["model"]["version"]
+        model = http.get("/v1/models/dfm-demo").json()
+        assert model["aliases"]["latest"] == version and model["aliases"]["production"] == version - 1
+        before = http.get("/v1/model").json()
+        http.put("/v1/models/dfm-demo/aliases/production", json={"version": version}).raise_for_status()
+        deadline = time.monotonic() + 30
+        while http.get("/v1/model").json()["version"] != str(version) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        after = http.get("/v1/model").json()
+        assert after["version"] == str(version) and before["version"] != after["version"]
+        tasks = http.get("/v1/tasks").json()["tasks"]
+        assert "counting/q0" in tasks  # the new model's vocabulary (the simulator's tasks)
+        r = http.post(
+            "/v1/learners", json={"learner_id": "new-model", "history": [{"task": tasks[0], "outcome": 1}]}
+        )
+        assert r.status_code == 201, r.text
+        p = http.post("/v1/learners/new-model/predictions", json={"tasks": tasks[:3]}).json()["predictions"]
+        assert all(0 < x["probability"] < 1 for x in p)
+
+        # roll production back: the old model is served again
+        http.post("/v1/models/dfm-demo/aliases/production/rollback").raise_for_status()
+        deadline = time.monotonic() + 30
+        while http.get("/v1/model").json()["version"] != before["version"] and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert http.get("/v1/model").json()["version"] == before["version"]
+
+
+def test_lm_job_through_the_cli(stack: str, tmp_path: Path) -> None:
+    if not TINYSTORIES.exists():
+        pytest.fail(f"shared data missing: {TINYSTORIES}")
+    config = {
+        "corpus": {"paths": [str(TINYSTORIES)]},
+        "tokenizer": {"kind": "bpe", "vocab_size": 400},
+        "model": {"d_model": 32, "n_layer": 2, "n_head": 2, "n_kv_head": 2, "max_seq_len": 64},
+        "train": {"steps": 12, "batch_size": 4, "seq_len": 32, "warmup_steps": 2},
+        "run": {"checkpoint_every": 4},
+        "register_as": "lm-demo",
+    }
+    path = tmp_path / "lm.json"
+    path.write_text(json.dumps(config))
+    env = {**os.environ, "LYCEUM_URL": stack}
+    cli = [sys.executable, "-m", "lyceum_client"]
+    out = subprocess.run(
+        [*cli, "jobs", "submit", "lm_pretrain", "--config", str(path), "--queue", "cpu", "--follow"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    listed = subprocess.run(
+        [*cli, "models", "list", "lm-demo"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0 and "lm-demo" in listed.stdout
+    with httpx.Client(base_url=stack, timeout=30) as http:
+        versions = http.get("/v1/models/lm-demo").json()
+        assert versions["aliases"]["latest"] == 1
+        jobs = http.get("/v1/jobs", params={"kind": "lm_pretrain"}).json()["jobs"]
+        assert jobs[0]["state"] == "succeeded" and "perplexity" in jobs[0]["metrics"]

@@ -1,0 +1,199 @@
+"""Training jobs on real worker processes: `python -m lyceum_trainer worker` consuming a real Redis broker,
+jobs tracked in the real Postgres. Submit -> succeed; cancel -> checkpoint kept -> resume -> succeed;
+SIGKILL the worker holding a job -> another worker resumes it from its checkpoint and it finishes once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from lyceum_db.engine import create_engine
+from lyceum_db.models.job import JobState
+from lyceum_db.repositories.jobs import JobRecord, JobRepository
+from lyceum_db.repositories.registry import ModelRepository
+from lyceum_jobs.queue import enqueue, make_celery
+from lyceum_jobs.submit import submit
+
+pytestmark = pytest.mark.integration
+REDIS_URL = os.environ.get("LYCEUM_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def dfm_config(steps: int, checkpoint_every: int = 10) -> dict:
+    return {
+        "dataset": {"format": "simulated", "n_learners": 120, "seed": 1},
+        "model": {"d_model": 16, "n_layer": 1, "n_head": 2, "n_kv_head": 1, "max_len": 128},
+        "train": {"steps": steps, "batch_size": 8, "window": 40, "warmup_steps": 2},
+        "run": {"checkpoint_every": checkpoint_every, "log_every": 5},
+        "register_as": "dfm-test",
+    }
+
+
+class Workers:
+    """Starts and stops trainer worker processes sharing one database, broker and registry."""
+
+    def __init__(self, tmp: Path, database_url: str) -> None:
+        self.tmp, self.database_url = tmp, database_url
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "LYCEUM_TRAINER_DATABASE_URL": self.database_url,
+            "LYCEUM_TRAINER_BROKER_URL": REDIS_URL,
+            "LYCEUM_TRAINER_REGISTRY_URL": str(self.tmp / "registry"),
+            "LYCEUM_TRAINER_WORK_DIR": str(self.tmp / f"work-{name}"),
+            "LYCEUM_TRAINER_WORKER_NAME": name,
+            "LYCEUM_TRAINER_LEASE_S": "3",
+            "LYCEUM_TRAINER_HEARTBEAT_S": "0.3",
+            "LYCEUM_TRAINER_RECONCILE_EVERY_S": "0.5",
+            "LYCEUM_TRAINER_QUEUED_GRACE_S": "2",
+            "LYCEUM_TRAINER_METRICS_PORT": "0",
+            "LYCEUM_TRAINER_TORCH_THREADS": "1",
+            "LYCEUM_TRAINER_MIGRATE_ON_START": "false",
+        }
+        log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lyceum_trainer", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGKILL)
+        self.procs[name].wait(timeout=10)
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text()
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGQUIT)  # cold shutdown: don't wait for a running slice
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def broker() -> Iterator[str]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+
+
+@pytest.fixture
+def db(postgres_url: str) -> str:
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:  # a clean job table and registry for each test
+        conn.execute(sa.text("TRUNCATE jobs, job_metrics, model_versions, model_aliases, model_alias_events"))
+    engine.dispose()
+    return postgres_url
+
+
+@pytest.fixture
+def workers(tmp_path: Path, db: str, broker: str) -> Iterator[Workers]:
+    w = Workers(tmp_path, db)
+    yield w
+    w.stop_all()
+
+
+def wait_for(
+    jobs: JobRepository,
+    job_id: str,
+    ok: Callable[[JobRecord], bool],
+    timeout: float,
+    what: str,
+    workers: Workers,
+) -> JobRecord:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = jobs.get(job_id)
+        assert job is not None
+        if ok(job):
+            return job
+        time.sleep(0.2)
+    logs = "\n".join(f"--- {n}\n{workers.log(n)[-3000:]}" for n in workers.procs)
+    pytest.fail(f"timed out waiting for {what}; job: {jobs.get(job_id)}\n{logs}")
+
+
+def test_submit_runs_to_success_and_registers_the_model(workers: Workers, db: str, broker: str) -> None:
+    jobs, models = JobRepository(create_engine(db)), ModelRepository(create_engine(db))
+    workers.start("w1")
+    job, created = submit(jobs, make_celery(broker), "dfm_pretrain", dfm_config(steps=20), queue="cpu")
+    assert created and job.state == JobState.QUEUED
+    done = wait_for(jobs, job.job_id, lambda j: j.state.terminal, 120, "success", workers)
+    assert done.state == JobState.SUCCEEDED, done.error
+    assert done.progress["step"] == done.progress["total"] == 20
+    assert 0.5 < done.metrics["auc"] <= 1 and "test_auc" in done.metrics
+    registered = models.resolve("dfm-test", "latest")
+    assert done.result["model"] == {"name": "dfm-test", "version": registered.version, "uri": registered.uri}
+    assert registered.job_id == job.job_id and registered.metrics["auc"] == done.metrics["auc"]
+    steps = [step for step, _, _ in jobs.metrics_history(job.job_id)]
+    assert steps == sorted(steps) and steps[-1] == 20
+
+
+def test_cancel_keeps_the_checkpoint_and_resume_finishes(workers: Workers, db: str, broker: str) -> None:
+    jobs, models = JobRepository(create_engine(db)), ModelRepository(create_engine(db))
+    app = make_celery(broker)
+    workers.start("w1")
+    job, _ = submit(jobs, app, "dfm_pretrain", dfm_config(steps=400, checkpoint_every=10), queue="cpu")
+    wait_for(
+        jobs, job.job_id, lambda j: j.progress.get("last_checkpoint", 0) >= 10, 120, "a checkpoint", workers
+    )
+    jobs.request_cancel(job.job_id)
+    cancelled = wait_for(jobs, job.job_id, lambda j: j.state.terminal, 60, "the cancel", workers)
+    assert cancelled.state == JobState.CANCELLED
+    assert cancelled.checkpoint_uri is not None
+    stopped_at = cancelled.progress["last_checkpoint"]
+    assert 10 <= stopped_at < 400
+
+    resumed = jobs.resume(job.job_id)
+    enqueue(app, resumed.job_id, resumed.queue)
+    wait_for(jobs, job.job_id, lambda j: j.state == JobState.RUNNING, 60, "the resume", workers)
+    running = wait_for(
+        jobs, job.job_id, lambda j: j.progress.get("step", 0) > stopped_at, 60, "progress", workers
+    )
+    assert running.attempt == 2
+    assert "resumed at step" in workers.log("w1")
+    jobs.request_cancel(job.job_id)  # a second cancel, so the test need not wait for 400 steps
+    final = wait_for(jobs, job.job_id, lambda j: j.state.terminal, 60, "the second cancel", workers)
+    assert final.state == JobState.CANCELLED and final.progress["last_checkpoint"] > stopped_at
+    assert models.list("dfm-test") == []
+
+
+def test_a_killed_worker_s_job_resumes_elsewhere_and_finishes_once(
+    workers: Workers, db: str, broker: str
+) -> None:
+    jobs, models = JobRepository(create_engine(db)), ModelRepository(create_engine(db))
+    workers.start("w1")
+    workers.start("w2")
+    job, _ = submit(jobs, make_celery(broker), "dfm_pretrain", dfm_config(steps=120, checkpoint_every=10))
+    held = wait_for(
+        jobs, job.job_id, lambda j: j.progress.get("last_checkpoint", 0) >= 20, 120, "progress", workers
+    )
+    victim = held.lease_owner
+    assert victim in ("w1", "w2")
+    workers.kill(victim)
+    survivor = "w2" if victim == "w1" else "w1"
+
+    done = wait_for(jobs, job.job_id, lambda j: j.state.terminal, 180, "failover and success", workers)
+    assert done.state == JobState.SUCCEEDED, done.error
+    assert done.attempt == 2  # claimed once by the victim, once by the survivor
+    assert "resumed at step" in workers.log(survivor)
+    versions = [m for m in models.list("dfm-test") if m.job_id == job.job_id]
+    assert len(versions) == 1  # registered exactly once
+    assert done.result["model"]["version"] == versions[0].version
+    steps = [step for step, _, _ in jobs.metrics_history(job.job_id)]
+    assert steps[-1] == 120
