@@ -46,20 +46,28 @@ def wait_job(http: httpx.Client, job_id: str, ok, timeout: float = 180) -> dict:
 
 def test_jobs_models_and_a_live_model_swap(stack: str) -> None:
     with httpx.Client(base_url=stack, timeout=30) as http:
-        # a long DFM job: cancel it mid-run (its checkpoint stays), resume it, let it finish
-        job = http.post("/v1/jobs", json=dfm_job(steps=60)).json()
-        wait_job(http, job["job_id"], lambda j: (j["progress"].get("last_checkpoint") or 0) >= 5)
-        assert http.post(f"/v1/jobs/{job['job_id']}/cancel").json()["state"] in ("cancelling", "cancelled")
-        cancelled = wait_job(http, job["job_id"], lambda j: j["state"] == "cancelled")
+        # a job far too long to finish: cancel it mid-run (its checkpoint stays), resume it, cancel again
+        long = http.post("/v1/jobs", json=dfm_job(steps=1_000_000)).json()
+        wait_job(http, long["job_id"], lambda j: (j["progress"].get("last_checkpoint") or 0) >= 5)
+        assert http.post(f"/v1/jobs/{long['job_id']}/cancel").json()["state"] in ("cancelling", "cancelled")
+        cancelled = wait_job(http, long["job_id"], lambda j: j["state"] == "cancelled")
         kept = cancelled["progress"]["last_checkpoint"]
         assert kept >= 5
-        assert http.post(f"/v1/jobs/{job['job_id']}/resume").json()["state"] == "queued"
+        assert http.post(f"/v1/jobs/{long['job_id']}/resume").json()["state"] == "queued"
+        resumed = wait_job(
+            http, long["job_id"], lambda j: j["state"] == "running" and j["progress"]["step"] > kept
+        )
+        assert resumed["attempt"] == 2
+        http.post(f"/v1/jobs/{long['job_id']}/cancel").raise_for_status()
+        wait_job(http, long["job_id"], lambda j: j["state"] == "cancelled")
+
+        # a short one runs to success and lands in the registry
+        job = http.post("/v1/jobs", json=dfm_job(steps=30)).json()
         done = wait_job(http, job["job_id"], lambda j: j["state"] in ("succeeded", "failed", "cancelled"))
         assert done["state"] == "succeeded", done["error"]
-        assert done["attempt"] == 2 and done["progress"]["step"] == 60
-        assert done["metrics"]["auc"] > 0.5
+        assert done["progress"]["step"] == 30 and done["metrics"]["auc"] > 0.5
         history = http.get(f"/v1/jobs/{job['job_id']}/metrics").json()["points"]
-        assert history[-1]["step"] == 60
+        assert history[-1]["step"] == 30
 
         # the registry shows it; moving `production` makes the predictors serve it without a restart
         version = done["result"]["model"]["version"]

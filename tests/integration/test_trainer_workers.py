@@ -197,3 +197,13 @@ def test_a_killed_worker_s_job_resumes_elsewhere_and_finishes_once(
     assert done.result["model"]["version"] == versions[0].version
     steps = [step for step, _, _ in jobs.metrics_history(job.job_id)]
     assert steps[-1] == 120
+
+
+def test_a_job_whose_message_was_lost_is_resent_by_the_reconciler(workers: Workers, db: str) -> None:
+    jobs = JobRepository(create_engine(db))
+    workers.start("w1")
+    # the row is committed but no message is ever sent, as if the broker lost it
+    job, _ = jobs.create("dfm_pretrain", "cpu", dfm_config(steps=5))
+    done = wait_for(jobs, job.job_id, lambda j: j.state.terminal, 120, "the reconciler", workers)
+    assert done.state == JobState.SUCCEEDED, done.error
+    assert "re-sent job" in workers.log("w1")

@@ -12,8 +12,8 @@ from fixtures.predictor import MAX_HISTORY_LEN, TEST_TASKS, tiny_dfm
 from torch import Tensor
 
 from lyceum_ml.dfm import DFM
-from lyceum_ml.dfm.cache import KVCache
 from lyceum_ml.dfm.inference import Feedback, extend, forecast, predict, prefill
+from lyceum_ml.kv_cache import KVCache
 
 N_TASKS = len(TEST_TASKS)
 CHUNK = 8  # small, so that every test crosses several cache growths

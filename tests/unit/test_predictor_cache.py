@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import torch
 
-from lyceum_ml.dfm.cache import KVCache
+from lyceum_ml.kv_cache import KVCache
 from lyceum_predictor.cache import Entry, LearnerCaches
 
 CHUNK = 4

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,28 +30,32 @@ class LoadedDFM:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def save_dfm(path: str | Path, model: DFM, vocab: TaskVocab, metadata: dict[str, Any] | None = None) -> Path:
-    """Writes a DFM checkpoint atomically (a temporary sibling directory renamed into place)."""
+def write_checkpoint(
+    path: str | Path, model: torch.nn.Module, doc: dict[str, Any], extra: Callable[[Path], None] | None = None
+) -> Path:
+    """Writes a checkpoint directory atomically: weights (fp32 safetensors), `doc` as config.json, and
+    whatever `extra` writes into it (a tokenizer, say); built in a temporary sibling, then renamed in."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
         save_file(state, tmp / WEIGHTS_FILE)
-        doc = {
-            "format": FORMAT,
-            "kind": "dfm",
-            "config": model.cfg.to_dict(),
-            "tasks": vocab.tasks,
-            "metadata": metadata or {},
-        }
-        (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=1))
+        if extra is not None:
+            extra(tmp)
+        (tmp / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, **doc}, indent=1))
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def save_dfm(path: str | Path, model: DFM, vocab: TaskVocab, metadata: dict[str, Any] | None = None) -> Path:
+    """Writes a DFM checkpoint (config, task vocabulary, metadata, weights) atomically."""
+    doc = {"kind": "dfm", "config": model.cfg.to_dict(), "tasks": vocab.tasks, "metadata": metadata or {}}
+    return write_checkpoint(path, model, doc)
 
 
 def load_dfm(

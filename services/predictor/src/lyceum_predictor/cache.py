@@ -11,7 +11,7 @@ from datetime import datetime
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from lyceum_ml.dfm.cache import KVCache
+from lyceum_ml.kv_cache import KVCache
 
 RESIDENT = Gauge("lyceum_predictor_resident_learners", "Learners with a KV cache in this process")
 CACHE_BYTES = Gauge("lyceum_predictor_cache_bytes", "Bytes held by resident learners' KV caches")

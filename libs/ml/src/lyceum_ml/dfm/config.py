@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
+
+from lyceum_ml.serialization import DictConfig
 
 
 @dataclass(frozen=True)
-class DFMConfig:
+class DFMConfig(DictConfig):
     n_tasks: int  # rows of the task table / number of fixed task vectors
     d_model: int = 128
     n_layer: int = 4
@@ -42,11 +44,3 @@ class DFMConfig:
     def max_events(self) -> int:
         """Longest history after which one more task can still be predicted: 2 * (events + 1) < max_len."""
         return (self.max_len - 3) // 2
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DFMConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})

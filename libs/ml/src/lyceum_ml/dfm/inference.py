@@ -11,8 +11,8 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-from lyceum_ml.dfm.cache import KVCache
 from lyceum_ml.dfm.model import DFM
+from lyceum_ml.kv_cache import KVCache
 
 
 class Feedback(Enum):

@@ -4,23 +4,18 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
+from lyceum_ml.checkpoint import CONFIG_FILE, WEIGHTS_FILE, write_checkpoint
 from lyceum_ml.lm.config import LMConfig
 from lyceum_ml.lm.model import TransformerLM
 from lyceum_ml.tokenization import TOKENIZER_FILE, eos_id, load_gpt2_bpe, load_tokenizer, save_tokenizer
-
-FORMAT = 1
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 
 @dataclass
@@ -53,26 +48,9 @@ def save_lm(
         raise ValueError(
             f"tokenizer has {tokenizer.get_vocab_size()} tokens, model only {model.cfg.vocab_size}"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
-        save_file(state, tmp / WEIGHTS_FILE)
-        save_tokenizer(tokenizer, tmp / TOKENIZER_FILE)
-        doc = {
-            "format": FORMAT,
-            "kind": "lm",
-            "config": model.cfg.to_dict(),
-            "eos_id": eos_id(tokenizer),
-            "metadata": metadata or {},
-        }
-        (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=1))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    doc = {"kind": "lm", "config": model.cfg.to_dict(), "eos_id": eos_id(tokenizer)}
+    doc["metadata"] = metadata or {}
+    return write_checkpoint(path, model, doc, lambda d: save_tokenizer(tokenizer, d / TOKENIZER_FILE))
 
 
 def load_lm(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+
+from lyceum_ml.serialization import DictConfig
 
 
 @dataclass(frozen=True)
-class LMConfig:
+class LMConfig(DictConfig):
     vocab_size: int  # rows of the embedding table (>= the tokenizer's vocabulary)
     d_model: int = 256
     n_layer: int = 4
@@ -38,11 +39,3 @@ class LMConfig:
     @property
     def gated(self) -> bool:
         return self.gate_hidden > 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LMConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})

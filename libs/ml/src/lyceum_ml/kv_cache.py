@@ -1,5 +1,5 @@
-"""KV caches for the DFM: per-learner storage that grows in fixed chunks with the history, instead of
-preallocating the maximum length for every learner."""
+"""The KV cache shared by Lyceum's transformers: keys and values of every layer for a batch of equal-length
+sequences, grown in fixed chunks with the sequence instead of preallocating the whole context."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from torch import Tensor
 
 
 class KVCache:
-    """Keys and values of every layer for a batch of sequences of equal length.
+    """Storage (n_layer, 2, B, n_kv_head, capacity, head_dim); `length` tokens are valid in every row.
 
-    Storage is one tensor (n_layer, 2, B, n_kv_head, capacity, head_dim); capacity grows in multiples of
-    `chunk` tokens, so a learner holds at most chunk - 1 unused slots. Writes append after `length`.
+    Capacity grows in multiples of `chunk` tokens, so a sequence holds at most chunk - 1 unused slots.
+    Two ways to add tokens: `append(new_kv)` with every layer's new keys/values at once (the DFM computes
+    them first and commits after its database write), or `write(layer, k, v)` per layer, then `advance(n)`
+    (the LM's decode). Setting `length` lower rewinds (a sampler backtracking).
     """
 
     def __init__(
@@ -61,6 +63,16 @@ class KVCache:
         n = new_kv[0][0].shape[2]
         self.reserve(n)
         for i, (k, v) in enumerate(new_kv):
-            self.buf[i, 0, :, :, self.length : self.length + n] = k
-            self.buf[i, 1, :, :, self.length : self.length + n] = v
+            self.write(i, k, v)
+        self.advance(n)
+
+    def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Stores k, v (B, Hkv, n, hd) after `length` (room must be reserved); returns views of all keys and
+        values, each (B, Hkv, length + n, hd). `advance` once every layer is written."""
+        end = self.length + k.shape[2]
+        self.buf[layer, 0, :, :, self.length : end] = k
+        self.buf[layer, 1, :, :, self.length : end] = v
+        return self.buf[layer, 0, :, :, :end], self.buf[layer, 1, :, :, :end]
+
+    def advance(self, n: int) -> None:
         self.length += n
