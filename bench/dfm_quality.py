@@ -147,7 +147,8 @@ def main() -> None:
         published = f"{bench.reference_auc:.4f} ({bench.reference})"
         print(
             f"{name:<11} {dfm['auc']:.4f}   {dkt['auc']:.4f}   {published:<21}  {dfm['accuracy']:.4f}   "
-            f"{dkt['accuracy']:.4f}   {dfm['bce']:.4f}   {dkt['bce']:.4f}   {dfm['seconds']:.0f}/{dkt['seconds']:.0f}"
+            f"{dkt['accuracy']:.4f}   {dfm['bce']:.4f}   {dkt['bce']:.4f}   "
+            f"{dfm['seconds']:.0f}/{dkt['seconds']:.0f}"
         )
     print(
         "\nparams: "
