@@ -106,22 +106,42 @@ def main() -> int:
     try:
         for i, address in enumerate(addresses):
             env = service_env(
-                "PREDICTOR", host=host, port=base_port + i,
+                "PREDICTOR",
+                host=host,
+                port=base_port + i,
                 metrics_port=predictor_metrics + i if predictor_metrics else 0,
-                database_url=database_url, registry_url=registry_url, model=f"{DEMO}@production",
-                model_cache_dir=STATE / "predictor" / "models", migrate_on_start="false",
+                database_url=database_url,
+                registry_url=registry_url,
+                model=f"{DEMO}@production",
+                model_cache_dir=STATE / "predictor" / "models",
+                migrate_on_start="false",
             )
             wait_serving(address, spawn("lyceum_predictor", env))
         for i in range(n_trainers):
-            spawn("lyceum_trainer", service_env(
-                "TRAINER", database_url=database_url, broker_url=broker_url, registry_url=registry_url,
-                work_dir=STATE / "trainer", worker_name=f"local-trainer-{i}", migrate_on_start="false",
-                metrics_port=trainer_metrics + i if trainer_metrics else 0,
-            ))
-        spawn("lyceum_gateway", service_env(
-            "GATEWAY", host=host, port=gateway_port, predictor_addresses=",".join(addresses),
-            database_url=database_url, broker_url=broker_url,
-        ))
+            spawn(
+                "lyceum_trainer",
+                service_env(
+                    "TRAINER",
+                    database_url=database_url,
+                    broker_url=broker_url,
+                    registry_url=registry_url,
+                    work_dir=STATE / "trainer",
+                    worker_name=f"local-trainer-{i}",
+                    migrate_on_start="false",
+                    metrics_port=trainer_metrics + i if trainer_metrics else 0,
+                ),
+            )
+        spawn(
+            "lyceum_gateway",
+            service_env(
+                "GATEWAY",
+                host=host,
+                port=gateway_port,
+                predictor_addresses=",".join(addresses),
+                database_url=database_url,
+                broker_url=broker_url,
+            ),
+        )
         url = f"http://{host}:{gateway_port}"
         print(
             f"\nLyceum is up (predictors: {', '.join(addresses)}; training workers: {n_trainers})\n"
