@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PACKAGES := libs/api libs/core libs/db libs/ml libs/jobs libs/client services/gateway services/predictor services/trainer
+PACKAGES := libs/api libs/core libs/db libs/ml libs/jobs libs/client services/gateway services/predictor services/sampler services/trainer
 STAMP := $(VENV)/.installed-$(shell cat requirements/constraints.txt $(addsuffix /pyproject.toml,$(PACKAGES)) requirements/dev.txt | sha1sum | cut -c1-12)
 PREDICTORS ?= 1
 # this machine's pip config names index folders that may not exist; pip warns once per package

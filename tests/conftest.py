@@ -1,3 +1,9 @@
 """Test-suite root: fixtures live in tests/fixtures/<area>.py, one module per area, loaded here."""
 
-pytest_plugins = ["fixtures.database", "fixtures.predictor", "fixtures.gateway"]
+pytest_plugins = [
+    "fixtures.database",
+    "fixtures.predictor",
+    "fixtures.lm_models",
+    "fixtures.sampler",
+    "fixtures.gateway",
+]

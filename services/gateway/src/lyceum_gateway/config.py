@@ -25,11 +25,20 @@ class Settings(ServiceSettings):
         min_length=1,
         description="host:port of each predictor replica (comma-separated in the environment)",
     )
+    sampler_addresses: CommaList = Field(
+        default_factory=lambda: ["127.0.0.1:50061"],
+        min_length=1,
+        description="host:port of each sampler replica (comma-separated); with more than one, they must "
+        "share one session store",
+    )
     api_keys: CommaList = Field(
         default_factory=list,
         description="Accepted API keys (comma-separated); empty turns authentication off",
     )
-    request_timeout_s: float = Field(30.0, gt=0, description="Deadline of each call to a predictor")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Deadline of each call to a predictor or sampler (generation excepted)"
+    )
+    generate_timeout_s: float = Field(300.0, gt=0, description="Deadline of one whole generation")
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
         description="The job table and model registry: sqlite:///path or postgresql://...",
@@ -48,3 +57,15 @@ class Settings(ServiceSettings):
     max_forecast_sequences: int = Field(256, ge=1)
     max_forecast_length: int = Field(512, ge=1)
     max_learner_id_len: int = Field(128, ge=1)
+
+    # The token-wheel compatibility mount.
+    token_wheel_default_model: str | None = Field(
+        None,
+        description="The model of a `/token-wheel` session created without `model_name`; unset: the first "
+        "model the sampler lists",
+    )
+    token_wheel_memo_size: int = Field(
+        10_000,
+        ge=1,
+        description="Sessions whose original-API extras (timestamps, last-shown settings) this gateway keeps",
+    )

@@ -1,5 +1,5 @@
-"""FastAPI dependencies: what a route needs from the app's lifespan state (predictors, limits, jobs,
-registry)."""
+"""FastAPI dependencies: what a route needs from the app's lifespan state (predictors, samplers, limits, jobs,
+registry, the token-wheel memo)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,21 @@ from fastapi import Depends, Path, Request
 from lyceum_gateway.jobs import JobService
 from lyceum_gateway.limits import Limits
 from lyceum_gateway.registry import RegistryService
-from lyceum_gateway.routing import PredictorRouter
+from lyceum_gateway.routing import PredictorRouter, SamplerRouter
 from lyceum_gateway.schemas.common import LEARNER_ID_PATTERN, LEARNER_ID_RULE
+from lyceum_gateway.token_wheel import WheelMemo
 
 
 def get_predictors(request: Request) -> PredictorRouter:
     return request.state.predictors
+
+
+def get_samplers(request: Request) -> SamplerRouter:
+    return request.state.samplers
+
+
+def get_wheel_memo(request: Request) -> WheelMemo:
+    return request.state.wheel_memo
 
 
 def get_limits(request: Request) -> Limits:
@@ -39,6 +48,8 @@ def learner_id_path(
 
 
 Predictors = Annotated[PredictorRouter, Depends(get_predictors)]
+Samplers = Annotated[SamplerRouter, Depends(get_samplers)]
+TokenWheelMemo = Annotated[WheelMemo, Depends(get_wheel_memo)]
 RequestLimits = Annotated[Limits, Depends(get_limits)]
 LearnerIdPath = Annotated[str, Depends(learner_id_path)]
 Jobs = Annotated[JobService, Depends(get_jobs)]

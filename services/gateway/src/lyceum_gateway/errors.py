@@ -1,7 +1,8 @@
 """The HTTP side of the error taxonomy: FastAPI exception handlers, registered once per app.
 
 The native API answers `{"error": {"code", "message", "field"}}` with `HTTP_STATUS[code]`; the DFM-Server
-compatibility app answers the original server's `{"detail": "<message>"}`.
+compatibility app answers the original server's `{"detail": "<message>"}`; the token-wheel one answers as the
+original backend did: `{"detail": "<message>"}`, and FastAPI's own list of problems for a malformed request.
 """
 
 from __future__ import annotations
@@ -120,6 +121,14 @@ async def _compat_validation_error(request: Request, exc: Exception) -> JSONResp
 async def _compat_unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(status_code=500, content={"detail": "Internal Server Error"})
+
+
+def install_token_wheel_handlers(app: FastAPI) -> None:
+    """Maps every error of the token-wheel compatibility app as the original backend answered: a domain error
+    is `{"detail": "<message>"}`; a malformed request keeps FastAPI's default 422 (`{"detail": [...]}`),
+    which is what the original, a plain FastAPI app, sent."""
+    app.add_exception_handler(LyceumError, _compat_lyceum_error)
+    app.add_exception_handler(Exception, _compat_unhandled)
 
 
 def install_compat_handlers(app: FastAPI) -> None:

@@ -1,6 +1,6 @@
-"""Builds the gateway app from its settings: the native `/v1` API, the DFM-Server compatibility mount,
-probes and metrics; predictor channels, the database engine and the broker producer are opened in the
-lifespan and closed on shutdown."""
+"""Builds the gateway app from its settings: the native `/v1` API, the DFM-Server and AI Token Wheel
+compatibility mounts, probes and metrics; predictor and sampler channels, the database engine and the broker
+producer are opened in the lifespan and closed on shutdown."""
 
 from __future__ import annotations
 
@@ -16,19 +16,36 @@ from lyceum_db.repositories.jobs import JobRepository
 from lyceum_db.repositories.registry import ModelRepository
 from lyceum_gateway import __version__
 from lyceum_gateway.auth import ApiKeyMiddleware
-from lyceum_gateway.clients import GrpcPredictor, Predictor
+from lyceum_gateway.clients import GrpcPredictor, GrpcSampler, Predictor, Sampler
 from lyceum_gateway.config import Settings
-from lyceum_gateway.errors import install_compat_handlers, install_native_handlers
+from lyceum_gateway.errors import (
+    install_compat_handlers,
+    install_native_handlers,
+    install_token_wheel_handlers,
+)
 from lyceum_gateway.jobs import JobService
 from lyceum_gateway.limits import Limits
 from lyceum_gateway.metrics import HttpMetrics, JobsCollector, MetricsMiddleware
 from lyceum_gateway.registry import RegistryService
-from lyceum_gateway.routes import API_PREFIX, catalog, dfm_server, jobs, learners, models, ops
-from lyceum_gateway.routing import PredictorRouter
+from lyceum_gateway.routes import (
+    API_PREFIX,
+    catalog,
+    dfm_server,
+    generation,
+    jobs,
+    learners,
+    models,
+    ops,
+    sessions,
+    token_wheel,
+)
+from lyceum_gateway.routing import PredictorRouter, SamplerRouter
+from lyceum_gateway.token_wheel import WheelMemo
 from lyceum_jobs.kinds import KINDS
 from lyceum_jobs.queue import make_celery
 
 COMPAT_PREFIX = "/dfm-server"
+TOKEN_WHEEL_PREFIX = "/token-wheel"
 
 TAGS = [
     {"name": "learners", "description": "Learners, their histories, predictions and forecasts."},
@@ -39,15 +56,27 @@ TAGS = [
         "and resume. Workers run them; the job table is the truth.",
     },
     {"name": "models", "description": "The model registry: trained versions and the aliases that name them."},
+    {
+        "name": "sessions",
+        "description": "Token-wheel sessions on a language model: the next-token distribution split at a "
+        "probability threshold (with an Other bucket), and tokens appended by id, by text or drawn from "
+        "Other, each recorded with the probability it had as shown. Tokens carry their raw bytes (base64).",
+    },
+    {
+        "name": "generation",
+        "description": "Stateless generation (greedy, sampled or beam search), as one result or streamed per "
+        "token (Server-Sent Events), and the language models the samplers serve.",
+    },
     {"name": "operations", "description": "Liveness and readiness probes (never need an API key)."},
 ]
 DESCRIPTION = """Lyceum's public API: per-learner predictions from the Developmental Foundation Model, and
 the training jobs and model registry behind it (`lyceum` is its command-line client).
 
-When the deployment configures API keys, every `/v1` and `/dfm-server` call needs
+When the deployment configures API keys, every `/v1`, `/dfm-server` and `/token-wheel` call needs
 `Authorization: Bearer <key>` or `X-API-Key: <key>`. Errors answer
 `{"error": {"code", "message", "field"}}`. The DFM-Server v0.1 API is served unchanged under
-`/dfm-server` (its own docs at `/dfm-server/docs`)."""
+`/dfm-server` (its own docs at `/dfm-server/docs`), and the AI Token Wheel backend's API under `/token-wheel`
+(docs at `/token-wheel/docs`)."""
 
 
 def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
@@ -58,6 +87,14 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
             for address in settings.predictor_addresses:
                 client = GrpcPredictor(address, timeout_s=settings.request_timeout_s)
                 clients[address] = await stack.enter_async_context(client)
+            samplers: dict[str, Sampler] = {}
+            for address in settings.sampler_addresses:
+                sampler = GrpcSampler(
+                    address,
+                    timeout_s=settings.request_timeout_s,
+                    generate_timeout_s=settings.generate_timeout_s,
+                )
+                samplers[address] = await stack.enter_async_context(sampler)
             # Engines and Celery apps connect lazily: a database or broker that is down fails the requests
             # that need it (jobs, models), not the start of the whole gateway.
             engine = create_engine(settings.database_url)
@@ -72,6 +109,9 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
             # Lifespan state reaches every request, including those of the mounted compatibility app.
             yield {
                 "predictors": PredictorRouter(clients),
+                "samplers": SamplerRouter(samplers),
+                "wheel_memo": WheelMemo(settings.token_wheel_memo_size),
+                "token_wheel_default_model": settings.token_wheel_default_model,
                 "limits": Limits.from_settings(settings),
                 "jobs": JobService(job_repository, celery, poll_s=settings.events_poll_s),
                 "registry": RegistryService(ModelRepository(engine)),
@@ -88,6 +128,21 @@ def _dfm_server_app() -> FastAPI:
     )
     install_compat_handlers(compat)
     compat.include_router(dfm_server.router)
+    return compat
+
+
+def _token_wheel_app() -> FastAPI:
+    compat = FastAPI(
+        title="AI Token Wheel API (compatibility)",
+        version="1.0.0",
+        description="The AI Token Wheel backend's API, served by Lyceum's samplers. An append is scored "
+        "under the settings the session's wheel was last shown with (the original used threshold 0.01 and "
+        "temperature 1 whatever it had shown); `threshold`/`temperature` query parameters on append-token "
+        "override them.",
+    )
+    install_token_wheel_handlers(compat)
+    compat.include_router(token_wheel.router)
+    compat.include_router(token_wheel.service_router)
     return compat
 
 
@@ -128,16 +183,19 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
+    app.include_router(sessions.router)
+    app.include_router(generation.router)
     app.include_router(ops.router)
     app.mount(COMPAT_PREFIX, _dfm_server_app())
+    app.mount(TOKEN_WHEEL_PREFIX, _token_wheel_app())
     if settings.api_keys:
         _document_security(app)
     # Added last = outermost: metrics see every request, 401s included.
     app.add_middleware(
         ApiKeyMiddleware,
         api_keys=settings.api_keys,
-        protected_prefixes=(API_PREFIX, COMPAT_PREFIX),
-        compat_prefixes=(COMPAT_PREFIX,),
+        protected_prefixes=(API_PREFIX, COMPAT_PREFIX, TOKEN_WHEEL_PREFIX),
+        compat_prefixes=(COMPAT_PREFIX, TOKEN_WHEEL_PREFIX),
     )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

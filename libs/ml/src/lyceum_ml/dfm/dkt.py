@@ -45,7 +45,7 @@ class DKT(nn.Module):
 
     def forward(self, task_idx: Tensor, outcomes: Tensor) -> Tensor:
         """(B, N) tasks and outcomes in [0, 1] -> (B, N) logits, event i predicted from events 0..i-1."""
-        B, N = task_idx.shape
+        B = task_idx.shape[0]
         o = outcomes.to(self.start.dtype).unsqueeze(-1)  # (B, N, 1); a fractional outcome mixes the two rows
         wrong, right = self.interaction(task_idx), self.interaction(task_idx + self.cfg.n_tasks)  # (B, N, E)
         x = (1 - o) * wrong + o * right

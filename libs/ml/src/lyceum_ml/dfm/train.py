@@ -218,6 +218,7 @@ class DFMTrainer:
         return self.last_eval
 
     def save(self, directory: Path) -> None:
+        """Writes `train_state.pt` (atomically) into `directory`: all that `load` needs to resume exactly."""
         save_train_state(
             Path(directory),
             {
@@ -238,6 +239,7 @@ class DFMTrainer:
         )
 
     def load(self, directory: Path) -> None:
+        """Restores `save`'s state into this trainer (built with the same model shape, data and config)."""
         state = load_train_state(Path(directory))  # on the CPU; load_state_dict moves tensors to the model
         if state["config"] != asdict(self.cfg):
             raise ValueError(f"training state in {directory} was written with a different TrainConfig")
@@ -253,7 +255,8 @@ class DFMTrainer:
         self.step, self.last_eval = int(state["step"]), dict(state["last_eval"])
 
     def export(self, directory: Path) -> dict[str, Any]:
-        """Writes a servable DFM checkpoint (`save_dfm`, with the vocabulary) and returns its metadata."""
+        """Writes a servable DFM checkpoint (`save_dfm`, with the vocabulary) and returns its metadata; a DKT
+        baseline is not servable (TypeError)."""
         if not isinstance(self.model, DFM):
             raise TypeError(f"only a DFM can be exported, not {type(self.model).__name__}")
         if self.vocab is None:

@@ -4,28 +4,19 @@
 from __future__ import annotations
 
 import enum
-import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Protocol
 
 import grpc
 from google.protobuf import timestamp_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lyceum_api.predictor.v1 import predictor_pb2 as pb
 from lyceum_api.predictor.v1 import predictor_pb2_grpc as pb_grpc
-from lyceum_core.errors import Code, LyceumError
-from lyceum_core.grpc.errors import from_rpc_error
-
-log = logging.getLogger(__name__)
+from lyceum_gateway.clients._grpc import GrpcClient
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PredictorService"].full_name
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the predictor's default receive/send limit
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,60 +132,27 @@ def _events(events: Sequence[Event]) -> list[pb.Event]:
     return [pb.Event(task=e.task, outcome=e.outcome) for e in events]
 
 
-class GrpcPredictor:
+class GrpcPredictor(GrpcClient):
     """A `Predictor` over one grpc.aio channel; an async context manager that owns the channel."""
 
+    role = "predictor"
+    service_name = SERVICE_NAME
+
     def __init__(self, address: str, *, timeout_s: float, health_timeout_s: float = 2.0) -> None:
-        self.address = address
-        self._timeout_s = timeout_s
-        self._health_timeout_s = min(health_timeout_s, timeout_s)
-        self._channel: grpc.aio.Channel | None = None
+        super().__init__(address, timeout_s=timeout_s, health_timeout_s=health_timeout_s)
         self._stub: pb_grpc.PredictorServiceStub | None = None
-        self._health: health_pb2_grpc.HealthStub | None = None
 
-    async def __aenter__(self) -> Self:
-        self._channel = grpc.aio.insecure_channel(
-            self.address,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
-        self._stub = pb_grpc.PredictorServiceStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
-        return self
+    def _open(self, channel: grpc.aio.Channel) -> None:
+        self._stub = pb_grpc.PredictorServiceStub(channel)
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-        self._channel = self._stub = self._health = None
+    def _close(self) -> None:
+        self._stub = None
 
     @property
     def stub(self) -> pb_grpc.PredictorServiceStub:
         if self._stub is None:
-            raise RuntimeError(f"predictor client for {self.address} is not open")
+            raise self._closed()
         return self._stub
-
-    async def _call(self, call: Awaitable[T]) -> T:
-        """Awaits one RPC, converting a failed call into the domain error it carries (once, here)."""
-        try:
-            return await call
-        except grpc.RpcError as exc:
-            raise self._public(from_rpc_error(exc)) from None
-
-    def _public(self, err: LyceumError) -> LyceumError:
-        """Transport failures keep their code but not their text, which names internal addresses."""
-        generic = {
-            Code.UNAVAILABLE: "the predictor is unavailable; retry later",
-            Code.DEADLINE_EXCEEDED: f"the predictor did not answer within {self._timeout_s:g}s",
-            Code.INTERNAL: "internal error in the predictor",
-        }.get(err.code)
-        if generic is None:
-            return err
-        log.warning("predictor %s failed: %s: %s", self.address, err.code.value, err.message)
-        return type(err)(generic, field=err.field)
 
     async def register_learner(self, learner_id: str, history: Sequence[Event] = ()) -> Learner:
         request = pb.RegisterLearnerRequest(learner_id=learner_id, history=_events(history))
@@ -270,13 +228,3 @@ class GrpcPredictor:
             n_parameters=r.n_parameters,
             resident_learners=r.resident_learners,
         )
-
-    async def health(self) -> bool:
-        if self._health is None:
-            return False
-        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
-        try:
-            response = await self._health.Check(request, timeout=self._health_timeout_s)
-        except grpc.RpcError:
-            return False
-        return response.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,0 +1,278 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Category(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CATEGORY_UNSPECIFIED: _ClassVar[Category]
+    CATEGORY_ABOVE: _ClassVar[Category]
+    CATEGORY_OTHER: _ClassVar[Category]
+
+class DecodingStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECODING_STRATEGY_UNSPECIFIED: _ClassVar[DecodingStrategy]
+    DECODING_STRATEGY_GREEDY: _ClassVar[DecodingStrategy]
+    DECODING_STRATEGY_SAMPLE: _ClassVar[DecodingStrategy]
+    DECODING_STRATEGY_BEAM: _ClassVar[DecodingStrategy]
+CATEGORY_UNSPECIFIED: Category
+CATEGORY_ABOVE: Category
+CATEGORY_OTHER: Category
+DECODING_STRATEGY_UNSPECIFIED: DecodingStrategy
+DECODING_STRATEGY_GREEDY: DecodingStrategy
+DECODING_STRATEGY_SAMPLE: DecodingStrategy
+DECODING_STRATEGY_BEAM: DecodingStrategy
+
+class SamplingParams(_message.Message):
+    __slots__ = ("temperature", "top_k", "top_p", "repetition_penalty")
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    REPETITION_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    temperature: float
+    top_k: int
+    top_p: float
+    repetition_penalty: float
+    def __init__(self, temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., repetition_penalty: _Optional[float] = ...) -> None: ...
+
+class TokenInfo(_message.Message):
+    __slots__ = ("id", "text", "bytes", "is_valid_utf8")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    IS_VALID_UTF8_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    text: str
+    bytes: bytes
+    is_valid_utf8: bool
+    def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ..., bytes: _Optional[bytes] = ..., is_valid_utf8: _Optional[bool] = ...) -> None: ...
+
+class TokenProbability(_message.Message):
+    __slots__ = ("token", "probability", "logprob")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    token: TokenInfo
+    probability: float
+    logprob: float
+    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ..., probability: _Optional[float] = ..., logprob: _Optional[float] = ...) -> None: ...
+
+class OtherBucket(_message.Message):
+    __slots__ = ("probability", "count", "top")
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    probability: float
+    count: int
+    top: _containers.RepeatedCompositeFieldContainer[TokenProbability]
+    def __init__(self, probability: _Optional[float] = ..., count: _Optional[int] = ..., top: _Optional[_Iterable[_Union[TokenProbability, _Mapping]]] = ...) -> None: ...
+
+class HistoryEntry(_message.Message):
+    __slots__ = ("token", "probability", "category", "rank")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    token: TokenInfo
+    probability: float
+    category: Category
+    rank: int
+    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ..., probability: _Optional[float] = ..., category: _Optional[_Union[Category, str]] = ..., rank: _Optional[int] = ...) -> None: ...
+
+class Session(_message.Message):
+    __slots__ = ("session_id", "model", "prompt", "prompt_token_ids", "generated", "text", "context_len", "max_context_len")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LEN_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTEXT_LEN_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    model: str
+    prompt: str
+    prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    generated: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
+    text: str
+    context_len: int
+    max_context_len: int
+    def __init__(self, session_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., generated: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., text: _Optional[str] = ..., context_len: _Optional[int] = ..., max_context_len: _Optional[int] = ...) -> None: ...
+
+class CreateSessionRequest(_message.Message):
+    __slots__ = ("model", "prompt")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    prompt: str
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ...) -> None: ...
+
+class CreateSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class GetSessionRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class GetSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class SetPromptRequest(_message.Message):
+    __slots__ = ("session_id", "prompt")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    prompt: str
+    def __init__(self, session_id: _Optional[str] = ..., prompt: _Optional[str] = ...) -> None: ...
+
+class SetPromptResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class GetDistributionRequest(_message.Message):
+    __slots__ = ("session_id", "threshold", "other_top_k", "params")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    OTHER_TOP_K_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    threshold: float
+    other_top_k: int
+    params: SamplingParams
+    def __init__(self, session_id: _Optional[str] = ..., threshold: _Optional[float] = ..., other_top_k: _Optional[int] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ...) -> None: ...
+
+class GetDistributionResponse(_message.Message):
+    __slots__ = ("session_id", "above", "other", "threshold", "context_len")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ABOVE_FIELD_NUMBER: _ClassVar[int]
+    OTHER_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LEN_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    above: _containers.RepeatedCompositeFieldContainer[TokenProbability]
+    other: OtherBucket
+    threshold: float
+    context_len: int
+    def __init__(self, session_id: _Optional[str] = ..., above: _Optional[_Iterable[_Union[TokenProbability, _Mapping]]] = ..., other: _Optional[_Union[OtherBucket, _Mapping]] = ..., threshold: _Optional[float] = ..., context_len: _Optional[int] = ...) -> None: ...
+
+class AppendTokenRequest(_message.Message):
+    __slots__ = ("session_id", "token_id", "token_text", "from_other", "threshold", "params", "seed")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_TEXT_FIELD_NUMBER: _ClassVar[int]
+    FROM_OTHER_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    token_id: int
+    token_text: str
+    from_other: bool
+    threshold: float
+    params: SamplingParams
+    seed: int
+    def __init__(self, session_id: _Optional[str] = ..., token_id: _Optional[int] = ..., token_text: _Optional[str] = ..., from_other: _Optional[bool] = ..., threshold: _Optional[float] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class AppendTokenResponse(_message.Message):
+    __slots__ = ("session", "appended")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    APPENDED_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    appended: HistoryEntry
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., appended: _Optional[_Union[HistoryEntry, _Mapping]] = ...) -> None: ...
+
+class UndoRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class UndoResponse(_message.Message):
+    __slots__ = ("session", "removed")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    removed: HistoryEntry
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., removed: _Optional[_Union[HistoryEntry, _Mapping]] = ...) -> None: ...
+
+class DeleteSessionRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class DeleteSessionResponse(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class GenerateRequest(_message.Message):
+    __slots__ = ("model", "prompt", "strategy", "params", "max_new_tokens", "stop", "seed", "num_beams")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    NUM_BEAMS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    prompt: str
+    strategy: DecodingStrategy
+    params: SamplingParams
+    max_new_tokens: int
+    stop: _containers.RepeatedScalarFieldContainer[str]
+    seed: int
+    num_beams: int
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., strategy: _Optional[_Union[DecodingStrategy, str]] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., max_new_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., num_beams: _Optional[int] = ...) -> None: ...
+
+class GenerateResponse(_message.Message):
+    __slots__ = ("token", "probability", "text", "finish_reason")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    token: TokenInfo
+    probability: float
+    text: str
+    finish_reason: str
+    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ..., probability: _Optional[float] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelDescription(_message.Message):
+    __slots__ = ("name", "kind", "vocab_size", "max_context_len", "loaded")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTEXT_LEN_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    vocab_size: int
+    max_context_len: int
+    loaded: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_context_len: _Optional[int] = ..., loaded: _Optional[bool] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelDescription]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelDescription, _Mapping]]] = ...) -> None: ...

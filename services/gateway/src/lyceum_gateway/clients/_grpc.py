@@ -1,0 +1,96 @@
+"""What every gRPC client of the gateway shares: one grpc.aio channel per replica, its health check, and the
+conversion of failed calls into domain errors (once, here)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from types import TracebackType
+from typing import Self, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lyceum_core.errors import Code, LyceumError
+from lyceum_core.grpc.errors import from_rpc_error
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the services' default receive/send limit
+
+T = TypeVar("T")
+
+
+class GrpcClient:
+    """One grpc.aio channel with the health stub and the error conversion every client shares; an async
+    context manager that owns the channel. Subclasses name their `role` and build their stub in `_open`."""
+
+    role = "service"
+    service_name = ""
+
+    def __init__(self, address: str, *, timeout_s: float, health_timeout_s: float = 2.0) -> None:
+        self.address = address
+        self._timeout_s = timeout_s
+        self._health_timeout_s = min(health_timeout_s, timeout_s)
+        self._channel: grpc.aio.Channel | None = None
+        self._health: health_pb2_grpc.HealthStub | None = None
+
+    async def __aenter__(self) -> Self:
+        self._channel = grpc.aio.insecure_channel(
+            self.address,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._open(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = self._health = None
+        self._close()
+
+    def _open(self, channel: grpc.aio.Channel) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _closed(self) -> RuntimeError:
+        return RuntimeError(f"{self.role} client for {self.address} is not open")
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        """Awaits one RPC, converting a failed call into the domain error it carries (once, here)."""
+        try:
+            return await call
+        except grpc.RpcError as exc:
+            raise self._public(from_rpc_error(exc)) from None
+
+    def _public(self, err: LyceumError, timeout_s: float | None = None) -> LyceumError:
+        """Transport failures keep their code but not their text, which names internal addresses."""
+        deadline = timeout_s or self._timeout_s
+        generic = {
+            Code.UNAVAILABLE: f"the {self.role} is unavailable; retry later",
+            Code.DEADLINE_EXCEEDED: f"the {self.role} did not answer within {deadline:g}s",
+            Code.INTERNAL: f"internal error in the {self.role}",
+        }.get(err.code)
+        if generic is None:
+            return err
+        log.warning("%s %s failed: %s: %s", self.role, self.address, err.code.value, err.message)
+        return type(err)(generic, field=err.field)
+
+    async def health(self) -> bool:
+        """True when the replica reports SERVING; never raises."""
+        if self._health is None:
+            return False
+        request = health_pb2.HealthCheckRequest(service=self.service_name)
+        try:
+            response = await self._health.Check(request, timeout=self._health_timeout_s)
+        except grpc.RpcError:
+            return False
+        return response.status == health_pb2.HealthCheckResponse.SERVING

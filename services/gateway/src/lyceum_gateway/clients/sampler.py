@@ -1,0 +1,394 @@
+"""The gateway's view of a sampler: a small `Sampler` Protocol over plain dataclasses (token-wheel sessions,
+next-token distributions, streamed generation), and `GrpcSampler`, its implementation over a grpc.aio channel.
+Protos stop here."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+
+from lyceum_api.sampler.v1 import sampler_pb2 as pb
+from lyceum_api.sampler.v1 import sampler_pb2_grpc as pb_grpc
+from lyceum_core.errors import InvalidArgument
+from lyceum_core.grpc.errors import from_rpc_error
+from lyceum_gateway.clients._grpc import GrpcClient
+
+SAMPLER_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SamplerService"].full_name
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A token as shown to a person: `text` is its decoded text when `data` (its raw bytes) is valid UTF-8 on
+    its own, else empty."""
+
+    id: int
+    text: str
+    data: bytes
+    is_valid_utf8: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TokenProbability:
+    token: Token
+    probability: float
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class OtherBucket:
+    """The tokens below the threshold: their total probability, how many, and the most likely of them."""
+
+    probability: float
+    count: int
+    top: list[TokenProbability]
+
+
+class Category(enum.StrEnum):
+    """Where a chosen token was when it was chosen: above the threshold, or in the Other bucket."""
+
+    ABOVE = "above"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One generated token, with the probability, category and rank (0 = most likely) it had under the
+    settings shown when it was chosen."""
+
+    token: Token
+    probability: float
+    category: Category
+    rank: int
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    session_id: str
+    model: str
+    prompt: str
+    prompt_token_ids: list[int]
+    generated: list[HistoryEntry]
+    text: str
+    context_len: int
+    max_context_len: int
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How the next-token distribution is shaped; None leaves a knob at the sampler's default (off)."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """The next-token distribution split at `threshold`: `above` (most likely first) and the Other bucket."""
+
+    session_id: str
+    above: list[TokenProbability]
+    other: OtherBucket
+    threshold: float
+    context_len: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenChoice:
+    """Which token to append: exactly one of an id, an exact single-token text, or a draw from Other."""
+
+    token_id: int | None = None
+    token_text: str | None = None
+    from_other: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendedToken:
+    session: Session
+    appended: HistoryEntry
+
+
+@dataclass(frozen=True, slots=True)
+class UndoneToken:
+    session: Session
+    removed: HistoryEntry
+
+
+class DecodingStrategy(enum.StrEnum):
+    GREEDY = "greedy"
+    SAMPLE = "sample"
+    BEAM = "beam"
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateSpec:
+    """One stateless generation."""
+
+    model: str
+    prompt: str
+    max_new_tokens: int
+    strategy: DecodingStrategy = DecodingStrategy.SAMPLE
+    params: SamplingParams = field(default_factory=SamplingParams)
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    num_beams: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationStep:
+    """A streamed generation message: a chosen `token` (None in the final message), the continuation so far
+    as `text`, and `finish_reason` ("eos", "stop" or "length") in the final message only."""
+
+    token: Token | None
+    probability: float
+    text: str
+    finish_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageModel:
+    """A model a sampler serves; what it is (kind, sizes) is None until a replica has loaded it."""
+
+    name: str
+    kind: str | None
+    vocab_size: int | None
+    max_context_len: int | None
+    loaded: bool
+
+
+class Sampler(Protocol):
+    """What the gateway needs from one sampler replica. Every failure is a `LyceumError`."""
+
+    async def create_session(self, model: str, prompt: str | None = None) -> Session: ...
+
+    async def get_session(self, session_id: str) -> Session: ...
+
+    async def set_prompt(self, session_id: str, prompt: str) -> Session: ...
+
+    async def get_distribution(
+        self,
+        session_id: str,
+        threshold: float | None = None,
+        other_top_k: int | None = None,
+        params: SamplingParams | None = None,
+    ) -> Distribution: ...
+
+    async def append_token(
+        self,
+        session_id: str,
+        choice: TokenChoice,
+        threshold: float | None = None,
+        params: SamplingParams | None = None,
+        seed: int | None = None,
+    ) -> AppendedToken: ...
+
+    async def undo(self, session_id: str) -> UndoneToken: ...
+
+    async def delete_session(self, session_id: str) -> None: ...
+
+    def generate(self, spec: GenerateSpec) -> AsyncGenerator[GenerationStep, None]:
+        """The generation's messages as the sampler streams them; closing the iterator cancels the call."""
+        ...
+
+    async def list_models(self) -> list[LanguageModel]: ...
+
+    async def health(self) -> bool:
+        """True when the replica reports SERVING; never raises."""
+        ...
+
+
+_CATEGORY = {pb.CATEGORY_ABOVE: Category.ABOVE, pb.CATEGORY_OTHER: Category.OTHER}
+_STRATEGY_PB = {
+    DecodingStrategy.GREEDY: pb.DECODING_STRATEGY_GREEDY,
+    DecodingStrategy.SAMPLE: pb.DECODING_STRATEGY_SAMPLE,
+    DecodingStrategy.BEAM: pb.DECODING_STRATEGY_BEAM,
+}
+
+
+def _token(msg: pb.TokenInfo) -> Token:
+    return Token(id=msg.id, text=msg.text, data=bytes(msg.bytes), is_valid_utf8=msg.is_valid_utf8)
+
+
+def _probability(msg: pb.TokenProbability) -> TokenProbability:
+    return TokenProbability(token=_token(msg.token), probability=msg.probability, logprob=msg.logprob)
+
+
+def _entry(msg: pb.HistoryEntry) -> HistoryEntry:
+    # An unspecified category (a sampler that does not say) reads as "other": never claim "above" unasked.
+    category = _CATEGORY.get(msg.category, Category.OTHER)
+    return HistoryEntry(
+        token=_token(msg.token), probability=msg.probability, category=category, rank=msg.rank
+    )
+
+
+def _session(msg: pb.Session) -> Session:
+    return Session(
+        session_id=msg.session_id,
+        model=msg.model,
+        prompt=msg.prompt,
+        prompt_token_ids=list(msg.prompt_token_ids),
+        generated=[_entry(e) for e in msg.generated],
+        text=msg.text,
+        context_len=msg.context_len,
+        max_context_len=msg.max_context_len,
+    )
+
+
+def _int32(value: int | None, field: str) -> int | None:
+    """`value` if a proto int32 holds it; else the caller's mistake, not a crash in the conversion."""
+    if value is not None and not -(2**31) <= value < 2**31:
+        raise InvalidArgument(f"{field} is out of range", field=field)
+    return value
+
+
+def _params(params: SamplingParams | None) -> pb.SamplingParams | None:
+    if params is None:
+        return None
+    return pb.SamplingParams(
+        temperature=params.temperature,
+        top_k=_int32(params.top_k, "top_k"),
+        top_p=params.top_p,
+        repetition_penalty=params.repetition_penalty,
+    )
+
+
+class GrpcSampler(GrpcClient):
+    """A `Sampler` over one grpc.aio channel; an async context manager that owns the channel."""
+
+    role = "sampler"
+    service_name = SAMPLER_SERVICE_NAME
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float,
+        generate_timeout_s: float | None = None,
+        health_timeout_s: float = 2.0,
+    ) -> None:
+        super().__init__(address, timeout_s=timeout_s, health_timeout_s=health_timeout_s)
+        self._generate_timeout_s = generate_timeout_s or timeout_s
+        self._stub: pb_grpc.SamplerServiceStub | None = None
+
+    def _open(self, channel: grpc.aio.Channel) -> None:
+        self._stub = pb_grpc.SamplerServiceStub(channel)
+
+    def _close(self) -> None:
+        self._stub = None
+
+    @property
+    def stub(self) -> pb_grpc.SamplerServiceStub:
+        if self._stub is None:
+            raise self._closed()
+        return self._stub
+
+    async def create_session(self, model: str, prompt: str | None = None) -> Session:
+        request = pb.CreateSessionRequest(model=model, prompt=prompt)
+        response = await self._call(self.stub.CreateSession(request, timeout=self._timeout_s))
+        return _session(response.session)
+
+    async def get_session(self, session_id: str) -> Session:
+        request = pb.GetSessionRequest(session_id=session_id)
+        response = await self._call(self.stub.GetSession(request, timeout=self._timeout_s))
+        return _session(response.session)
+
+    async def set_prompt(self, session_id: str, prompt: str) -> Session:
+        request = pb.SetPromptRequest(session_id=session_id, prompt=prompt)
+        response = await self._call(self.stub.SetPrompt(request, timeout=self._timeout_s))
+        return _session(response.session)
+
+    async def get_distribution(
+        self,
+        session_id: str,
+        threshold: float | None = None,
+        other_top_k: int | None = None,
+        params: SamplingParams | None = None,
+    ) -> Distribution:
+        request = pb.GetDistributionRequest(
+            session_id=session_id,
+            threshold=threshold,
+            other_top_k=_int32(other_top_k, "other_top_k"),
+            params=_params(params),
+        )
+        r = await self._call(self.stub.GetDistribution(request, timeout=self._timeout_s))
+        return Distribution(
+            session_id=r.session_id,
+            above=[_probability(p) for p in r.above],
+            other=OtherBucket(
+                probability=r.other.probability,
+                count=r.other.count,
+                top=[_probability(p) for p in r.other.top],
+            ),
+            threshold=r.threshold,
+            context_len=r.context_len,
+        )
+
+    async def append_token(
+        self,
+        session_id: str,
+        choice: TokenChoice,
+        threshold: float | None = None,
+        params: SamplingParams | None = None,
+        seed: int | None = None,
+    ) -> AppendedToken:
+        request = pb.AppendTokenRequest(
+            session_id=session_id, threshold=threshold, params=_params(params), seed=seed
+        )
+        if choice.from_other:
+            request.from_other = True
+        elif choice.token_id is not None:
+            request.token_id = _int32(choice.token_id, "token_id")  # type: ignore[assignment]
+        elif choice.token_text is not None:
+            request.token_text = choice.token_text
+        response = await self._call(self.stub.AppendToken(request, timeout=self._timeout_s))
+        return AppendedToken(session=_session(response.session), appended=_entry(response.appended))
+
+    async def undo(self, session_id: str) -> UndoneToken:
+        request = pb.UndoRequest(session_id=session_id)
+        response = await self._call(self.stub.Undo(request, timeout=self._timeout_s))
+        return UndoneToken(session=_session(response.session), removed=_entry(response.removed))
+
+    async def delete_session(self, session_id: str) -> None:
+        request = pb.DeleteSessionRequest(session_id=session_id)
+        await self._call(self.stub.DeleteSession(request, timeout=self._timeout_s))
+
+    async def generate(self, spec: GenerateSpec) -> AsyncGenerator[GenerationStep, None]:
+        request = pb.GenerateRequest(
+            model=spec.model,
+            prompt=spec.prompt,
+            strategy=_STRATEGY_PB[spec.strategy],
+            params=_params(spec.params),
+            max_new_tokens=spec.max_new_tokens,
+            stop=spec.stop,
+            seed=spec.seed,
+            num_beams=spec.num_beams,
+        )
+        call = self.stub.Generate(request, timeout=self._generate_timeout_s)
+        try:
+            async for msg in call:
+                token = _token(msg.token) if msg.HasField("token") else None
+                yield GenerationStep(
+                    token=token, probability=msg.probability, text=msg.text, finish_reason=msg.finish_reason
+                )
+        except grpc.RpcError as exc:
+            raise self._public(from_rpc_error(exc), self._generate_timeout_s) from None
+        finally:
+            call.cancel()  # a no-op once the stream ended; stops the sampler when the client left early
+
+    async def list_models(self) -> list[LanguageModel]:
+        response = await self._call(self.stub.ListModels(pb.ListModelsRequest(), timeout=self._timeout_s))
+        return [
+            LanguageModel(
+                name=m.name,
+                kind=m.kind or None,  # proto3 defaults: the sampler has not loaded it, so does not know
+                vocab_size=m.vocab_size or None,
+                max_context_len=m.max_context_len or None,
+                loaded=m.loaded,
+            )
+            for m in response.models
+        ]

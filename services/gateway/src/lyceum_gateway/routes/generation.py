@@ -1,0 +1,126 @@
+"""Native generation routes: `POST /v1/generate` (stateless; one JSON result, or Server-Sent Events per token
+with `Accept: text/event-stream`) and `GET /v1/sampler/models`, the language models the samplers serve."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from lyceum_core.errors import Code, Internal, LyceumError
+from lyceum_gateway import clients, sse
+from lyceum_gateway.deps import Samplers
+from lyceum_gateway.errors import error_body
+from lyceum_gateway.routes import API_PREFIX
+from lyceum_gateway.schemas.common import error_responses
+from lyceum_gateway.schemas.sessions import (
+    GeneratedToken,
+    GenerateRequest,
+    GenerateResponse,
+    SamplerModelsResponse,
+    TokenOut,
+)
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix=API_PREFIX, tags=["generation"], responses=error_responses(401, 503))
+
+SSE_EXAMPLE = (
+    'event: token\nid: 0\ndata: {"index": 0, "token": {"id": 262, "text": " the", "bytes": "IHRoZQ==", '
+    '"is_valid_utf8": true}, "probability": 0.31, "text": " the"}\n\n'
+    'event: end\ndata: {"model": "tiny-lm", "text": " the cat", "finish_reason": "length"}\n\n'
+)
+STREAM_DOC = (
+    "one `token` event per chosen token (`id` is its index), then one `end` event with the whole "
+    "continuation and its `finish_reason`; an `error` event (the error envelope) if generation fails midway"
+)
+
+
+@router.post(
+    "/generate",
+    summary="Generate a continuation",
+    response_model=GenerateResponse,
+    responses={
+        200: {
+            "description": "The continuation and each chosen token; with `Accept: text/event-stream`, an "
+            "event stream: " + STREAM_DOC,
+            "content": {sse.MEDIA_TYPE: {"schema": {"type": "string"}, "example": SSE_EXAMPLE}},
+        },
+        **error_responses(400, 404, 422),
+    },
+)
+async def generate(
+    body: GenerateRequest, samplers: Samplers, request: Request
+) -> GenerateResponse | StreamingResponse:
+    """Continues `prompt` with `model` (stateless: no session is created): `sample` shaped by the knobs and
+    reproducible by `seed`, `greedy`, or `beam` search; stops at `max_new_tokens`, the end-of-sequence token
+    or a `stop` string. Errors before the first token are plain error responses, streaming or not."""
+    spec = body.to_domain()
+    steps = samplers.spread().generate(spec)
+    try:
+        first = await anext(steps)  # a bad model or argument fails here, before any status line is sent
+    except StopAsyncIteration:
+        raise Internal("the sampler ended the generation without a result") from None
+    except BaseException:
+        await steps.aclose()
+        raise
+    if sse.accepts_event_stream(request.headers.get("accept", "")):
+        return StreamingResponse(
+            _event_stream(spec, first, steps, request), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS
+        )
+    tokens: list[GeneratedToken] = []
+    async with aclosing(steps):
+        step: clients.GenerationStep | None = first
+        while step is not None:
+            if step.token is None:
+                return GenerateResponse(
+                    model=spec.model, text=step.text, finish_reason=step.finish_reason, tokens=tokens
+                )
+            tokens.append(_token(len(tokens), step, step.token))
+            step = await anext(steps, None)
+    raise Internal("the sampler ended the generation without a final message")
+
+
+def _token(index: int, step: clients.GenerationStep, token: clients.Token) -> GeneratedToken:
+    return GeneratedToken(
+        index=index, token=TokenOut.from_domain(token), probability=step.probability, text=step.text
+    )
+
+
+async def _event_stream(
+    spec: clients.GenerateSpec,
+    first: clients.GenerationStep,
+    steps: AsyncGenerator[clients.GenerationStep, None],
+    request: Request,
+) -> AsyncIterator[str]:
+    index = 0
+    try:
+        async with aclosing(steps):
+            step: clients.GenerationStep | None = first
+            while step is not None:
+                if step.token is None:
+                    end = GenerateResponse(model=spec.model, text=step.text, finish_reason=step.finish_reason)
+                    yield sse.event("end", end.model_dump_json(exclude_none=True))
+                    return
+                data = _token(index, step, step.token).model_dump_json()
+                yield sse.event("token", data, event_id=str(index))
+                index += 1
+                if await request.is_disconnected():
+                    return  # closing `steps` cancels the sampler's work
+                step = await anext(steps, None)
+        raise Internal("the sampler ended the generation without a final message")
+    except LyceumError as err:
+        yield sse.event("error", json.dumps(error_body(err.code.value, err.message, err.field)))
+    except Exception:  # noqa: BLE001 - the status line is long sent; tell the client, then end the stream
+        log.exception("generation stream for model %s failed", spec.model)
+        yield sse.event("error", json.dumps(error_body(Code.INTERNAL.value, "internal error")))
+
+
+@router.get("/sampler/models", summary="List the language models")
+async def list_sampler_models(samplers: Samplers) -> SamplerModelsResponse:
+    """The language models the samplers serve (sessions and generation accept these names)."""
+    return SamplerModelsResponse.from_domain(await samplers.any().list_models())

@@ -1,0 +1,145 @@
+"""Native `/v1/sessions` routes: token-wheel sessions on the samplers. Create one, set its prompt, look at the
+next-token distribution split at a threshold, append a token (by id, by text, or drawn from Other), undo.
+
+Each session's calls go to the sampler replica that owns its id (its KV cache stays warm there); sessions
+themselves live in the samplers' shared store, so a new one may be created on any replica.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from lyceum_gateway import clients
+from lyceum_gateway.deps import Samplers
+from lyceum_gateway.routes import API_PREFIX
+from lyceum_gateway.schemas.common import error_responses
+from lyceum_gateway.schemas.sessions import (
+    MAX_OTHER_TOP_K,
+    AppendTokenRequest,
+    AppendTokenResponse,
+    CreateSessionRequest,
+    DistributionOut,
+    SessionOut,
+    SetPromptRequest,
+    UndoResponse,
+)
+
+router = APIRouter(
+    prefix=f"{API_PREFIX}/sessions", tags=["sessions"], responses=error_responses(401, 422, 503)
+)
+
+SessionIdPath = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="The session's id, as its creation returned it (1-64 characters of [A-Za-z0-9_-])",
+    ),
+]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a session",
+    response_description="The new session, with its `Location`",
+    responses=error_responses(400, 404),
+)
+async def create_session(body: CreateSessionRequest, samplers: Samplers, response: Response) -> SessionOut:
+    """Starts a session on a model (404 if the sampler does not serve it), with a prompt if given."""
+    session = await samplers.any().create_session(body.model, body.prompt)
+    response.headers["Location"] = f"{router.prefix}/{session.session_id}"
+    return SessionOut.from_domain(session)
+
+
+@router.get("/{session_id}", summary="Get a session", responses=error_responses(404))
+async def get_session(session_id: SessionIdPath, samplers: Samplers) -> SessionOut:
+    """The session's prompt, the tokens chosen so far (each with the probability, category and rank it had
+    when chosen) and its text."""
+    return SessionOut.from_domain(await samplers.for_session(session_id).get_session(session_id))
+
+
+@router.delete(
+    "/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a session",
+    responses=error_responses(404),
+)
+async def delete_session(session_id: SessionIdPath, samplers: Samplers) -> Response:
+    """Deletes the session; its id is unknown afterwards (404)."""
+    await samplers.for_session(session_id).delete_session(session_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/{session_id}/prompt", summary="Set the prompt", responses=error_responses(400, 404))
+async def set_prompt(session_id: SessionIdPath, body: SetPromptRequest, samplers: Samplers) -> SessionOut:
+    """Sets (or resets) the prompt; the generated tokens are cleared."""
+    return SessionOut.from_domain(await samplers.for_session(session_id).set_prompt(session_id, body.prompt))
+
+
+@router.get(
+    "/{session_id}/distribution",
+    summary="The next-token distribution",
+    responses=error_responses(400, 404, 409),
+)
+async def get_distribution(
+    session_id: SessionIdPath,
+    samplers: Samplers,
+    threshold: Annotated[
+        float | None,
+        Query(
+            ge=0.0,
+            le=1.0,
+            allow_inf_nan=False,
+            description="Tokens at or above this probability are listed in `above`; default 0.01",
+        ),
+    ] = None,
+    other_top_k: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_OTHER_TOP_K, description="How many of the Other tokens to list; default 10"),
+    ] = None,
+    temperature: Annotated[
+        float | None, Query(gt=0.0, allow_inf_nan=False, description="Softmax temperature; default 1")
+    ] = None,
+    top_k: Annotated[int | None, Query(ge=0, description="Keep only the k most likely; 0 = off")] = None,
+    top_p: Annotated[
+        float | None, Query(gt=0.0, le=1.0, allow_inf_nan=False, description="Nucleus mass; 1 = off")
+    ] = None,
+    repetition_penalty: Annotated[
+        float | None, Query(ge=1.0, allow_inf_nan=False, description="Penalty on seen tokens; 1 = off")
+    ] = None,
+) -> DistributionOut:
+    """The distribution of the next token after the session's text, shaped by the knobs and split at
+    `threshold`: the tokens above it (most likely first) and the Other bucket (its mass, size and most likely
+    members). Changes nothing. Pass the same settings to `POST .../tokens` so the appended token is recorded
+    as shown."""
+    params = clients.SamplingParams(temperature, top_k, top_p, repetition_penalty)
+    sampler = samplers.for_session(session_id)
+    return DistributionOut.from_domain(
+        await sampler.get_distribution(session_id, threshold, other_top_k, params)
+    )
+
+
+@router.post(
+    "/{session_id}/tokens",
+    summary="Append a token",
+    responses=error_responses(400, 404, 409),
+)
+async def append_token(
+    session_id: SessionIdPath, body: AppendTokenRequest, samplers: Samplers
+) -> AppendTokenResponse:
+    """Appends one token: `token_id`, `token_text` (which must be exactly one token), or `from_other: true`
+    to draw one from the Other bucket in proportion to its probability (`seed` makes the draw reproducible).
+    The token's probability, category and rank are computed under the given threshold and knobs: pass those
+    the user was shown."""
+    result = await samplers.for_session(session_id).append_token(
+        session_id, body.choice(), body.threshold, body.sampling_params(), body.seed
+    )
+    return AppendTokenResponse.from_domain(result)
+
+
+@router.post("/{session_id}/undo", summary="Undo the last token", responses=error_responses(400, 404, 409))
+async def undo(session_id: SessionIdPath, samplers: Samplers) -> UndoResponse:
+    """Removes the last generated token (never the prompt) and returns it."""
+    return UndoResponse.from_domain(await samplers.for_session(session_id).undo(session_id))

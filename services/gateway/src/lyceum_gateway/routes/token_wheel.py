@@ -1,0 +1,301 @@
+"""The AI Token Wheel backend's API, mounted at `/token-wheel` so its existing frontend works unchanged: same
+paths, bodies, status codes and `{"detail": ...}` errors, served by the samplers instead of in-process GPT-2.
+
+Where the original fell short, the wheel is now shown and recorded under the same settings: the original
+append-token took no threshold or temperature and scored every appended token at temperature 1 and threshold
+0.01, whatever the wheel had shown. Here an append scores the token (and draws from Other) under the settings
+this session's wheel was last shown with (`next-token-probs`), remembered by the gateway; `threshold` and
+`temperature` query parameters on append-token, a Lyceum extension, override them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, status
+
+from lyceum_core.errors import FailedPrecondition, InvalidArgument, LyceumError, NotFound, Unavailable
+from lyceum_gateway import clients
+from lyceum_gateway.deps import Samplers, TokenWheelMemo
+from lyceum_gateway.schemas import token_wheel as s
+from lyceum_gateway.schemas.sessions import MAX_OTHER_TOP_K
+from lyceum_gateway.token_wheel import Shown, utcnow
+
+router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+service_router = APIRouter(tags=["service"])
+
+SESSION_GONE = "Session does not exist"
+
+
+def default_model(request: Request) -> str | None:
+    return request.state.token_wheel_default_model
+
+
+DefaultModel = Annotated[str | None, Depends(default_model)]
+
+
+@contextmanager
+def original_errors(*, checks_id: bool = False) -> Iterator[None]:
+    """Words session errors as the original did; it answered only 400, 404, 422 and 503. With `checks_id`
+    (the call is the first to see the id), an id the sampler could never have issued is unknown all the same.
+    """
+    try:
+        yield
+    except NotFound as err:
+        raise NotFound(SESSION_GONE, field=err.field) from err
+    except InvalidArgument as err:
+        if checks_id and err.field == "session_id":
+            raise NotFound(SESSION_GONE, field=err.field) from err
+        raise
+    except FailedPrecondition as err:
+        raise InvalidArgument(err.message, field=err.field) from err
+
+
+async def _session(sampler: clients.Sampler, session_id: str) -> clients.Session:
+    with original_errors(checks_id=True):
+        return await sampler.get_session(session_id)
+
+
+def _check_settings(threshold: float | None, temperature: float | None) -> None:
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise InvalidArgument("Threshold must be between 0.0 and 1.0", field="threshold")
+    if temperature is not None and not (temperature > 0 and math.isfinite(temperature)):
+        raise InvalidArgument("Temperature must be greater than 0", field="temperature")
+
+
+async def _model_names(sampler: clients.Sampler) -> list[str]:
+    return [m.name for m in await sampler.list_models()]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a session")
+async def create_session(
+    body: s.CreateSessionRequest, samplers: Samplers, memo: TokenWheelMemo, configured: DefaultModel
+) -> s.CreateSessionResponse:
+    """A new session on `model_name` (400 naming the available models if the sampler does not serve it)."""
+    sampler = samplers.any()
+    model = body.model_name or configured or next(iter(await _model_names(sampler)), "")
+    try:
+        session = await sampler.create_session(model)
+    except (NotFound, InvalidArgument) as err:
+        if err.field not in (None, "model"):
+            raise
+        names = await _model_names(sampler)
+        raise InvalidArgument(f"Invalid model name. Available models: {names}", field="model_name") from err
+    wheel = memo.touch(session.session_id)
+    return s.CreateSessionResponse(
+        session_id=session.session_id, model_name=session.model, created_at=s.original_time(wheel.created_at)
+    )
+
+
+@router.get("/{session_id}", summary="Get a session's state")
+async def get_session_state(
+    session_id: str, samplers: Samplers, memo: TokenWheelMemo
+) -> s.SessionStateResponse:
+    """The prompt, the text so far and every token chosen."""
+    session = await _session(samplers.for_session(session_id), session_id)
+    return s.SessionStateResponse.from_domain(session, memo.touch(session_id))
+
+
+@router.post("/{session_id}/set-prompt", summary="Set the prompt")
+async def set_prompt(
+    session_id: str, body: s.SetPromptRequest, samplers: Samplers, memo: TokenWheelMemo
+) -> s.SetPromptResponse:
+    """Sets or resets the prompt; the chosen tokens are cleared."""
+    sampler = samplers.for_session(session_id)
+    if not body.prompt.strip():
+        await _session(sampler, session_id)  # an unknown session is 404 first, as in the original
+        raise InvalidArgument("Empty or invalid prompt", field="prompt")
+    with original_errors(checks_id=True):
+        session = await sampler.set_prompt(session_id, body.prompt)
+    memo.prompt_set(session_id)
+    return s.SetPromptResponse(
+        session_id=session.session_id,
+        current_text=session.text,
+        token_count=len(session.prompt_token_ids),
+        message="Prompt set successfully",
+    )
+
+
+@router.get("/{session_id}/next-token-probs", summary="Next-token probabilities (the wheel)")
+async def get_next_token_probs(
+    session_id: str,
+    samplers: Samplers,
+    memo: TokenWheelMemo,
+    threshold: float = 0.01,
+    other_top_k: int = 10,
+    temperature: float = 1.0,
+) -> s.NextTokenProbsResponse:
+    """The tokens at or above `threshold` and the Other category, at `temperature`; `other_top_k` (clamped to
+    0-1000) of the Other tokens are listed. The settings are remembered for this session's next append."""
+    sampler = samplers.for_session(session_id)
+    session = await _session(sampler, session_id)
+    if not session.prompt:
+        raise InvalidArgument("No prompt set yet", field="prompt")
+    _check_settings(threshold, temperature)
+    params = clients.SamplingParams(temperature=temperature)
+    top_k = min(max(other_top_k, 0), MAX_OTHER_TOP_K)
+    with original_errors():
+        dist = await sampler.get_distribution(session_id, threshold, top_k, params)
+        models = await sampler.list_models()  # after: the distribution loaded the model, so its size is known
+    memo.shown(session_id, Shown(threshold=threshold, temperature=temperature))
+    vocab = {m.name: m.vocab_size for m in models}.get(session.model) or len(dist.above) + dist.other.count
+    return s.NextTokenProbsResponse(
+        session_id=session.session_id,
+        current_text=session.text,
+        threshold=threshold,
+        temperature=temperature,
+        above_threshold_tokens=[s.TokenData.from_domain(p) for p in dist.above],
+        other_category=s.OtherCategoryInfo(
+            total_probability=dist.other.probability,
+            token_count=dist.other.count,
+            sample_tokens=[s.TokenData.from_domain(p) for p in dist.other.top],
+        ),
+        total_above_threshold_probability=sum(p.probability for p in dist.above),
+        vocabulary_size=vocab,
+    )
+
+
+@router.post("/{session_id}/append-token", summary="Append a token")
+async def append_token(
+    session_id: str,
+    body: s.AppendTokenRequest,
+    samplers: Samplers,
+    memo: TokenWheelMemo,
+    threshold: float | None = None,
+    temperature: float | None = None,
+) -> s.AppendTokenResponse:
+    """Appends `token_id`, or `token_text` (exactly one token), or with `category: "other"` a token drawn
+    from the Other category. Scored under the settings the wheel was last shown with; the optional
+    `threshold`/`temperature` query parameters (a Lyceum extension) override them."""
+    sampler = samplers.for_session(session_id)
+    session = await _session(sampler, session_id)
+    if not session.prompt:
+        raise InvalidArgument("No prompt set", field="prompt")
+    _check_settings(threshold, temperature)
+    shown = memo.touch(session_id).shown
+    threshold = threshold if threshold is not None else (shown.threshold if shown else None)
+    temperature = temperature if temperature is not None else (shown.temperature if shown else None)
+    params = clients.SamplingParams(temperature=temperature)
+
+    other: clients.OtherBucket | None = None
+    if body.category == "other":
+        with original_errors():
+            other = (await sampler.get_distribution(session_id, threshold, 0, params)).other
+        if other.count == 0:
+            raise InvalidArgument("No tokens available in 'Other' category", field="category")
+        choice = clients.TokenChoice(from_other=True)
+    elif body.token_id is not None:
+        choice = clients.TokenChoice(token_id=body.token_id)
+    elif body.token_text is not None:
+        choice = clients.TokenChoice(token_text=body.token_text)
+    else:
+        raise InvalidArgument("Either token_id or token_text must be provided", field="token_id")
+
+    try:
+        with original_errors():
+            result = await sampler.append_token(session_id, choice, threshold, params)
+    except InvalidArgument as err:
+        if err.field == "token_text":  # the sampler's words differ; the original's are what clients match
+            raise InvalidArgument(
+                "Token text must correspond to exactly one token", field="token_text"
+            ) from err
+        raise
+
+    position = len(result.session.generated) - 1
+    memo.appended(session_id, position, sampled_from_other=choice.from_other)
+    wheel = memo.touch(session_id)
+    return s.AppendTokenResponse(
+        session_id=session_id,
+        previous_text=session.text,
+        appended_token=s.AppendedTokenInfo.from_domain(result.appended, wheel.selection(position)),
+        current_text=result.session.text,
+        token_history=s.token_history(result.session, wheel),
+        other_category_info=None
+        if other is None
+        else s.OtherCategorySelectionInfo(
+            total_probability=other.probability,
+            token_count=other.count,
+            selected_token_rank=result.appended.rank + 1,
+        ),
+    )
+
+
+@router.post("/{session_id}/undo", summary="Undo the last token")
+async def undo_last_token(session_id: str, samplers: Samplers, memo: TokenWheelMemo) -> s.UndoTokenResponse:
+    """Removes the last chosen token; never the prompt."""
+    sampler = samplers.for_session(session_id)
+    session = await _session(sampler, session_id)
+    if not session.generated:
+        raise InvalidArgument(
+            "Cannot undo. No generated tokens to remove. Only initial prompt remains.", field="session_id"
+        )
+    removed = memo.touch(session_id).selection(len(session.generated) - 1)
+    with original_errors():
+        result = await sampler.undo(session_id)
+    memo.undone(session_id, len(result.session.generated))
+    return s.UndoTokenResponse(
+        session_id=session_id,
+        previous_text=session.text,
+        removed_token=s.AppendedTokenInfo.from_domain(result.removed, removed),
+        current_text=result.session.text,
+        token_history=s.token_history(result.session, memo.touch(session_id)),
+        message="Last token removed successfully",
+    )
+
+
+@router.delete("/{session_id}", summary="Delete a session")
+async def delete_session(
+    session_id: str, samplers: Samplers, memo: TokenWheelMemo
+) -> s.DeleteSessionResponse:
+    """Deletes the session."""
+    with original_errors(checks_id=True):
+        await samplers.for_session(session_id).delete_session(session_id)
+    memo.forget(session_id)
+    return s.DeleteSessionResponse(message="Session deleted successfully", session_id=session_id)
+
+
+@service_router.get("/api/models", summary="List the models")
+async def list_models(samplers: Samplers, configured: DefaultModel) -> s.ModelsResponse:
+    """The models sessions can be created on; `default` marks the one used without `model_name`."""
+    models = await samplers.any().list_models()
+    default = configured or (models[0].name if models else None)
+    return s.ModelsResponse(
+        models=[
+            s.ModelInfo(
+                id=m.name,
+                name=m.name,
+                description=_describe(m),
+                parameters="unknown",  # the sampler does not report it
+                default=m.name == default,
+            )
+            for m in models
+        ]
+    )
+
+
+def _describe(model: clients.LanguageModel) -> str:
+    if model.kind is None:
+        return "not loaded yet"
+    return f"{model.kind}: {model.vocab_size} tokens, context of {model.max_context_len}"
+
+
+@service_router.get("/health", summary="Health")
+async def health(samplers: Samplers) -> s.HealthResponse:
+    """Always `healthy` while the gateway runs; `model_loaded`: whether a sampler has a model in memory."""
+    try:
+        loaded = any(m.loaded for m in await samplers.any().list_models())
+    except LyceumError:
+        loaded = False
+    return s.HealthResponse(status="healthy", model_loaded=loaded, timestamp=s.original_time(utcnow()))
+
+
+@service_router.get("/ready", summary="Readiness", responses={503: {"description": "No sampler serves"}})
+async def ready(samplers: Samplers) -> s.ReadyResponse:
+    """200 once a sampler reports SERVING, else 503 `Models not loaded`."""
+    if not any(await asyncio.gather(*(replica.health() for replica in samplers.all()))):
+        raise Unavailable("Models not loaded")
+    return s.ReadyResponse(status="ready")

@@ -1,0 +1,47 @@
+"""The sampler's settings (env prefix LYCEUM_SAMPLER_), built once in the entrypoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from lyceum_core.settings import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_REGISTRY_URL,
+    DEFAULT_STATE_DIR,
+    CommaList,
+    ServiceSettings,
+    service_config,
+)
+
+
+class Settings(ServiceSettings):
+    model_config = service_config("sampler")
+
+    host: str = "127.0.0.1"
+    port: int = Field(50061, ge=0, le=65535, description="gRPC port (0 = pick a free one)")
+    metrics_port: int = Field(9301, ge=0, le=65535, description="Prometheus port (0 = off)")
+    models: CommaList = Field(
+        default_factory=list,
+        description="models served: `name=/local/dir` (Lyceum LM or HF causal-LM) or registry `name@alias`",
+    )
+    database_url: str = Field(DEFAULT_DATABASE_URL, description="model registry (for `name@alias` models)")
+    registry_url: str = Field(DEFAULT_REGISTRY_URL, description="artifact store root (path or fsspec URL)")
+    model_cache_dir: Path = Field(DEFAULT_STATE_DIR / "sampler" / "models", description="downloaded models")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")
+    session_store_url: str = Field("memory://", description="memory:// (one process) or redis://host:port/db")
+    session_key_prefix: str = Field(
+        "lyceum:sampler:session:", min_length=1, description="Redis key of a session: this + its id"
+    )
+    session_ttl_s: float = Field(3600.0, gt=0, description="idle lifetime of a session (refreshed on access)")
+    cache_budget_bytes: int = Field(1 << 30, ge=0, description="KV memory for resident sessions (LRU beyond)")
+    model_budget_bytes: int = Field(8 << 30, ge=0, description="memory for loaded models (LRU beyond)")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="default: the model's context")
+    max_new_tokens: int = Field(4096, ge=1, description="cap on Generate's max_new_tokens")
+    default_threshold: float = Field(0.01, ge=0, le=1, description="distribution threshold when unset")
+    default_other_top_k: int = Field(10, ge=0, le=1000, description="Other-bucket tokens shown when unset")
+    worker_threads: int = Field(4, ge=1, description="threads running model work off the event loop")
+    torch_threads: int = Field(0, ge=0, description="intra-op threads (0 = torch default)")
+    drain_grace_s: float = Field(10.0, ge=0)

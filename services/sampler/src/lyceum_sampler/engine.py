@@ -1,0 +1,405 @@
+"""The sampler's core: token-wheel sessions (state in the session store, KV caches in this pod) and
+stateless generation. Knows nothing of gRPC; every failure is a lyceum_core error.
+
+Consistency rule: the session store is the truth. A cache entry is used only if it holds exactly the
+session's current token ids (and was built by the loaded model); otherwise it is rebuilt from them with one
+forward pass. Every request is validated in full before anything changes; writes are committed to the store
+(compare-and-set) before the cache follows, and a cache that cannot follow is dropped, never trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import threading
+import uuid
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lyceum_core.errors import FailedPrecondition, InvalidArgument, NotFound
+from lyceum_ml import sampling
+from lyceum_ml.causal_lm import CausalLM
+from lyceum_ml.sampling import EmptyOther, SamplingParams
+from lyceum_sampler.cache import HITS, MISSES, REBUILD_SECONDS, REBUILDS, Entry, SessionCaches, ids_digest
+from lyceum_sampler.models import Loaded, ModelDescription, ModelPool
+from lyceum_sampler.sessions import Generated, SessionState, SessionStore
+from lyceum_sampler.views import (
+    Distribution,
+    GenEvent,
+    HistoryItem,
+    SessionView,
+    TokenProb,
+    Tokens,
+    view,
+)
+
+log = logging.getLogger(__name__)
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+STRATEGIES = ("greedy", "sample", "beam")
+MAX_STOP_STRINGS = 16
+MAX_OTHER_TOP_K = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_prompt_tokens: int | None = None  # None = as many as the model's context holds
+    max_new_tokens: int = 4096
+    default_threshold: float = 0.01
+    default_other_top_k: int = 10
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which token to append: exactly one of the three."""
+
+    token_id: int | None = None
+    token_text: str | None = None
+    from_other: bool = False
+
+
+class SamplerEngine:
+    def __init__(self, pool: ModelPool, store: SessionStore, caches: SessionCaches, limits: Limits) -> None:
+        self.pool, self.store, self.caches, self.limits = pool, store, caches, limits
+        self._locks = [threading.Lock() for _ in range(1024)]  # striped per-session locks (this pod)
+
+    # --- sessions ---------------------------------------------------------------------------------
+    def create(self, model: str, prompt: str | None = None) -> SessionView:
+        """A new session of `model`, optionally with a prompt (its cache is built right away)."""
+        key = self.pool.pin(model)
+        loaded = self.pool.get(key)
+        state = SessionState(session_id=uuid.uuid4().hex, model=model, model_key=key)
+        entry = None
+        if prompt is not None:
+            ids = self._prompt_ids(loaded.lm, prompt)
+            state = state.evolve(prompt=prompt, prompt_ids=tuple(ids))
+            entry = self._build(loaded, ids)
+        self.store.create(state)
+        if entry is not None:
+            self.caches.put(state.session_id, entry)
+        return view(state, loaded.tokens)
+
+    def get(self, session_id: str) -> SessionView:
+        state = self._state(session_id)
+        return view(state, self.pool.get(state.model_key).tokens)
+
+    def set_prompt(self, session_id: str, prompt: str) -> SessionView:
+        """Replaces the prompt and clears the generated tokens (the cache keeps the common prefix)."""
+        with self._lock(session_id):
+            state = self._state(session_id)
+            loaded = self.pool.get(state.model_key)
+            ids = self._prompt_ids(loaded.lm, prompt)
+            old = self.caches.get(session_id)
+            committed = self.store.update(state.evolve(prompt=prompt, prompt_ids=tuple(ids), generated=()))
+            try:
+                if old is not None and old.holds(state.token_ids, loaded.key, loaded.generation):
+                    keep = min(_common_prefix(state.token_ids, ids), len(ids) - 1)
+                    self._advance(session_id, loaded.lm, old, ids, keep)
+                else:
+                    self.caches.put(session_id, self._build(loaded, ids))
+            except Exception:  # noqa: BLE001 - committed already; the cache is rebuilt on next use
+                log.exception("could not update the cache of session %s", session_id)
+                self.caches.drop(session_id)
+            return view(committed, loaded.tokens)
+
+    def distribution(
+        self,
+        session_id: str,
+        threshold: float | None = None,
+        other_top_k: int | None = None,
+        params: SamplingParams | None = None,
+    ) -> Distribution:
+        """The next-token distribution, split at `threshold` into tokens shown and the Other bucket."""
+        threshold = self._threshold(threshold)
+        other_top_k = self.limits.default_other_top_k if other_top_k is None else other_top_k
+        if not 0 <= other_top_k <= MAX_OTHER_TOP_K:
+            raise InvalidArgument(f"other_top_k must be in [0, {MAX_OTHER_TOP_K}]", field="other_top_k")
+        params = check_params(params)
+        with self._lock(session_id):
+            state, loaded, entry = self._resident(session_id)
+            tokens = loaded.tokens
+            split = sampling.split(
+                sampling.shape(entry.logits, params, state.token_ids), threshold, other_top_k
+            )
+            return Distribution(
+                session_id=session_id,
+                above=[TokenProb(tokens(i), p) for i, p in split.above],
+                other_probability=float(split.other_total),
+                other_count=int(split.other_count),
+                other_top=[TokenProb(tokens(i), p) for i, p in split.other_top],
+                threshold=threshold,
+                context_len=entry.length,
+            )
+
+    def append(
+        self,
+        session_id: str,
+        choice: Choice,
+        threshold: float | None = None,
+        params: SamplingParams | None = None,
+        seed: int | None = None,
+    ) -> tuple[SessionView, HistoryItem]:
+        """Appends a token, recording the probability, category and rank it has under the request's
+        threshold and params (what the user was shown). One forward pass of the new token."""
+        threshold, params = self._threshold(threshold), check_params(params)
+        _check_choice(choice)
+        with self._lock(session_id):
+            state = self._state(session_id)
+            _require_prompt(state)
+            loaded = self.pool.get(state.model_key)
+            lm, ids = loaded.lm, state.token_ids
+            if len(ids) >= lm.max_context:
+                raise InvalidArgument(
+                    f"the session's context is full ({len(ids)} of {lm.max_context} tokens)",
+                    field="session_id",
+                )
+            token_id = _chosen_token(lm, choice)
+            _, _, entry = self._resident(session_id, state, loaded)
+            probs = sampling.shape(entry.logits, params, ids)
+            draws = state.draws
+            if choice.from_other:
+                generator = torch.Generator().manual_seed(state.next_draw_seed() if seed is None else seed)
+                if seed is None:  # an explicit seed does not consume the session's stream
+                    draws += 1
+                try:
+                    token_id, _ = sampling.sample_other(probs, threshold, generator)
+                except EmptyOther:
+                    raise InvalidArgument("the Other bucket is empty", field="from_other") from None
+            assert token_id is not None
+            record = Generated(
+                token_id=token_id,
+                probability=float(probs[token_id]),
+                category=sampling.category(probs, token_id, threshold),
+                rank=int(sampling.rank_of(probs, token_id)),
+            )
+            committed = self.store.update(state.evolve(generated=(*state.generated, record), draws=draws))
+            try:
+                self._advance(session_id, lm, entry, [*ids, token_id], len(ids))
+            except Exception:  # noqa: BLE001 - committed already; the cache is rebuilt on next use
+                log.exception("could not extend the cache of session %s", session_id)
+                self.caches.drop(session_id)
+            session = view(committed, loaded.tokens)
+            return session, session.generated[-1]
+
+    def undo(self, session_id: str) -> tuple[SessionView, HistoryItem]:
+        """Removes the last generated token (never the prompt); FailedPrecondition if there is none."""
+        with self._lock(session_id):
+            state = self._state(session_id)
+            if not state.generated:
+                raise FailedPrecondition(
+                    "nothing to undo: the session has no generated tokens (the prompt is never undone)",
+                    field="session_id",
+                )
+            loaded = self.pool.get(state.model_key)
+            removed = view(state, loaded.tokens).generated[-1]
+            entry = self.caches.get(session_id)
+            committed = self.store.update(state.evolve(generated=state.generated[:-1]))
+            ids = committed.token_ids
+            try:
+                if entry is not None and entry.holds(state.token_ids, loaded.key, loaded.generation):
+                    # the logits after ids need the last of them fed again: keep len - 1, extend by one
+                    self._advance(session_id, loaded.lm, entry, ids, len(ids) - 1)
+            except Exception:  # noqa: BLE001 - committed already; the cache is rebuilt on next use
+                log.exception("could not truncate the cache of session %s", session_id)
+                self.caches.drop(session_id)
+            return view(committed, loaded.tokens), removed
+
+    def delete(self, session_id: str) -> None:
+        _check_session_id(session_id)
+        with self._lock(session_id):
+            self.caches.drop(session_id)
+            if not self.store.delete(session_id):
+                raise _not_found(session_id)
+
+    def list_models(self) -> list[ModelDescription]:
+        return self.pool.describe()
+
+    # --- generation -------------------------------------------------------------------------------
+    def generate(
+        self,
+        model: str,
+        prompt: str,
+        strategy: str = "sample",
+        params: SamplingParams | None = None,
+        max_new_tokens: int = 64,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+        num_beams: int = 4,
+    ) -> Iterator[GenEvent]:
+        """Validates everything, then returns the stream of chosen tokens; the last event has no token and
+        carries the whole continuation and the finish reason ("eos", "stop" or "length")."""
+        params = check_params(params)
+        if strategy not in STRATEGIES:
+            raise InvalidArgument(f"strategy must be one of {STRATEGIES}", field="strategy")
+        if not 1 <= max_new_tokens <= self.limits.max_new_tokens:
+            raise InvalidArgument(
+                f"max_new_tokens must be in [1, {self.limits.max_new_tokens}]", field="max_new_tokens"
+            )
+        if strategy == "beam" and not 2 <= num_beams <= 16:
+            raise InvalidArgument("num_beams must be in [2, 16]", field="num_beams")
+        if len(stop) > MAX_STOP_STRINGS or any(not s for s in stop):
+            raise InvalidArgument(f"at most {MAX_STOP_STRINGS} non-empty stop strings", field="stop")
+        loaded = self.pool.get(self.pool.pin(model))
+        ids = self._prompt_ids(loaded.lm, prompt)
+        room = loaded.lm.max_context - len(ids) + 1  # the last new token is chosen, never fed
+        seed = secrets.randbits(63) if seed is None else seed
+        steps = sampling.generate(
+            loaded.lm, ids, strategy, params, min(max_new_tokens, room), list(stop), seed, num_beams=num_beams
+        )
+        return self._events(loaded.tokens, steps)
+
+    def _events(self, tokens: Tokens, steps: Iterator[sampling.GenStep]) -> Iterator[GenEvent]:
+        text = ""
+        for step in steps:
+            text = step.text_so_far
+            if step.token_id is not None:
+                yield GenEvent(tokens(step.token_id), float(step.probability), text, "")
+            if step.finish_reason:
+                yield GenEvent(None, 0.0, text, step.finish_reason)
+                return
+        yield GenEvent(None, 0.0, text, "length")
+
+    # --- validation -------------------------------------------------------------------------------
+    def _threshold(self, threshold: float | None) -> float:
+        threshold = self.limits.default_threshold if threshold is None else threshold
+        if not 0.0 <= threshold <= 1.0:
+            raise InvalidArgument("threshold must be in [0, 1]", field="threshold")
+        return threshold
+
+    def _prompt_ids(self, lm: CausalLM, prompt: str) -> list[int]:
+        if not prompt:
+            raise InvalidArgument("prompt must not be empty", field="prompt")
+        ids = lm.encode(prompt)
+        limit = min(lm.max_context, self.limits.max_prompt_tokens or lm.max_context)
+        if not ids:
+            raise InvalidArgument("the prompt encodes to no tokens", field="prompt")
+        if len(ids) > limit:
+            raise InvalidArgument(
+                f"the prompt is {len(ids)} tokens long; the limit is {limit}", field="prompt"
+            )
+        return ids
+
+    # --- state and cache --------------------------------------------------------------------------
+    def _lock(self, session_id: str) -> threading.Lock:
+        _check_session_id(session_id)
+        return self._locks[zlib.crc32(session_id.encode()) % len(self._locks)]
+
+    def _state(self, session_id: str) -> SessionState:
+        _check_session_id(session_id)
+        state = self.store.get(session_id)
+        if state is None:
+            raise _not_found(session_id)
+        return state
+
+    def _resident(
+        self, session_id: str, state: SessionState | None = None, loaded: Loaded | None = None
+    ) -> tuple[SessionState, Loaded, Entry]:
+        """The session, its model and a cache holding exactly its tokens (rebuilt if needed). Caller locks."""
+        state = state or self._state(session_id)
+        _require_prompt(state)
+        loaded = loaded or self.pool.get(state.model_key)
+        ids = state.token_ids
+        entry = self.caches.get(session_id)
+        if entry is not None and entry.holds(ids, loaded.key, loaded.generation):
+            HITS.inc()
+            return state, loaded, entry
+        MISSES.inc()
+        reason = (
+            "stale" if entry is not None else ("evicted" if self.caches.was_evicted(session_id) else "cold")
+        )
+        REBUILDS.labels(reason).inc()
+        with REBUILD_SECONDS.time():
+            entry = self._build(loaded, ids)
+        self.caches.put(session_id, entry)
+        return state, loaded, entry
+
+    def _build(self, loaded: Loaded, ids: list[int]) -> Entry:
+        """A fresh cache of `ids`: one forward pass over all of them."""
+        lm = loaded.lm
+        cache = lm.new_cache()
+        logits = lm.extend(cache, ids)
+        entry = Entry(cache, logits, len(ids), ids_digest(ids), loaded.key, loaded.generation)
+        entry.nbytes = lm.cache_nbytes(cache) + logits.numel() * logits.element_size()
+        return entry
+
+    def _advance(self, session_id: str, lm: CausalLM, entry: Entry, ids: list[int], keep: int) -> None:
+        """Makes `entry` hold `ids`: keeps its first `keep` tokens (a prefix of ids) and feeds the rest."""
+        lm.truncate(entry.cache, keep)
+        entry.length = keep  # until the extend below succeeds, the entry matches nothing
+        entry.digest = b""
+        entry.logits = lm.extend(entry.cache, list(ids[keep:]))
+        entry.length, entry.digest = len(ids), ids_digest(ids)
+        entry.nbytes = lm.cache_nbytes(entry.cache) + entry.logits.numel() * entry.logits.element_size()
+        self.caches.resized(session_id)
+
+
+def check_params(params: SamplingParams | None) -> SamplingParams:
+    """The shaping params (defaults if None), each checked with the offending field named."""
+    params = params or SamplingParams()
+    checks = [
+        ("temperature", params.temperature > 0 and params.temperature < float("inf"), "must be > 0"),
+        ("top_k", params.top_k >= 0, "must be >= 0 (0 = off)"),
+        ("top_p", 0 < params.top_p <= 1, "must be in (0, 1]"),
+        (
+            "repetition_penalty",
+            1 <= params.repetition_penalty < float("inf"),
+            "must be >= 1 (1 = off)",
+        ),
+    ]
+    for name, ok, rule in checks:
+        if not ok:
+            raise InvalidArgument(f"params.{name} {rule}", field=f"params.{name}")
+    try:
+        params.validate()
+    except ValueError as exc:
+        raise InvalidArgument(str(exc), field="params") from None
+    return params
+
+
+def _check_choice(choice: Choice) -> None:
+    given = [choice.token_id is not None, choice.token_text is not None, choice.from_other]
+    if sum(given) != 1:
+        raise InvalidArgument("set exactly one of token_id, token_text, from_other=true", field="choice")
+
+
+def _chosen_token(lm: CausalLM, choice: Choice) -> int | None:
+    """The token a by-id or by-text choice names (None for from_other), checked against the model."""
+    if choice.token_id is not None:
+        if not 0 <= choice.token_id < lm.vocab_size:
+            raise InvalidArgument(f"token_id must be in [0, {lm.vocab_size})", field="token_id")
+        return choice.token_id
+    if choice.token_text is not None:
+        ids = lm.encode(choice.token_text) if choice.token_text else []
+        if len(ids) != 1:
+            raise InvalidArgument(
+                f"token_text must encode to exactly one token; {choice.token_text!r} encodes to {len(ids)}",
+                field="token_text",
+            )
+        return ids[0]
+    return None
+
+
+def _require_prompt(state: SessionState) -> None:
+    if not state.prompt_ids:
+        raise FailedPrecondition("the session has no prompt yet; set one first", field="prompt")
+
+
+def _check_session_id(session_id: str) -> None:
+    if not SESSION_ID.fullmatch(session_id):
+        raise InvalidArgument("session_id must be 1-64 characters of [A-Za-z0-9_-]", field="session_id")
+
+
+def _not_found(session_id: str) -> NotFound:
+    return NotFound(f"session {session_id!r} not found (it may have expired)", field="session_id")
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

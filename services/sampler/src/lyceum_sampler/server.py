@@ -1,0 +1,99 @@
+"""Assembles the sampler: settings -> model pool, session store, caches, engine, gRPC server; serves until
+SIGTERM, drains. Models load lazily, so the pod reports SERVING as soon as the store answers."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from lyceum_api.sampler.v1 import sampler_pb2, sampler_pb2_grpc
+from lyceum_core.grpc.server import GrpcServer
+from lyceum_ml.causal_lm_impl import load_causal_lm
+from lyceum_sampler.cache import SessionCaches
+from lyceum_sampler.config import Settings
+from lyceum_sampler.engine import Limits, SamplerEngine
+from lyceum_sampler.models import Loader, ModelPool, parse_specs
+from lyceum_sampler.servicer import SamplerServicer
+from lyceum_sampler.sessions import open_store
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = sampler_pb2.DESCRIPTOR.services_by_name["SamplerService"].full_name
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Explicit precision, no autocast: bf16 on CUDA and fp32 on CPU unless configured otherwise."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def build_engine(settings: Settings, loader: Loader = load_causal_lm) -> SamplerEngine:
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    device = resolve_device(settings.device)
+    caches = SessionCaches(settings.cache_budget_bytes)
+    pool = ModelPool(
+        parse_specs(settings.models),
+        loader,
+        budget_bytes=settings.model_budget_bytes,
+        device=device,
+        dtype=resolve_dtype(settings.dtype, device),
+        database_url=settings.database_url,
+        registry_url=settings.registry_url,
+        cache_dir=settings.model_cache_dir,
+        on_unload=caches.drop_model,
+    )
+    store = open_store(settings.session_store_url, settings.session_ttl_s, settings.session_key_prefix)
+    store.ping()
+    limits = Limits(
+        max_prompt_tokens=settings.max_prompt_tokens,
+        max_new_tokens=settings.max_new_tokens,
+        default_threshold=settings.default_threshold,
+        default_other_top_k=settings.default_other_top_k,
+    )
+    log.info("serving models %s on %s; sessions in %s", list(pool.specs), device, settings.session_store_url)
+    return SamplerEngine(pool, store, caches, limits)
+
+
+class SamplerServer:
+    """The running service: `await start()`, then `await wait()` (SIGTERM drains) or `await stop()`."""
+
+    def __init__(self, settings: Settings, engine: SamplerEngine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or build_engine(settings)
+        self.executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="sampler")
+        servicer = SamplerServicer(self.engine, self.executor)
+        self.grpc = GrpcServer(
+            lambda server: sampler_pb2_grpc.add_SamplerServiceServicer_to_server(servicer, server),
+            [SERVICE_NAME],
+            host=settings.host,
+            port=settings.port,
+        )
+
+    @property
+    def address(self) -> str:
+        return self.grpc.address
+
+    async def start(self) -> None:
+        await self.grpc.start()
+        await self.grpc.set_serving()
+
+    async def wait(self) -> None:
+        await self.grpc.wait_for_signal(self.settings.drain_grace_s)
+        self._close()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        await self.grpc.drain(self.settings.drain_grace_s if grace_s is None else grace_s)
+        self._close()
+
+    def _close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.engine.store.close()

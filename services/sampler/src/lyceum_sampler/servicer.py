@@ -1,0 +1,200 @@
+"""The thin gRPC edge of the sampler: converts protos to plain values, runs the engine off the event loop,
+converts results back. Unary errors are mapped by lyceum_core's interceptor; the interceptors do not wrap
+server-streaming methods, so Generate maps its own (with the same `to_status`) and counts its own calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import grpc
+
+from lyceum_api.sampler.v1 import sampler_pb2 as pb
+from lyceum_api.sampler.v1 import sampler_pb2_grpc
+from lyceum_core.errors import Internal, InvalidArgument, LyceumError
+from lyceum_core.grpc.errors import GRPC_CODE, to_status
+from lyceum_core.metrics import GRPC_LATENCY, GRPC_REQUESTS
+from lyceum_ml.sampling import SamplingParams
+from lyceum_sampler.engine import Choice, SamplerEngine
+from lyceum_sampler.views import HistoryItem, SessionView, Token, TokenProb
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CATEGORY = {"above": pb.CATEGORY_ABOVE, "other": pb.CATEGORY_OTHER}
+STRATEGY = {
+    pb.DECODING_STRATEGY_UNSPECIFIED: "sample",
+    pb.DECODING_STRATEGY_GREEDY: "greedy",
+    pb.DECODING_STRATEGY_SAMPLE: "sample",
+    pb.DECODING_STRATEGY_BEAM: "beam",
+}
+PARAM_FIELDS = ("temperature", "top_k", "top_p", "repetition_penalty")
+DEFAULT_BEAMS = 4
+
+
+def _params(msg: pb.SamplingParams) -> SamplingParams:
+    """Unset fields take SamplingParams' defaults."""
+    return SamplingParams(**{f: getattr(msg, f) for f in PARAM_FIELDS if msg.HasField(f)})
+
+
+def _optional(msg: Any, field: str) -> Any:
+    return getattr(msg, field) if msg.HasField(field) else None
+
+
+def _token(token: Token) -> pb.TokenInfo:
+    return pb.TokenInfo(id=token.id, text=token.text, bytes=token.raw, is_valid_utf8=token.is_valid_utf8)
+
+
+def _token_prob(tp: TokenProb) -> pb.TokenProbability:
+    return pb.TokenProbability(token=_token(tp.token), probability=tp.probability, logprob=tp.logprob)
+
+
+def _history(item: HistoryItem) -> pb.HistoryEntry:
+    return pb.HistoryEntry(
+        token=_token(item.token),
+        probability=item.probability,
+        category=CATEGORY[item.category],
+        rank=item.rank,
+    )
+
+
+def _session(s: SessionView) -> pb.Session:
+    return pb.Session(
+        session_id=s.session_id,
+        model=s.model,
+        prompt=s.prompt,
+        prompt_token_ids=s.prompt_ids,
+        generated=[_history(g) for g in s.generated],
+        text=s.text,
+        context_len=s.context_len,
+        max_context_len=s.max_context_len,
+    )
+
+
+def _choice(request: pb.AppendTokenRequest) -> Choice:
+    which = request.WhichOneof("choice")
+    if which == "token_id":
+        return Choice(token_id=request.token_id)
+    if which == "token_text":
+        return Choice(token_text=request.token_text)
+    if which == "from_other" and request.from_other:
+        return Choice(from_other=True)
+    if which == "from_other":
+        raise InvalidArgument("from_other must be true when set", field="from_other")
+    raise InvalidArgument("set one of token_id, token_text or from_other", field="choice")
+
+
+class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
+    def __init__(self, engine: SamplerEngine, executor: ThreadPoolExecutor) -> None:
+        self.engine = engine
+        self.executor = executor
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
+        session = await self._run(self.engine.create, request.model, _optional(request, "prompt"))
+        return pb.CreateSessionResponse(session=_session(session))
+
+    async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext):
+        return pb.GetSessionResponse(session=_session(await self._run(self.engine.get, request.session_id)))
+
+    async def SetPrompt(self, request: pb.SetPromptRequest, context: grpc.aio.ServicerContext):
+        session = await self._run(self.engine.set_prompt, request.session_id, request.prompt)
+        return pb.SetPromptResponse(session=_session(session))
+
+    async def GetDistribution(self, request: pb.GetDistributionRequest, context: grpc.aio.ServicerContext):
+        d = await self._run(
+            self.engine.distribution,
+            request.session_id,
+            _optional(request, "threshold"),
+            _optional(request, "other_top_k"),
+            _params(request.params),
+        )
+        return pb.GetDistributionResponse(
+            session_id=d.session_id,
+            above=[_token_prob(tp) for tp in d.above],
+            other=pb.OtherBucket(
+                probability=d.other_probability,
+                count=d.other_count,
+                top=[_token_prob(tp) for tp in d.other_top],
+            ),
+            threshold=d.threshold,
+            context_len=d.context_len,
+        )
+
+    async def AppendToken(self, request: pb.AppendTokenRequest, context: grpc.aio.ServicerContext):
+        session, appended = await self._run(
+            self.engine.append,
+            request.session_id,
+            _choice(request),
+            _optional(request, "threshold"),
+            _params(request.params),
+            _optional(request, "seed"),
+        )
+        return pb.AppendTokenResponse(session=_session(session), appended=_history(appended))
+
+    async def Undo(self, request: pb.UndoRequest, context: grpc.aio.ServicerContext):
+        session, removed = await self._run(self.engine.undo, request.session_id)
+        return pb.UndoResponse(session=_session(session), removed=_history(removed))
+
+    async def DeleteSession(self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext):
+        await self._run(self.engine.delete, request.session_id)
+        return pb.DeleteSessionResponse(session_id=request.session_id)
+
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext):
+        models = self.engine.list_models()
+        return pb.ListModelsResponse(
+            models=[
+                pb.ModelDescription(
+                    name=m.name,
+                    kind=m.kind,
+                    vocab_size=m.vocab_size,
+                    max_context_len=m.max_context,
+                    loaded=m.loaded,
+                )
+                for m in models
+            ]
+        )
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        start, code = time.perf_counter(), "OK"
+        try:
+            if request.strategy not in STRATEGY:
+                raise InvalidArgument(f"unknown decoding strategy {request.strategy}", field="strategy")
+            events = await self._run(
+                self.engine.generate,
+                request.model,
+                request.prompt,
+                STRATEGY[request.strategy],
+                _params(request.params),
+                request.max_new_tokens,
+                list(request.stop),
+                _optional(request, "seed"),
+                request.num_beams or DEFAULT_BEAMS,
+            )
+            while (event := await self._run(next, events, None)) is not None:
+                yield pb.GenerateResponse(
+                    token=_token(event.token) if event.token is not None else None,
+                    probability=event.probability,
+                    text=event.text,
+                    finish_reason=event.finish_reason,
+                )
+        except LyceumError as err:
+            code = GRPC_CODE[err.code].name
+            await context.abort_with_status(to_status(err))
+        except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        except Exception:  # noqa: BLE001 - last line of defence; logged with the traceback
+            log.exception("unhandled error in Generate")
+            code = "INTERNAL"
+            await context.abort_with_status(to_status(Internal("internal error")))
+        finally:
+            GRPC_REQUESTS.labels("Generate", code).inc()
+            GRPC_LATENCY.labels("Generate").observe(time.perf_counter() - start)

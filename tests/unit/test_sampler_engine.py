@@ -1,0 +1,174 @@
+"""The sampler engine without gRPC or Redis (in-memory store, the tiny Lyceum LM from local files): settings
+and model specs, parameter checks, cache consistency when the model or the store misbehaves, and the
+lazy model pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from lyceum_core.errors import Aborted, InvalidArgument, NotFound
+from lyceum_ml.causal_lm import CausalLM
+from lyceum_ml.causal_lm_impl import load_causal_lm
+from lyceum_ml.sampling import SamplingParams
+from lyceum_sampler.cache import SessionCaches
+from lyceum_sampler.config import Settings
+from lyceum_sampler.engine import Choice, Limits, SamplerEngine, check_params
+from lyceum_sampler.models import ModelPool, ModelSpec, module_nbytes, parse_specs
+from lyceum_sampler.sessions import MemorySessionStore
+
+PROMPT = "Once upon a time"
+
+
+class FlakyLM:
+    """Delegates to a CausalLM; `fail_next` makes the next extend raise."""
+
+    def __init__(self, lm: CausalLM) -> None:
+        self._lm, self.model, self.fail_next = lm, getattr(lm, "model", None), False
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._lm, attr)
+
+    def extend(self, cache: Any, token_ids: list[int]) -> torch.Tensor:
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("device error")
+        return self._lm.extend(cache, token_ids)
+
+
+@pytest.fixture
+def engine(tiny_lyceum_lm_dir: Path) -> SamplerEngine:
+    def loader(path: Path, name: str | None = None, **kw: Any) -> CausalLM:
+        return FlakyLM(load_causal_lm(path, name=name, **kw))  # type: ignore[return-value]
+
+    caches = SessionCaches(1 << 30)
+    pool = ModelPool(
+        [ModelSpec("tiny", path=tiny_lyceum_lm_dir)],
+        loader,
+        budget_bytes=1 << 30,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        on_unload=caches.drop_model,
+    )
+    return SamplerEngine(pool, MemorySessionStore(60), caches, Limits())
+
+
+def probs(engine: SamplerEngine, sid: str) -> list[float]:
+    return [p.probability for p in engine.distribution(sid, threshold=0.0).above]
+
+
+# --- settings and specs ----------------------------------------------------------------------------------
+def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LYCEUM_SAMPLER_MODELS", "tiny=/models/tiny, story@production")
+    monkeypatch.setenv("LYCEUM_SAMPLER_SESSION_STORE_URL", "redis://redis:6379/0")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.models == ["tiny=/models/tiny", "story@production"]
+    assert settings.session_store_url == "redis://redis:6379/0"
+    assert settings.session_key_prefix == "lyceum:sampler:session:"
+    assert (settings.port, settings.session_ttl_s, settings.max_new_tokens) == (50061, 3600.0, 4096)
+    assert (settings.default_threshold, settings.default_other_top_k) == (0.01, 10)
+    specs = parse_specs(settings.models)
+    assert specs == [
+        ModelSpec("tiny", path=Path("/models/tiny")),
+        ModelSpec("story@production", registry_name="story", ref="production"),
+    ]
+
+
+@pytest.mark.parametrize("models", [["nothing"], ["a=/x", "a=/y"], ["Bad@alias"]])
+def test_bad_model_specs_are_refused(models: list[str]) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse_specs(models)
+    assert info.value.field == "models"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        (SamplingParams(temperature=0), "params.temperature"),
+        (SamplingParams(temperature=float("inf")), "params.temperature"),
+        (SamplingParams(top_k=-1), "params.top_k"),
+        (SamplingParams(top_p=0), "params.top_p"),
+        (SamplingParams(repetition_penalty=0.9), "params.repetition_penalty"),
+    ],
+)
+def test_check_params_names_the_field(params: SamplingParams, field: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        check_params(params)
+    assert info.value.field == field
+    assert check_params(None) == SamplingParams()
+
+
+# --- cache consistency -----------------------------------------------------------------------------------
+def test_a_failed_forward_after_a_commit_drops_the_cache_not_the_append(engine: SamplerEngine) -> None:
+    sid = engine.create("tiny", PROMPT).session_id
+    lm = engine.pool.get("tiny").lm
+    lm.fail_next = True  # type: ignore[attr-defined]
+    session, appended = engine.append(sid, Choice(token_id=5))
+    assert [g.token.id for g in session.generated] == [5] and appended.token.id == 5
+    assert engine.caches.get(sid) is None
+    reference = engine.create("tiny", PROMPT).session_id
+    engine.append(reference, Choice(token_id=5))
+    assert probs(engine, sid) == pytest.approx(probs(engine, reference), abs=1e-6)
+
+
+def test_a_failed_rebuild_changes_nothing(engine: SamplerEngine) -> None:
+    sid = engine.create("tiny", PROMPT).session_id
+    engine.caches.clear()
+    engine.pool.get("tiny").lm.fail_next = True  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError):
+        engine.distribution(sid)
+    assert engine.caches.get(sid) is None and engine.get(sid).context_len == len(engine.get(sid).prompt_ids)
+    assert probs(engine, sid)
+
+
+def test_a_lost_race_leaves_the_cache_as_it_was(engine: SamplerEngine) -> None:
+    sid = engine.create("tiny", PROMPT).session_id
+    before = probs(engine, sid)
+    state = engine.store.get(sid)
+    assert state is not None
+    engine.store.update(state.evolve())  # another pod wrote: the cache still holds the same tokens
+    real_update = engine.store.update
+
+    def lose(new_state: Any) -> Any:
+        current = engine.store.get(sid)
+        real_update(current.evolve())  # type: ignore[union-attr]
+        return real_update(new_state)
+
+    engine.store.update = lose  # type: ignore[method-assign]
+    with pytest.raises(Aborted):
+        engine.append(sid, Choice(token_id=5))
+    engine.store.update = real_update  # type: ignore[method-assign]
+    entry = engine.caches.get(sid)
+    assert entry is not None and entry.length == len(engine.get(sid).prompt_ids)
+    assert probs(engine, sid) == before
+
+
+def test_undo_after_a_rebuild_elsewhere(engine: SamplerEngine) -> None:
+    sid = engine.create("tiny", PROMPT).session_id
+    base = probs(engine, sid)
+    engine.append(sid, Choice(token_id=5))
+    engine.caches.clear()
+    engine.undo(sid)
+    assert probs(engine, sid) == pytest.approx(base, abs=1e-6)
+
+
+# --- model pool ------------------------------------------------------------------------------------------
+def test_models_load_lazily_once(engine: SamplerEngine) -> None:
+    assert [m.loaded for m in engine.list_models()] == [False]
+    first = engine.pool.get("tiny")
+    assert engine.pool.get("tiny") is first and first.nbytes == module_nbytes(first.lm) > 0
+    (described,) = engine.list_models()
+    assert (described.kind, described.vocab_size, described.max_context, described.loaded) == (
+        "lyceum-lm",
+        384,
+        96,
+        True,
+    )
+    with pytest.raises(NotFound) as info:
+        engine.pool.pin("other")
+    assert info.value.field == "model"
+    with pytest.raises(NotFound):
+        engine.pool.get("other@3")
