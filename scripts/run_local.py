@@ -5,6 +5,7 @@ training worker, and the gateway routing across the predictors. Ctrl-C (or SIGTE
     PREDICTORS=3 GATEWAY_PORT=8000 python scripts/run_local.py
 
 Environment: PREDICTORS, TRAINERS, GATEWAY_PORT, PREDICTOR_BASE_PORT, PREDICTOR_METRICS_BASE_PORT,
+SAMPLER_PORT, SAMPLER_METRICS_PORT (0 = off), LYCEUM_DEMO_LM_PATH (the LM checkpoint to register as the demo),
 TRAINER_METRICS_BASE_PORT (0 = off), HOST, LYCEUM_STATE_DIR (default var/), LYCEUM_PREDICTOR_MODEL_PATH (the
 checkpoint to register as the demo), and any LYCEUM_<SERVICE>_* setting, which wins over these defaults.
 """
@@ -29,6 +30,7 @@ from lyceum_db.repositories.registry import ModelRepository
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("LYCEUM_STATE_DIR", ROOT / "var")).resolve()
 DEMO = "dfm-demo"
+LM_DEMO = "lm-demo"
 
 
 def wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
@@ -38,28 +40,44 @@ def wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 120) -
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise SystemExit(f"predictor at {address} exited with code {proc.returncode}")
+                raise SystemExit(f"{proc.args[-1]} at {address} exited with code {proc.returncode}")
             try:
                 if stub.Check(request, timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
                 pass
             time.sleep(0.2)
-    raise SystemExit(f"predictor at {address} did not become ready in {timeout_s:.0f}s")
+    raise SystemExit(f"{proc.args[-1]} at {address} did not become ready in {timeout_s:.0f}s")
 
 
 def prepare(database_url: str, registry_url: str) -> None:
-    """Migrates the database once, and registers the demo DFM (trained now if missing) as production."""
+    """Migrates the database once, and registers the demo DFM and demo LM (trained now if missing) as
+    `production` in the model registry."""
     upgrade(database_url)
     models = ModelRepository(create_engine(database_url))
-    if models.list(DEMO):
-        return
-    checkpoint = Path(os.environ.get("LYCEUM_PREDICTOR_MODEL_PATH", STATE / "models" / DEMO))
-    if not (checkpoint / "config.json").exists():
-        subprocess.run([sys.executable, "-m", "lyceum_ml.dfm.demo", "--out", str(checkpoint)], check=True)
-    uri = ArtifactStore(registry_url).put_dir(checkpoint, f"models/{DEMO}/demo")
-    record = models.register(DEMO, "dfm", uri, {}, metadata={"source": "lyceum_ml.dfm.demo"})
-    models.set_alias(DEMO, "production", record.version)
+    store = ArtifactStore(registry_url)
+    demos = [
+        (
+            DEMO,
+            "dfm",
+            "lyceum_ml.dfm.demo",
+            Path(os.environ.get("LYCEUM_PREDICTOR_MODEL_PATH", STATE / "models" / DEMO)),
+        ),
+        (
+            LM_DEMO,
+            "lm",
+            "lyceum_ml.lm.demo",
+            Path(os.environ.get("LYCEUM_DEMO_LM_PATH", STATE / "models" / LM_DEMO)),
+        ),
+    ]
+    for name, kind, builder, checkpoint in demos:
+        if models.list(name):
+            continue
+        if not (checkpoint / "config.json").exists():
+            subprocess.run([sys.executable, "-m", builder, "--out", str(checkpoint)], check=True)
+        uri = store.put_dir(checkpoint, f"models/{name}/demo")
+        record = models.register(name, kind, uri, {}, metadata={"source": builder})
+        models.set_alias(name, "production", record.version)
 
 
 def main() -> int:
@@ -67,6 +85,8 @@ def main() -> int:
     n_trainers = int(os.environ.get("TRAINERS", "1"))
     gateway_port = int(os.environ.get("GATEWAY_PORT", "8000"))
     base_port = int(os.environ.get("PREDICTOR_BASE_PORT", "50051"))
+    sampler_port = int(os.environ.get("SAMPLER_PORT", "50061"))
+    sampler_metrics = int(os.environ.get("SAMPLER_METRICS_PORT", "9301"))
     predictor_metrics = int(os.environ.get("PREDICTOR_METRICS_BASE_PORT", "9101"))
     trainer_metrics = int(os.environ.get("TRAINER_METRICS_BASE_PORT", "9201"))
     host = os.environ.get("HOST", "127.0.0.1")
@@ -117,6 +137,21 @@ def main() -> int:
                 migrate_on_start="false",
             )
             wait_serving(address, spawn("lyceum_predictor", env))
+        sampler_address = f"{host}:{sampler_port}"
+        sampler = spawn(
+            "lyceum_sampler",
+            service_env(
+                "SAMPLER",
+                host=host,
+                port=sampler_port,
+                metrics_port=sampler_metrics,
+                models=f"{LM_DEMO}@production",
+                database_url=database_url,
+                registry_url=registry_url,
+                model_cache_dir=STATE / "sampler" / "models",
+            ),
+        )
+        wait_serving(sampler_address, sampler)
         for i in range(n_trainers):
             spawn(
                 "lyceum_trainer",
@@ -138,6 +173,7 @@ def main() -> int:
                 host=host,
                 port=gateway_port,
                 predictor_addresses=",".join(addresses),
+                sampler_addresses=sampler_address,
                 database_url=database_url,
                 broker_url=broker_url,
             ),
@@ -145,8 +181,10 @@ def main() -> int:
         url = f"http://{host}:{gateway_port}"
         print(
             f"\nLyceum is up (predictors: {', '.join(addresses)}; training workers: {n_trainers})\n"
-            f"  REST API      {url}/v1\n  API docs      {url}/docs\n  DFM-Server    {url}/dfm-server\n"
-            f"  metrics       {url}/metrics\n  jobs CLI      lyceum --url {url} jobs list\n"
+            f"  REST API      {url}/v1\n  API docs      {url}/docs\n"
+            f"  DFM-Server    {url}/dfm-server\n"
+            f"  token wheel   {url}/token-wheel/api/models\n  metrics       {url}/metrics\n"
+            f"  jobs CLI      lyceum --url {url} jobs list\n"
             f"Ctrl-C to stop.\n",
             flush=True,
         )

@@ -38,8 +38,8 @@ def _free_block(n: int) -> int:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, test_checkpoint: Path) -> Iterator[str]:
-    base = _free_block(6)
+def stack(tmp_path: Path, test_checkpoint: Path, tiny_lyceum_lm_dir: Path) -> Iterator[str]:
+    base = _free_block(7)
     env = {
         **os.environ,
         "PREDICTORS": "2",
@@ -47,6 +47,9 @@ def stack(tmp_path: Path, test_checkpoint: Path) -> Iterator[str]:
         "PREDICTOR_BASE_PORT": str(base + 1),
         "PREDICTOR_METRICS_BASE_PORT": str(base + 3),
         "TRAINER_METRICS_BASE_PORT": "0",
+        "SAMPLER_PORT": str(base + 6),
+        "SAMPLER_METRICS_PORT": "0",
+        "LYCEUM_DEMO_LM_PATH": str(tiny_lyceum_lm_dir),
         "LYCEUM_STATE_DIR": str(tmp_path / "var"),
         "LYCEUM_PREDICTOR_MODEL_PATH": str(test_checkpoint),
         "LYCEUM_PREDICTOR_MODEL_POLL_S": "0.5",  # see alias moves quickly

@@ -46,3 +46,23 @@ def test_stack_serves_v1_and_dfm_server(stack: str) -> None:
             == 404
         )
         assert "lyceum_http_requests_total" in http.get("/metrics").text
+
+
+def test_stack_serves_a_token_wheel_session(stack: str) -> None:
+    with httpx.Client(base_url=stack + "/token-wheel", timeout=30) as http:
+        models = http.get("/api/models").json()
+        assert "lm-demo@production" in str(models)
+        session = http.post("/api/sessions", json={"model_name": "lm-demo@production"})
+        assert session.status_code == 201, session.text
+        sid = session.json()["session_id"]
+        prompt = http.post(f"/api/sessions/{sid}/set-prompt", json={"prompt": "Once upon a time"})
+        assert prompt.status_code == 200, prompt.text
+        wheel = http.get(f"/api/sessions/{sid}/next-token-probs", params={"threshold": 0.01}).json()
+        shown = wheel["total_above_threshold_probability"] + wheel["other_category"]["total_probability"]
+        assert abs(shown - 1) < 1e-4, wheel
+        spun = http.post(f"/api/sessions/{sid}/append-token", json={"category": "other"})
+        assert spun.status_code in (200, 400), spun.text  # 400 only when the Other bucket is empty
+        first = (wheel["above_threshold_tokens"] or wheel["other_category"]["sample_tokens"])[0]["token_id"]
+        assert http.post(f"/api/sessions/{sid}/append-token", json={"token_id": first}).status_code == 200
+        assert http.post(f"/api/sessions/{sid}/undo").status_code == 200
+        assert http.get("/api/sessions/nope").status_code == 404
