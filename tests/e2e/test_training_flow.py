@@ -106,7 +106,7 @@ def test_lm_job_through_the_cli(stack: str, tmp_path: Path) -> None:
         "model": {"d_model": 32, "n_layer": 2, "n_head": 2, "n_kv_head": 2, "max_seq_len": 64},
         "train": {"steps": 12, "batch_size": 4, "seq_len": 32, "warmup_steps": 2},
         "run": {"checkpoint_every": 4},
-        "register_as": "lm-demo",
+        "register_as": "lm-cli",
     }
     path = tmp_path / "lm.json"
     path.write_text(json.dumps(config))
@@ -121,11 +121,11 @@ def test_lm_job_through_the_cli(stack: str, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     listed = subprocess.run(
-        [*cli, "models", "list", "lm-demo"], env=env, capture_output=True, text=True, timeout=60
+        [*cli, "models", "list", "lm-cli"], env=env, capture_output=True, text=True, timeout=60
     )
-    assert listed.returncode == 0 and "lm-demo" in listed.stdout
+    assert listed.returncode == 0 and "lm-cli" in listed.stdout
     with httpx.Client(base_url=stack, timeout=30) as http:
-        versions = http.get("/v1/models/lm-demo").json()
+        versions = http.get("/v1/models/lm-cli").json()
         assert versions["aliases"]["latest"] == 1
         jobs = http.get("/v1/jobs", params={"kind": "lm_pretrain"}).json()["jobs"]
         assert jobs[0]["state"] == "succeeded" and "perplexity" in jobs[0]["metrics"]

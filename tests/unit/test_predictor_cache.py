@@ -71,7 +71,7 @@ def test_a_growing_entry_is_charged_on_resize_and_evicts_others() -> None:
     caches.resized("c")
 
     assert resident(caches, "a", "b", "c") == ["b", "c"]
-    assert caches.nbytes == 3 * ONE_CHUNK == grown.charged + ONE_CHUNK
+    assert caches.nbytes == 3 * ONE_CHUNK == grown.kv.nbytes + ONE_CHUNK
     caches.resized("gone")  # resizing a learner that is not resident is a no-op
     assert caches.nbytes == 3 * ONE_CHUNK
 

@@ -5,14 +5,14 @@ used only if it holds exactly the session's current token ids (else it is rebuil
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from torch import Tensor
+
+from lyceum_core.lru import BudgetLRU
 
 RESIDENT = Gauge("lyceum_sampler_resident_sessions", "Sessions with a KV cache in this process")
 CACHE_BYTES = Gauge("lyceum_sampler_cache_bytes", "Bytes held by resident sessions' KV caches")
@@ -45,7 +45,6 @@ class Entry:
     model_key: str
     model_generation: int  # of the loaded model instance that built it
     nbytes: int = 0  # KV + logits bytes, as last measured
-    charged: int = 0  # bytes counted against the budget for this entry
 
     def holds(self, token_ids: Sequence[int], model_key: str, model_generation: int) -> bool:
         return (
@@ -56,80 +55,14 @@ class Entry:
         )
 
 
-class SessionCaches:
-    """Thread-safe LRU of session caches bounded by `budget_bytes` (the most recent entry always stays)."""
+class SessionCaches(BudgetLRU[str, Entry]):
+    """Resident sessions' caches under a byte budget (LRU beyond it)."""
 
     def __init__(self, budget_bytes: int) -> None:
-        self.budget_bytes = budget_bytes
-        self._entries: OrderedDict[str, Entry] = OrderedDict()
-        self._evicted: OrderedDict[str, None] = OrderedDict()  # recently evicted ids, to label rebuilds
-        self._lock = threading.Lock()
-        self._bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
-    def get(self, session_id: str) -> Entry | None:
-        with self._lock:
-            entry = self._entries.get(session_id)
-            if entry is not None:
-                self._entries.move_to_end(session_id)
-            return entry
-
-    def was_evicted(self, session_id: str) -> bool:
-        with self._lock:
-            return session_id in self._evicted
-
-    def put(self, session_id: str, entry: Entry) -> None:
-        with self._lock:
-            self._evicted.pop(session_id, None)
-            old = self._entries.pop(session_id, None)
-            self._bytes -= old.charged if old else 0
-            self._entries[session_id] = entry
-            self._charge(entry)
-
-    def resized(self, session_id: str) -> None:
-        """Call after a resident entry's `nbytes` changed."""
-        with self._lock:
-            entry = self._entries.get(session_id)
-            if entry is not None:
-                self._charge(entry)
-
-    def drop(self, session_id: str) -> None:
-        with self._lock:
-            entry = self._entries.pop(session_id, None)
-            self._bytes -= entry.charged if entry else 0
-            self._publish()
+        super().__init__(
+            budget_bytes, lambda e: e.nbytes, resident=RESIDENT, nbytes=CACHE_BYTES, evictions=EVICTIONS
+        )
 
     def drop_model(self, model_key: str) -> None:
         """Drops every entry built by a model (it was unloaded)."""
-        with self._lock:
-            for session_id in [k for k, e in self._entries.items() if e.model_key == model_key]:
-                self._bytes -= self._entries.pop(session_id).charged
-            self._publish()
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
-            self._publish()
-
-    def _charge(self, entry: Entry) -> None:
-        self._bytes += entry.nbytes - entry.charged
-        entry.charged = entry.nbytes
-        while self._bytes > self.budget_bytes and len(self._entries) > 1:
-            session_id, evicted = self._entries.popitem(last=False)
-            self._bytes -= evicted.charged
-            self._evicted[session_id] = None
-            if len(self._evicted) > 100_000:
-                self._evicted.popitem(last=False)
-            EVICTIONS.inc()
-        self._publish()
-
-    def _publish(self) -> None:
-        RESIDENT.set(len(self._entries))
-        CACHE_BYTES.set(self._bytes)
+        self.drop_where(lambda e: e.model_key == model_key)
