@@ -15,7 +15,7 @@ from fixtures.predictor import RunningPredictor, predictor_settings
 
 from lyceum_api.predictor.v1 import predictor_pb2 as pb
 from lyceum_api.predictor.v1 import predictor_pb2_grpc
-from lyceum_gateway.routing import PredictorRouter, owner, rendezvous_score
+from lyceum_gateway.routing import owner, rendezvous_score
 
 ADDRESSES = ["predictor-0.predictor:50051", "predictor-1.predictor:50051", "predictor-2.predictor:50051"]
 LEARNERS = [f"learner-{i}" for i in range(600)]
@@ -45,19 +45,6 @@ def test_removing_a_replica_moves_only_its_own_learners() -> None:
     moved = {x for x in LEARNERS if before[x] != after[x]}
 
     assert moved == {x for x in LEARNERS if before[x] == ADDRESSES[2]}
-
-
-def test_router_picks_the_owner_and_a_single_replica_owns_everything() -> None:
-    clients = {address: object() for address in ADDRESSES}
-    router = PredictorRouter(clients)  # type: ignore[arg-type]
-    single = PredictorRouter({ADDRESSES[0]: clients[ADDRESSES[0]]})  # type: ignore[dict-item]
-
-    for learner_id in LEARNERS[:50]:
-        assert router.for_learner(learner_id) is clients[owner(ADDRESSES, learner_id)]
-        assert single.for_learner(learner_id) is clients[ADDRESSES[0]]
-    assert router.all() == [clients[a] for a in ADDRESSES]
-    with pytest.raises(ValueError):
-        PredictorRouter({})
 
 
 @pytest.fixture

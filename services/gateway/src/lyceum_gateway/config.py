@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lyceum_core.settings import (
     DEFAULT_BROKER_URL,
@@ -11,6 +11,7 @@ from lyceum_core.settings import (
     ServiceSettings,
     service_config,
 )
+from lyceum_gateway.membership import source_for
 
 
 class Settings(ServiceSettings):
@@ -23,13 +24,26 @@ class Settings(ServiceSettings):
     predictor_addresses: CommaList = Field(
         default_factory=lambda: ["127.0.0.1:50051"],
         min_length=1,
-        description="host:port of each predictor replica (comma-separated in the environment)",
+        description="The predictor replicas: host:port list (comma-separated; `{0..2}` expands to 0,1,2, "
+        "e.g. a StatefulSet's pod names), or `dns:///name:port`, or `file:///path` (one per line, re-read)",
     )
     sampler_addresses: CommaList = Field(
         default_factory=lambda: ["127.0.0.1:50061"],
         min_length=1,
-        description="host:port of each sampler replica (comma-separated); with more than one, they must "
-        "share one session store",
+        description="The sampler replicas, in the same forms; with more than one they must share one "
+        "session store",
+    )
+    membership_refresh_s: float = Field(
+        5.0, gt=0, description="How often a dns:/// or file:// membership is re-resolved"
+    )
+    overflow_factor: float = Field(
+        0.0,
+        ge=0,
+        description="Bounded-load routing: a replica takes at most this times the mean in-flight calls "
+        "before its keys overflow to their next replica (0 = off; 1.25-2 are usual)",
+    )
+    overflow_min_inflight: int = Field(
+        8, ge=1, description="A replica is never overloaded below this many in-flight calls"
     )
     api_keys: CommaList = Field(
         default_factory=list,
@@ -50,6 +64,12 @@ class Settings(ServiceSettings):
     events_poll_s: float = Field(
         0.5, gt=0, le=10, description="How often a job's event stream looks for new progress and metrics"
     )
+
+    @field_validator("predictor_addresses", "sampler_addresses")
+    @classmethod
+    def _membership(cls, addresses: list[str]) -> list[str]:
+        source_for(addresses)  # raises ValueError with the reason
+        return addresses
 
     # Request size caps: the gateway refuses larger requests before they reach a predictor.
     max_tasks_per_request: int = Field(1024, ge=1)

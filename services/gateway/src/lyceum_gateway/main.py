@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -16,7 +17,7 @@ from lyceum_db.repositories.jobs import JobRepository
 from lyceum_db.repositories.registry import ModelRepository
 from lyceum_gateway import __version__
 from lyceum_gateway.auth import ApiKeyMiddleware
-from lyceum_gateway.clients import GrpcPredictor, GrpcSampler, Predictor, Sampler
+from lyceum_gateway.clients import GrpcPredictor, GrpcSampler
 from lyceum_gateway.config import Settings
 from lyceum_gateway.errors import (
     install_compat_handlers,
@@ -25,6 +26,7 @@ from lyceum_gateway.errors import (
 )
 from lyceum_gateway.jobs import JobService
 from lyceum_gateway.limits import Limits
+from lyceum_gateway.membership import source_for
 from lyceum_gateway.metrics import HttpMetrics, JobsCollector, MetricsMiddleware
 from lyceum_gateway.registry import RegistryService
 from lyceum_gateway.routes import (
@@ -39,7 +41,7 @@ from lyceum_gateway.routes import (
     sessions,
     token_wheel,
 )
-from lyceum_gateway.routing import PredictorRouter, SamplerRouter
+from lyceum_gateway.routing import PredictorRouter, RoutingMetrics, SamplerRouter
 from lyceum_gateway.token_wheel import WheelMemo
 from lyceum_jobs.kinds import KINDS
 from lyceum_jobs.queue import make_celery
@@ -83,18 +85,28 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
-            clients: dict[str, Predictor] = {}
-            for address in settings.predictor_addresses:
-                client = GrpcPredictor(address, timeout_s=settings.request_timeout_s)
-                clients[address] = await stack.enter_async_context(client)
-            samplers: dict[str, Sampler] = {}
-            for address in settings.sampler_addresses:
-                sampler = GrpcSampler(
-                    address,
+            routing = {
+                "metrics": app.state.routing_metrics,
+                "refresh_s": settings.membership_refresh_s,
+                "overflow_factor": settings.overflow_factor,
+                "overflow_min_inflight": settings.overflow_min_inflight,
+            }
+            predictors = PredictorRouter(
+                source_for(settings.predictor_addresses),
+                partial(GrpcPredictor, timeout_s=settings.request_timeout_s),
+                **routing,
+            )
+            samplers = SamplerRouter(
+                source_for(settings.sampler_addresses),
+                partial(
+                    GrpcSampler,
                     timeout_s=settings.request_timeout_s,
                     generate_timeout_s=settings.generate_timeout_s,
-                )
-                samplers[address] = await stack.enter_async_context(sampler)
+                ),
+                **routing,
+            )
+            await stack.enter_async_context(predictors)
+            await stack.enter_async_context(samplers)
             # Engines and Celery apps connect lazily: a database or broker that is down fails the requests
             # that need it (jobs, models), not the start of the whole gateway.
             engine = create_engine(settings.database_url)
@@ -108,8 +120,8 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
             stack.callback(prometheus.unregister, collector)
             # Lifespan state reaches every request, including those of the mounted compatibility app.
             yield {
-                "predictors": PredictorRouter(clients),
-                "samplers": SamplerRouter(samplers),
+                "predictors": predictors,
+                "samplers": samplers,
                 "wheel_memo": WheelMemo(settings.token_wheel_memo_size),
                 "token_wheel_default_model": settings.token_wheel_default_model,
                 "limits": Limits.from_settings(settings),
@@ -178,6 +190,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=_lifespan(settings),
     )
     app.state.metrics = HttpMetrics()
+    app.state.routing_metrics = RoutingMetrics(app.state.metrics.registry)
     install_native_handlers(app)
     app.include_router(learners.router)
     app.include_router(catalog.router)

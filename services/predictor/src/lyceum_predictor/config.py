@@ -33,7 +33,15 @@ class Settings(ServiceSettings):
     max_history_len: int | None = Field(
         None, ge=1, description="events per learner; default: the model's limit"
     )
-    cache_budget_bytes: int = Field(1 << 30, ge=0, description="KV memory for resident learners (LRU beyond)")
+    cache_budget_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="KV memory for resident learners (LRU beyond); default: cache_memory_fraction of the "
+        "memory free once the model is loaded",
+    )
+    cache_memory_fraction: float | None = Field(
+        None, gt=0, le=1, description="default budget's share of free memory (0.8 on CUDA, 0.25 on CPU)"
+    )
     cache_chunk_tokens: int = Field(128, ge=2, description="KV caches grow by this many tokens at a time")
     max_tasks_per_request: int = Field(1024, ge=1)
     max_events_per_request: int = Field(4096, ge=1)
@@ -41,4 +49,7 @@ class Settings(ServiceSettings):
     max_forecast_length: int = Field(512, ge=1)
     worker_threads: int = Field(4, ge=1, description="threads running model work off the event loop")
     torch_threads: int = Field(0, ge=0, description="intra-op threads (0 = torch default)")
-    drain_grace_s: float = Field(10.0, ge=0)
+    drain_delay_s: float = Field(
+        2.0, ge=0, description="on SIGTERM: serve this long after reporting NOT_SERVING (gateways move away)"
+    )
+    drain_grace_s: float = Field(10.0, ge=0, description="then: how long in-flight calls may take to finish")

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from lyceum_core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from lyceum_core.grpc.route_hint import rebuild_reason
 from lyceum_db.repositories.learners import LearnerRecord, LearnerRepository
 from lyceum_ml.checkpoint import LoadedDFM
 from lyceum_ml.dfm import DFM, TaskVocab, inference
@@ -280,9 +281,7 @@ class PredictorEngine:
             HITS.inc()
             return entry
         MISSES.inc()
-        reason = (
-            "stale" if entry is not None else ("evicted" if self.caches.was_evicted(learner_id) else "cold")
-        )
+        reason = rebuild_reason(entry is not None, self.caches.was_evicted(learner_id))
         start = time.perf_counter()
         history = self.repo.history(learner_id)
         try:

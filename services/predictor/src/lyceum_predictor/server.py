@@ -14,6 +14,7 @@ from lyceum_core.grpc.server import GrpcServer
 from lyceum_db.engine import create_engine
 from lyceum_db.migrate import upgrade
 from lyceum_db.repositories.learners import LearnerRepository
+from lyceum_ml.devices import default_cache_budget, resolve_device, resolve_dtype
 from lyceum_predictor.cache import LearnerCaches
 from lyceum_predictor.config import Settings
 from lyceum_predictor.engine import Limits, PredictorEngine
@@ -23,19 +24,6 @@ from lyceum_predictor.servicer import PredictorServicer
 log = logging.getLogger(__name__)
 MODEL_SWAPS = Counter("lyceum_predictor_model_swaps_total", "Times a new model version was swapped in")
 SERVICE_NAME = predictor_pb2.DESCRIPTOR.services_by_name["PredictorService"].full_name
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Explicit precision, no autocast: bf16 on CUDA and fp32 on CPU unless configured otherwise."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def model_source(settings: Settings) -> ModelSource:
@@ -75,10 +63,19 @@ def build_engine(settings: Settings, source: ModelSource | None = None) -> Predi
     return PredictorEngine(
         loaded,
         LearnerRepository(create_engine(settings.database_url)),
-        LearnerCaches(settings.cache_budget_bytes),
+        LearnerCaches(cache_budget(settings, loaded.model.device)),
         limits,
         chunk_tokens=settings.cache_chunk_tokens,
     )
+
+
+def cache_budget(settings: Settings, device: torch.device) -> int:
+    """The configured KV budget, or the default share of the memory free now that the model is loaded."""
+    if settings.cache_budget_bytes is not None:
+        return settings.cache_budget_bytes
+    budget = default_cache_budget(device, settings.cache_memory_fraction)
+    log.info("KV cache budget %.2f GiB (of free memory on %s)", budget / 2**30, device)
+    return budget
 
 
 class PredictorServer:
@@ -129,7 +126,7 @@ class PredictorServer:
                 log.exception("model registry check failed")
 
     async def wait(self) -> None:
-        await self.grpc.wait_for_signal(self.settings.drain_grace_s)
+        await self.grpc.wait_for_signal(self.settings.drain_grace_s, self.settings.drain_delay_s)
         self._stop_watcher()
         self.executor.shutdown(wait=True)
 

@@ -4,6 +4,7 @@ converts results back. Errors are mapped by lyceum_core's interceptor."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -51,7 +52,9 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServiceServicer):
         self.executor = executor
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        """Runs engine work on the executor, in the call's context (its route hint included)."""
+        call = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call, fn, *args)
 
     async def RegisterLearner(self, request: pb.RegisterLearnerRequest, context: grpc.aio.ServicerContext):
         learner = await self._run(self.engine.register, request.learner_id, _events(request.history))

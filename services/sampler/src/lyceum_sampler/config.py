@@ -36,7 +36,15 @@ class Settings(ServiceSettings):
         "lyceum:sampler:session:", min_length=1, description="Redis key of a session: this + its id"
     )
     session_ttl_s: float = Field(3600.0, gt=0, description="idle lifetime of a session (refreshed on access)")
-    cache_budget_bytes: int = Field(1 << 30, ge=0, description="KV memory for resident sessions (LRU beyond)")
+    cache_budget_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="KV memory for resident sessions (LRU beyond); default: cache_memory_fraction of the "
+        "memory free once the model is loaded",
+    )
+    cache_memory_fraction: float | None = Field(
+        None, gt=0, le=1, description="default budget's share of free memory (0.8 on CUDA, 0.25 on CPU)"
+    )
     model_budget_bytes: int = Field(8 << 30, ge=0, description="memory for loaded models (LRU beyond)")
     max_prompt_tokens: int | None = Field(None, ge=1, description="default: the model's context")
     max_new_tokens: int = Field(4096, ge=1, description="cap on Generate's max_new_tokens")
@@ -44,4 +52,7 @@ class Settings(ServiceSettings):
     default_other_top_k: int = Field(10, ge=0, le=1000, description="Other-bucket tokens shown when unset")
     worker_threads: int = Field(4, ge=1, description="threads running model work off the event loop")
     torch_threads: int = Field(0, ge=0, description="intra-op threads (0 = torch default)")
-    drain_grace_s: float = Field(10.0, ge=0)
+    drain_delay_s: float = Field(
+        2.0, ge=0, description="on SIGTERM: serve this long after reporting NOT_SERVING (gateways move away)"
+    )
+    drain_grace_s: float = Field(10.0, ge=0, description="then: how long in-flight calls may take to finish")

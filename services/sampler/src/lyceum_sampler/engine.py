@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from lyceum_core.errors import FailedPrecondition, InvalidArgument, NotFound
+from lyceum_core.grpc.route_hint import rebuild_reason
 from lyceum_ml import sampling
 from lyceum_ml.causal_lm import CausalLM
 from lyceum_ml.sampling import EmptyOther, SamplingParams
@@ -307,9 +308,7 @@ class SamplerEngine:
             HITS.inc()
             return state, loaded, entry
         MISSES.inc()
-        reason = (
-            "stale" if entry is not None else ("evicted" if self.caches.was_evicted(session_id) else "cold")
-        )
+        reason = rebuild_reason(entry is not None, self.caches.was_evicted(session_id))
         REBUILDS.labels(reason).inc()
         with REBUILD_SECONDS.time():
             entry = self._build(loaded, ids)

@@ -11,6 +11,7 @@ import torch
 from lyceum_api.sampler.v1 import sampler_pb2, sampler_pb2_grpc
 from lyceum_core.grpc.server import GrpcServer
 from lyceum_ml.causal_lm_impl import load_causal_lm
+from lyceum_ml.devices import CACHE_FRACTION, default_cache_budget, resolve_device, resolve_dtype
 from lyceum_sampler.cache import SessionCaches
 from lyceum_sampler.config import Settings
 from lyceum_sampler.engine import Limits, SamplerEngine
@@ -22,24 +23,23 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = sampler_pb2.DESCRIPTOR.services_by_name["SamplerService"].full_name
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Explicit precision, no autocast: bf16 on CUDA and fp32 on CPU unless configured otherwise."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+def cache_budget(settings: Settings, device: torch.device) -> int:
+    """The configured KV budget, or the default share of the memory that the models' budget leaves free
+    (models load lazily, so it is reserved for them up front)."""
+    if settings.cache_budget_bytes is not None:
+        return settings.cache_budget_bytes
+    free = max(default_cache_budget(device, 1.0) - settings.model_budget_bytes, 0)
+    fraction = settings.cache_memory_fraction or CACHE_FRACTION.get(device.type, CACHE_FRACTION["cpu"])
+    budget = int(free * fraction)
+    log.info("KV cache budget %.2f GiB (of free memory on %s)", budget / 2**30, device)
+    return budget
 
 
 def build_engine(settings: Settings, loader: Loader = load_causal_lm) -> SamplerEngine:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
-    caches = SessionCaches(settings.cache_budget_bytes)
+    caches = SessionCaches(cache_budget(settings, device))
     pool = ModelPool(
         parse_specs(settings.models),
         loader,
@@ -87,7 +87,7 @@ class SamplerServer:
         await self.grpc.set_serving()
 
     async def wait(self) -> None:
-        await self.grpc.wait_for_signal(self.settings.drain_grace_s)
+        await self.grpc.wait_for_signal(self.settings.drain_grace_s, self.settings.drain_delay_s)
         self._close()
 
     async def stop(self, grace_s: float | None = None) -> None:

@@ -5,6 +5,7 @@ server-streaming methods, so Generate maps its own (with the same `to_status`) a
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -93,7 +94,9 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
         self.executor = executor
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        """Runs engine work on the executor, in the call's context (its route hint included)."""
+        call = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call, fn, *args)
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
         session = await self._run(self.engine.create, request.model, _optional(request, "prompt"))

@@ -30,6 +30,14 @@ def to_status(err: LyceumError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+def has_rich_status(exc: grpc.RpcError) -> bool:
+    """Whether a failed call carries a rich status: a service answered it (a transport failure does not)."""
+    try:
+        return rpc_status.from_call(exc) is not None  # type: ignore[arg-type]
+    except ValueError:
+        return False
+
+
 def from_rpc_error(exc: grpc.RpcError) -> LyceumError:
     """The domain error carried by a failed call (UNAVAILABLE etc. for transport failures)."""
     code = _FROM_GRPC.get(exc.code(), Code.INTERNAL)  # type: ignore[attr-defined]

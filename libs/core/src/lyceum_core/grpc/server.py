@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from lyceum_core.grpc.interceptors import ErrorInterceptor, MetricsInterceptor
+from lyceum_core.grpc.route_hint import RouteHintServerInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,20 @@ class GrpcServer:
     ) -> None:
         self.service_names = list(service_names)
         self.server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(), ErrorInterceptor(), *interceptors],
+            interceptors=[
+                RouteHintServerInterceptor(),
+                MetricsInterceptor(),
+                ErrorInterceptor(),
+                *interceptors,
+            ],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                # gateways ping idle connections every 10 s (to notice a replica gone silent)
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.http2.max_ping_strikes", 0),
             ],
         )
         register(self.server)
@@ -70,13 +80,16 @@ class GrpcServer:
     async def set_serving(self) -> None:
         await self._set_all(SERVING)
 
-    async def drain(self, grace_s: float) -> None:
-        """Reports NOT_SERVING, lets in-flight calls finish (up to grace_s), then stops."""
-        log.info("draining (grace %.1fs)", grace_s)
+    async def drain(self, grace_s: float, delay_s: float = 0.0) -> None:
+        """Reports NOT_SERVING, keeps serving for `delay_s` (callers watching its health move away without
+        a failed call), then refuses new calls and lets in-flight ones finish (up to `grace_s`)."""
+        log.info("draining (delay %.1fs, grace %.1fs)", delay_s, grace_s)
         await self._set_all(NOT_SERVING)
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
         await self.server.stop(grace_s)
 
-    async def wait_for_signal(self, grace_s: float) -> None:
+    async def wait_for_signal(self, grace_s: float, delay_s: float = 0.0) -> None:
         """Blocks until SIGTERM or SIGINT, then drains."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -86,7 +99,7 @@ class GrpcServer:
         signal_seen = asyncio.ensure_future(stop.wait())
         await asyncio.wait({server_done, signal_seen}, return_when=asyncio.FIRST_COMPLETED)
         if signal_seen.done():
-            await self.drain(grace_s)
+            await self.drain(grace_s, delay_s)
         server_done.cancel()
         signal_seen.cancel()
 

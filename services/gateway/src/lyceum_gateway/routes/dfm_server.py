@@ -100,7 +100,7 @@ async def delete_learner(learner_id: str, predictors: Predictors, limits: Reques
 @router.get("/health", summary="Server health")
 async def health(predictors: Predictors) -> s.HealthResponse:
     """`learner_count` sums the predictors' resident learners (learners with a cache loaded)."""
-    infos = await asyncio.gather(*(replica.get_model_info() for replica in predictors.all()))
+    infos = await asyncio.gather(*(replica.get_model_info() for replica in predictors.serving()))
     return s.HealthResponse(status="ok", learner_count=sum(info.resident_learners for info in infos))
 
 

@@ -24,10 +24,15 @@ async def healthz() -> dict[str, str]:
     responses={503: {"description": "No predictor reports SERVING"}},
 )
 async def readyz(predictors: Predictors) -> JSONResponse:
-    """200 if at least one predictor answers grpc.health.v1 SERVING, else 503."""
-    replicas = predictors.all()
-    serving = sum(await asyncio.gather(*(replica.health() for replica in replicas)))
-    body = {"status": "ready" if serving else "unavailable", "serving": serving, "predictors": len(replicas)}
+    """200 if at least one predictor answers grpc.health.v1 SERVING, else 503. `predictors` counts the
+    members, `serving` those that answer SERVING now; `membership_version` changes when members come or go."""
+    serving = sum(await asyncio.gather(*(replica.health() for replica in predictors.serving())))
+    body = {
+        "status": "ready" if serving else "unavailable",
+        "serving": serving,
+        "predictors": len(predictors.addresses),
+        "membership_version": predictors.membership.version,
+    }
     return JSONResponse(status_code=200 if serving else 503, content=body)
 
 

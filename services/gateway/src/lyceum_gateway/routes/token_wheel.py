@@ -296,6 +296,6 @@ async def health(samplers: Samplers) -> s.HealthResponse:
 @service_router.get("/ready", summary="Readiness", responses={503: {"description": "No sampler serves"}})
 async def ready(samplers: Samplers) -> s.ReadyResponse:
     """200 once a sampler reports SERVING, else 503 `Models not loaded`."""
-    if not any(await asyncio.gather(*(replica.health() for replica in samplers.all()))):
+    if not any(await asyncio.gather(*(replica.health() for replica in samplers.serving()))):
         raise Unavailable("Models not loaded")
     return s.ReadyResponse(status="ready")

@@ -1,0 +1,48 @@
+"""Where models run and how much memory their KV caches may take: the choices the serving processes share."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+# Of the memory left once the model is loaded: most of a GPU (that is what it is for), a quarter of a host's
+# available RAM (which several processes may share).
+CACHE_FRACTION = {"cuda": 0.8, "cpu": 0.25}
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else CPU; anything else is a torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Explicit precision, no autocast: bf16 on CUDA and fp32 on CPU unless configured otherwise."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory free for new allocations now: the GPU's (driver view) or the host's available RAM."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def default_cache_budget(device: torch.device, fraction: float | None = None) -> int:
+    """The KV-cache budget when none is configured: `fraction` (default by device kind, `CACHE_FRACTION`)
+    of the memory free once the model is loaded."""
+    if fraction is None:
+        fraction = CACHE_FRACTION.get(device.type, CACHE_FRACTION["cpu"])
+    return int(free_memory_bytes(device) * fraction)
