@@ -22,10 +22,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lyceum_core.storage import ArtifactStore
-from lyceum_db.engine import create_engine
 from lyceum_db.migrate import upgrade
-from lyceum_db.repositories.registry import ModelRepository
+from lyceum_trainer.seed import seed_demos
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("LYCEUM_STATE_DIR", ROOT / "var")).resolve()
@@ -54,30 +52,11 @@ def prepare(database_url: str, registry_url: str) -> None:
     """Migrates the database once, and registers the demo DFM and demo LM (trained now if missing) as
     `production` in the model registry."""
     upgrade(database_url)
-    models = ModelRepository(create_engine(database_url))
-    store = ArtifactStore(registry_url)
-    demos = [
-        (
-            DEMO,
-            "dfm",
-            "lyceum_ml.dfm.demo",
-            Path(os.environ.get("LYCEUM_PREDICTOR_MODEL_PATH", STATE / "models" / DEMO)),
-        ),
-        (
-            LM_DEMO,
-            "lm",
-            "lyceum_ml.lm.demo",
-            Path(os.environ.get("LYCEUM_DEMO_LM_PATH", STATE / "models" / LM_DEMO)),
-        ),
-    ]
-    for name, kind, builder, checkpoint in demos:
-        if models.list(name):
-            continue
-        if not (checkpoint / "config.json").exists():
-            subprocess.run([sys.executable, "-m", builder, "--out", str(checkpoint)], check=True)
-        uri = store.put_dir(checkpoint, f"models/{name}/demo")
-        record = models.register(name, kind, uri, {}, metadata={"source": builder})
-        models.set_alias(name, "production", record.version)
+    checkpoints = {
+        DEMO: Path(os.environ.get("LYCEUM_PREDICTOR_MODEL_PATH", STATE / "models" / DEMO)),
+        LM_DEMO: Path(os.environ.get("LYCEUM_DEMO_LM_PATH", STATE / "models" / LM_DEMO)),
+    }
+    seed_demos(database_url, registry_url, checkpoints)
 
 
 def main() -> int:

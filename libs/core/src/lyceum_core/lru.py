@@ -36,6 +36,10 @@ class BudgetLRU(Generic[K, V]):
         self._lock = threading.Lock()
         self._bytes = 0
 
+    def __contains__(self, key: object) -> bool:
+        """Whether `key` is resident (without touching its recency)."""
+        return key in self._entries
+
     def __len__(self) -> int:
         return len(self._entries)
 

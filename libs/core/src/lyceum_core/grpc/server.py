@@ -80,6 +80,10 @@ class GrpcServer:
     async def set_serving(self) -> None:
         await self._set_all(SERVING)
 
+    async def set_not_serving(self) -> None:
+        """Reports NOT_SERVING while still answering calls: gateways route new work elsewhere."""
+        await self._set_all(NOT_SERVING)
+
     async def drain(self, grace_s: float, delay_s: float = 0.0) -> None:
         """Reports NOT_SERVING, keeps serving for `delay_s` (callers watching its health move away without
         a failed call), then refuses new calls and lets in-flight ones finish (up to `grace_s`)."""
