@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 PACKAGES := libs/api libs/core libs/db libs/ml libs/jobs libs/client services/gateway services/predictor services/sampler services/trainer
 STAMP := $(VENV)/.installed-$(shell cat requirements/constraints.txt $(addsuffix /pyproject.toml,$(PACKAGES)) requirements/dev.txt | sha1sum | cut -c1-12)
 PREDICTORS ?= 1
+SAMPLERS ?= 1
 # this machine's pip config names index folders that may not exist; pip warns once per package
 PIP_NOISE := is ignored: it is neither a file nor a directory
 
@@ -51,8 +52,8 @@ test-fast: setup  ## the test suite alone
 demo-model: setup  ## (re)train the demo DFM into var/models/dfm-demo
 	$(PY) -m lyceum_ml.dfm.demo --out var/models/dfm-demo
 
-run: setup  ## run gateway + $(PREDICTORS) predictor(s) on embedded defaults (SQLite, demo model)
-	PREDICTORS=$(PREDICTORS) $(PY) scripts/run_local.py
+run: setup  ## run the platform on embedded defaults (PREDICTORS=N SAMPLERS=M replicas; SQLite, demo models)
+	PREDICTORS=$(PREDICTORS) SAMPLERS=$(SAMPLERS) $(PY) scripts/run_local.py
 
 bench: setup  ## run the benchmarks under bench/
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,13 +1,15 @@
 """Runs the platform on embedded defaults (`make run`): SQLite, a folder broker and a folder model registry
-under var/, the demo DFM registered as `dfm-demo@production`, N predictor processes on loopback ports, a
-training worker, and the gateway routing across the predictors. Ctrl-C (or SIGTERM) drains and stops all.
+under var/, the demo DFM registered as `dfm-demo@production`, N predictor and M sampler processes on loopback
+ports, a training worker, and the gateway routing across them. Ctrl-C (or SIGTERM) drains and stops all.
 
     PREDICTORS=3 GATEWAY_PORT=8000 python scripts/run_local.py
+    SAMPLERS=2 LYCEUM_SAMPLER_SESSION_STORE_URL=redis://127.0.0.1:6379/0 python scripts/run_local.py
 
-Environment: PREDICTORS, TRAINERS, GATEWAY_PORT, PREDICTOR_BASE_PORT, PREDICTOR_METRICS_BASE_PORT,
-SAMPLER_PORT, SAMPLER_METRICS_PORT (0 = off), LYCEUM_DEMO_LM_PATH (the LM checkpoint to register as the demo),
-TRAINER_METRICS_BASE_PORT (0 = off), HOST, LYCEUM_STATE_DIR (default var/), LYCEUM_PREDICTOR_MODEL_PATH (the
-checkpoint to register as the demo), and any LYCEUM_<SERVICE>_* setting, which wins over these defaults.
+Environment: PREDICTORS, SAMPLERS (more than one needs a shared Redis session store), TRAINERS,
+GATEWAY_PORT, PREDICTOR_BASE_PORT, PREDICTOR_METRICS_BASE_PORT, SAMPLER_PORT, SAMPLER_METRICS_PORT (0 = off;
+replica i takes base + i), TRAINER_METRICS_BASE_PORT (0 = off), HOST, LYCEUM_STATE_DIR (default var/),
+LYCEUM_PREDICTOR_MODEL_PATH / LYCEUM_DEMO_LM_PATH (the checkpoints to register as the demos), and any
+LYCEUM_<SERVICE>_* setting, which wins over these defaults.
 """
 
 from __future__ import annotations
@@ -61,7 +63,14 @@ def prepare(database_url: str, registry_url: str) -> None:
 
 def main() -> int:
     n_predictors = int(os.environ.get("PREDICTORS", "1"))
+    n_samplers = int(os.environ.get("SAMPLERS", "1"))
     n_trainers = int(os.environ.get("TRAINERS", "1"))
+    store_url = os.environ.get("LYCEUM_SAMPLER_SESSION_STORE_URL", "memory://")
+    if n_samplers > 1 and not store_url.startswith("redis"):
+        raise SystemExit(
+            f"SAMPLERS={n_samplers} needs a session store they share: "
+            "set LYCEUM_SAMPLER_SESSION_STORE_URL=redis://HOST:PORT/DB"
+        )
     gateway_port = int(os.environ.get("GATEWAY_PORT", "8000"))
     base_port = int(os.environ.get("PREDICTOR_BASE_PORT", "50051"))
     sampler_port = int(os.environ.get("SAMPLER_PORT", "50061"))
@@ -116,21 +125,19 @@ def main() -> int:
                 migrate_on_start="false",
             )
             wait_serving(address, spawn("lyceum_predictor", env))
-        sampler_address = f"{host}:{sampler_port}"
-        sampler = spawn(
-            "lyceum_sampler",
-            service_env(
+        sampler_addresses = [f"{host}:{sampler_port + i}" for i in range(n_samplers)]
+        for i, address in enumerate(sampler_addresses):
+            env = service_env(
                 "SAMPLER",
                 host=host,
-                port=sampler_port,
-                metrics_port=sampler_metrics,
+                port=sampler_port + i,
+                metrics_port=sampler_metrics + i if sampler_metrics else 0,
                 models=f"{LM_DEMO}@production",
                 database_url=database_url,
                 registry_url=registry_url,
                 model_cache_dir=STATE / "sampler" / "models",
-            ),
-        )
-        wait_serving(sampler_address, sampler)
+            )
+            wait_serving(address, spawn("lyceum_sampler", env))
         for i in range(n_trainers):
             spawn(
                 "lyceum_trainer",
@@ -152,14 +159,15 @@ def main() -> int:
                 host=host,
                 port=gateway_port,
                 predictor_addresses=",".join(addresses),
-                sampler_addresses=sampler_address,
+                sampler_addresses=",".join(sampler_addresses),
                 database_url=database_url,
                 broker_url=broker_url,
             ),
         )
         url = f"http://{host}:{gateway_port}"
         print(
-            f"\nLyceum is up (predictors: {', '.join(addresses)}; training workers: {n_trainers})\n"
+            f"\nLyceum is up (predictors: {', '.join(addresses)}; samplers: {', '.join(sampler_addresses)}; "
+            f"training workers: {n_trainers})\n"
             f"  REST API      {url}/v1\n  API docs      {url}/docs\n"
             f"  DFM-Server    {url}/dfm-server\n"
             f"  token wheel   {url}/token-wheel/api/models\n  metrics       {url}/metrics\n"
