@@ -315,7 +315,7 @@ def test_ready_while_one_of_several_predictors_serves(
     ready = gateway.get("/readyz")
 
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "serving": 1, "predictors": 2}
+    assert ready.json() == {"status": "ready", "serving": 1, "predictors": 2, "membership_version": 1}
 
 
 # --- authentication ------------------------------------------------------------------------------------
