@@ -8,10 +8,13 @@ PACKAGES := libs/api libs/core libs/db libs/ml libs/jobs libs/client services/ga
 STAMP := $(VENV)/.installed-$(shell cat requirements/constraints.txt $(addsuffix /pyproject.toml,$(PACKAGES)) requirements/dev.txt | sha1sum | cut -c1-12)
 PREDICTORS ?= 1
 SAMPLERS ?= 1
+IMAGE_PREFIX ?= lyceum
+IMAGE_TAG ?= latest
+DOCKER ?= docker
 # this machine's pip config names index folders that may not exist; pip warns once per package
 PIP_NOISE := is ignored: it is neither a file nor a directory
 
-.PHONY: help setup protos protos-check lint format migrate-check test test-fast run demo-model bench clean
+.PHONY: help setup protos protos-check lint format migrate-check test test-fast run demo-model bench images compose-up clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -57,6 +60,17 @@ run: setup  ## run the platform on embedded defaults (PREDICTORS=N SAMPLERS=M re
 
 bench: setup  ## run the benchmarks under bench/
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+images:  ## build the service images (CPU; predictor and trainer also as <tag>-cuda); needs a Docker engine
+	$(DOCKER) build -f services/gateway/Dockerfile -t $(IMAGE_PREFIX)/gateway:$(IMAGE_TAG) .
+	$(DOCKER) build -f services/sampler/Dockerfile -t $(IMAGE_PREFIX)/sampler:$(IMAGE_TAG) .
+	$(DOCKER) build -f services/predictor/Dockerfile --build-arg VARIANT=cpu -t $(IMAGE_PREFIX)/predictor:$(IMAGE_TAG) .
+	$(DOCKER) build -f services/predictor/Dockerfile --build-arg VARIANT=cuda -t $(IMAGE_PREFIX)/predictor:$(IMAGE_TAG)-cuda .
+	$(DOCKER) build -f services/trainer/Dockerfile --build-arg VARIANT=cpu -t $(IMAGE_PREFIX)/trainer:$(IMAGE_TAG) .
+	$(DOCKER) build -f services/trainer/Dockerfile --build-arg VARIANT=cuda -t $(IMAGE_PREFIX)/trainer:$(IMAGE_TAG)-cuda .
+
+compose-up:  ## the whole stack in Docker (docker-compose.yml; needs a Docker engine)
+	$(DOCKER) compose up -d --build
 
 clean:  ## remove the virtualenv, caches and local state (var/)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

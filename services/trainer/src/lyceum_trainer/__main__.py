@@ -5,6 +5,7 @@ the registry with the demo models (trained under the work dir when missing)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from prometheus_client import start_http_server
 
@@ -17,13 +18,16 @@ from lyceum_trainer.seed import DEMOS, seed_demos
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", nargs="?", default="worker", choices=["worker", "reconcile", "seed-demo"])
+    parser.add_argument("--lm-corpus", type=Path, help="seed-demo: the text the demo LM trains on")
     args = parser.parse_args()
     setup_logging(settings.log_level, settings.log_json)
     if args.command == "seed-demo":
         if settings.migrate_on_start:
             upgrade(settings.database_url)
         checkpoints = {demo.name: settings.work_dir / "demo" / demo.name for demo in DEMOS}
-        seeded = seed_demos(settings.database_url, settings.registry_url, checkpoints)
+        seeded = seed_demos(
+            settings.database_url, settings.registry_url, checkpoints, lm_corpus=args.lm_corpus
+        )
         print(f"seeded {', '.join(seeded) or 'nothing (the demos are registered)'}")
         return
     ctx = worker()

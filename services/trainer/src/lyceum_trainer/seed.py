@@ -30,10 +30,15 @@ DEMOS = (Demo("dfm-demo", "dfm", "lyceum_ml.dfm.demo"), Demo("lm-demo", "lm", "l
 
 
 def seed_demos(
-    database_url: str, registry_url: str, checkpoints: dict[str, Path], *, alias: str = ALIAS
+    database_url: str,
+    registry_url: str,
+    checkpoints: dict[str, Path],
+    *,
+    alias: str = ALIAS,
+    lm_corpus: Path | None = None,
 ) -> list[str]:
-    """Registers each demo not yet in the registry, from `checkpoints[name]` (trained there when missing);
-    returns the names registered now."""
+    """Registers each demo not yet in the registry, from `checkpoints[name]` (trained there when missing;
+    the demo LM on `lm_corpus` if given, else on its default corpus); returns the names registered now."""
     models = ModelRepository(create_engine(database_url))
     store = ArtifactStore(registry_url)
     seeded = []
@@ -43,7 +48,10 @@ def seed_demos(
         checkpoint = checkpoints[demo.name]
         if not (checkpoint / "config.json").exists():
             log.info("training %s into %s", demo.name, checkpoint)
-            subprocess.run([sys.executable, "-m", demo.builder, "--out", str(checkpoint)], check=True)
+            command = [sys.executable, "-m", demo.builder, "--out", str(checkpoint)]
+            if demo.kind == "lm" and lm_corpus is not None:
+                command += ["--corpus", str(lm_corpus)]
+            subprocess.run(command, check=True)
         uri = store.put_dir(checkpoint, f"models/{demo.name}/demo")
         record = models.register(demo.name, demo.kind, uri, {}, metadata={"source": demo.builder})
         models.set_alias(demo.name, alias, record.version)
