@@ -207,3 +207,23 @@ def test_a_job_whose_message_was_lost_is_resent_by_the_reconciler(workers: Worke
     done = wait_for(jobs, job.job_id, lambda j: j.state.terminal, 120, "the reconciler", workers)
     assert done.state == JobState.SUCCEEDED, done.error
     assert "re-sent job" in workers.log("w1")
+
+
+def test_sigterm_ends_the_slice_at_a_step_and_another_worker_finishes_the_job(
+    workers: Workers, db: str, broker: str
+) -> None:
+    jobs = JobRepository(create_engine(db))
+    workers.start("w1")
+    job, _ = submit(jobs, make_celery(broker), "dfm_pretrain", dfm_config(steps=400, checkpoint_every=1000))
+    wait_for(jobs, job.job_id, lambda j: j.progress.get("step", 0) >= 20, 120, "progress", workers)
+
+    workers.procs["w1"].send_signal(signal.SIGTERM)  # warm shutdown, as Kubernetes stops a pod
+
+    assert workers.procs["w1"].wait(timeout=60) == 0  # within seconds, not at the end of a 10-minute slice
+    stopped = jobs.get(job.job_id)
+    assert stopped is not None and stopped.state == JobState.QUEUED and stopped.checkpoint_uri
+    assert 20 <= stopped.progress["last_checkpoint"] < 400  # checkpointed where it stopped
+    workers.start("w2")
+    done = wait_for(jobs, job.job_id, lambda j: j.state.terminal, 180, "success elsewhere", workers)
+    assert done.state == JobState.SUCCEEDED, done.error
+    assert "resumed at step" in workers.log("w2")

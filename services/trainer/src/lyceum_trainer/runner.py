@@ -94,6 +94,9 @@ class JobRunner:
         enqueue: Callable[[JobRecord], None],
     ) -> None:
         self.jobs, self.models, self.store, self.cfg, self.enqueue = jobs, models, store, cfg, enqueue
+        # Set when the worker is asked to stop (SIGTERM): the running slice checkpoints at its next step and
+        # re-enqueues its job, so a pod stops in seconds and the job goes on elsewhere, losing nothing.
+        self.stopping = threading.Event()
 
     def run(self, job_id: str) -> str:
         """Runs one slice of the job; returns how it ended (for logs and tests)."""
@@ -166,7 +169,7 @@ class JobRunner:
                 return "cancelled"
             if step % run.checkpoint_every == 0 and step < trainer.total_steps:
                 progress = self._checkpoint(job, trainer, progress)
-            if elapsed >= self.cfg.slice_s and step < trainer.total_steps:
+            if (elapsed >= self.cfg.slice_s or self.stopping.is_set()) and step < trainer.total_steps:
                 self._checkpoint(job, trainer, progress)
                 requeued = self.jobs.requeue(job.job_id, owner)
                 if requeued.state == JobState.QUEUED:
