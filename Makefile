@@ -14,12 +14,15 @@ DOCKER ?= docker
 # this machine's pip config names index folders that may not exist; pip warns once per package
 PIP_NOISE := is ignored: it is neither a file nor a directory
 
-.PHONY: help setup protos protos-check lint format migrate-check test test-fast run demo-model bench images compose-up clean
+.PHONY: help setup protos protos-check lint format migrate-check test test-fast run demo-model bench images compose-up alerts-check clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: $(STAMP)  ## create .venv and install every package (editable) with pinned versions
+setup: $(STAMP) $(VENV)/bin/helm  ## create .venv and install every package (editable) with pinned versions, and helm
+
+$(VENV)/bin/helm: scripts/install_helm.py | $(STAMP)
+	$(PY) scripts/install_helm.py
 
 $(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,6 +71,10 @@ images:  ## build the service images (CPU; predictor and trainer also as <tag>-c
 	$(DOCKER) build -f services/predictor/Dockerfile --build-arg VARIANT=cuda -t $(IMAGE_PREFIX)/predictor:$(IMAGE_TAG)-cuda .
 	$(DOCKER) build -f services/trainer/Dockerfile --build-arg VARIANT=cpu -t $(IMAGE_PREFIX)/trainer:$(IMAGE_TAG) .
 	$(DOCKER) build -f services/trainer/Dockerfile --build-arg VARIANT=cuda -t $(IMAGE_PREFIX)/trainer:$(IMAGE_TAG)-cuda .
+
+alerts-check:  ## promtool check + unit tests of the Prometheus alert rules (needs promtool)
+	promtool check rules deploy/prometheus/rules/lyceum.rules.yml
+	cd tests/unit/chart/alerts && promtool test rules lyceum.rules.test.yml
 
 compose-up:  ## the whole stack in Docker (docker-compose.yml; needs a Docker engine)
 	$(DOCKER) compose up -d --build
