@@ -1,9 +1,10 @@
-"""A small fleet of Lyceum service processes on loopback ports, for tests and benchmarks: start, stop, SIGKILL,
-SIGTERM, pause and restart named predictor, sampler and gateway processes, wait until they are ready (gRPC
-health SERVING, or the gateway's HTTP probe), keep a `file://` membership for gateways, and read any
+"""A small fleet of Lyceum service processes on loopback ports, for tests and benchmarks: start, stop,
+SIGKILL, SIGTERM, pause and restart named predictor, sampler and gateway processes, wait until they are ready
+(gRPC health SERVING, or the gateway's HTTP probe), keep a `file://` membership for gateways, and read any
 process's Prometheus metrics.
 
-    with Fleet(workdir, env={"LYCEUM_PREDICTOR_MODEL_PATH": ..., "LYCEUM_PREDICTOR_DATABASE_URL": ...}) as fleet:
+    env = {"LYCEUM_PREDICTOR_MODEL_PATH": ..., "LYCEUM_PREDICTOR_DATABASE_URL": ...}
+    with Fleet(workdir, env) as fleet:
         pods = fleet.start(*(fleet.predictor(f"p{i}") for i in range(3)))
         members = fleet.membership("predictors", pods)
         gateway = fleet.gateway("gw", predictors=members).start()
@@ -30,7 +31,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -40,6 +41,7 @@ HOST = "127.0.0.1"
 # Where a gateway sends the calls of a service the fleet does not run (nothing listens on port 9).
 NOWHERE = "127.0.0.1:9"
 SERVICE_PREFIXES = ("LYCEUM_PREDICTOR_", "LYCEUM_SAMPLER_", "LYCEUM_GATEWAY_", "LYCEUM_TRAINER_")
+T = TypeVar("T")
 
 
 class FleetError(RuntimeError):
@@ -60,8 +62,11 @@ def free_port(host: str = HOST) -> int:
 
 
 def wait_until(
-    predicate: Callable[[], object], timeout_s: float = 30.0, interval_s: float = 0.05, what: str = "condition"
-) -> object:
+    predicate: Callable[[], T],
+    timeout_s: float = 30.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Polls `predicate` until it returns something truthy (which is returned); FleetError after `timeout_s`.
     Exceptions from `predicate` count as not yet."""
     deadline = time.monotonic() + timeout_s
@@ -74,7 +79,9 @@ def wait_until(
         if result:
             return result
         if time.monotonic() >= deadline:
-            raise FleetError(f"{what} not reached in {timeout_s:g}s" + (f" (last error: {last!r})" if last else ""))
+            raise FleetError(
+                f"{what} not reached in {timeout_s:g}s" + (f" (last error: {last!r})" if last else "")
+            )
         time.sleep(interval_s)
 
 
@@ -168,7 +175,8 @@ class Process:
         own = {"HOST": host, "PORT": str(self.port)}
         if service is not Service.GATEWAY:
             own["METRICS_PORT"] = str(self.metrics_port)
-        self.env = {**{prefix + k: v for k, v in own.items()}, **env}
+        # its ports are these, whatever `env` says
+        self.env = {**env, **{prefix + k: v for k, v in own.items()}}
         self.popen: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -364,7 +372,15 @@ class Fleet:
     def __getitem__(self, name: str) -> Process:
         return self.processes[name]
 
-    def _add(self, name: str, service: Service, env: Mapping[str, str], **kw: object) -> Process:
+    def _add(
+        self,
+        name: str,
+        service: Service,
+        env: Mapping[str, str],
+        port: int | None,
+        metrics_port: int | None = None,
+        ready_path: str = "/readyz",
+    ) -> Process:
         if name in self.processes:
             raise FleetError(f"a process named {name!r} exists already")
         defaults: dict[str, str] = {}
@@ -376,19 +392,36 @@ class Fleet:
             {**defaults, **self.env, **env},
             self.workdir,
             host=self.host,
+            port=port,
+            metrics_port=metrics_port,
+            ready_path=ready_path,
             python=self.python,
-            **kw,  # type: ignore[arg-type]
         )
         self.processes[name] = process
         return process
 
-    def predictor(self, name: str, env: Mapping[str, str] | None = None) -> Process:
-        """A predictor (not started): `LYCEUM_PREDICTOR_*` settings in the fleet's env and `env`."""
-        return self._add(name, Service.PREDICTOR, env or {})
+    def predictor(
+        self,
+        name: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        port: int | None = None,
+        metrics_port: int | None = None,
+    ) -> Process:
+        """A predictor (not started): `LYCEUM_PREDICTOR_*` settings from the fleet's env, then `env`; free
+        ports unless given."""
+        return self._add(name, Service.PREDICTOR, env or {}, port, metrics_port)
 
-    def sampler(self, name: str, env: Mapping[str, str] | None = None) -> Process:
-        """A sampler (not started)."""
-        return self._add(name, Service.SAMPLER, env or {})
+    def sampler(
+        self,
+        name: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        port: int | None = None,
+        metrics_port: int | None = None,
+    ) -> Process:
+        """A sampler (not started), likewise."""
+        return self._add(name, Service.SAMPLER, env or {}, port, metrics_port)
 
     def gateway(
         self,
@@ -397,6 +430,7 @@ class Fleet:
         predictors: Members = None,
         samplers: Members = None,
         env: Mapping[str, str] | None = None,
+        port: int | None = None,
     ) -> Process:
         """A gateway (not started) over `predictors` and `samplers`: a `MembershipFile`, processes or
         addresses, or a setting string. Ready when `/readyz` answers 200, or `/healthz` without predictors
@@ -410,7 +444,7 @@ class Fleet:
             "LYCEUM_GATEWAY_BROKER_URL": f"filesystem://{self.workdir / f'{name}-broker'}",
         }
         ready = "/readyz" if predictors is not None else "/healthz"
-        return self._add(name, Service.GATEWAY, {**settings, **(env or {})}, ready_path=ready)
+        return self._add(name, Service.GATEWAY, {**settings, **(env or {})}, port, ready_path=ready)
 
     def membership(self, name: str, members: Iterable[str | Process] = ()) -> MembershipFile:
         """A membership file `<name>.members` in the fleet's folder, written with `members`."""

@@ -6,4 +6,5 @@ pytest_plugins = [
     "fixtures.lm_models",
     "fixtures.sampler",
     "fixtures.gateway",
+    "fixtures.fleet",
 ]

@@ -153,6 +153,24 @@ def test_an_appended_token_is_recorded_under_the_settings_given(sampler_gateway:
     assert at_half["rank"] == 1
 
 
+def test_an_append_pinned_to_the_shown_length_lands_once(sampler_gateway: TestClient) -> None:
+    g = sampler_gateway
+    sid = create(g)["session_id"]
+    shown = distribution(g, sid)
+    token_id = shown["above"][0]["token"]["id"]
+    body = {"token_id": token_id, "expected_context_len": shown["context_len"]}
+
+    first = g.post(f"{BASE}/{sid}/tokens", json=body)
+    retried = g.post(f"{BASE}/{sid}/tokens", json=body)  # e.g. resent after a 503 that had applied it
+
+    assert first.status_code == 200
+    assert first.json()["session"]["context_len"] == shown["context_len"] + 1
+    assert_error(retried, 409, "FAILED_PRECONDITION", field="expected_context_len")
+    assert [e["token"]["id"] for e in get(g, sid)["generated"]] == [token_id]  # once
+    negative = g.post(f"{BASE}/{sid}/tokens", json={**body, "expected_context_len": -1})
+    assert negative.status_code == 422
+
+
 def test_append_by_text_names_the_same_token_as_by_id(sampler_gateway: TestClient) -> None:
     g = sampler_gateway
     sid = create(g, HF_MODEL, "The cat sat on the")["session_id"]

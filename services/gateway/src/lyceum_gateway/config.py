@@ -36,6 +36,13 @@ class Settings(ServiceSettings):
     membership_refresh_s: float = Field(
         5.0, gt=0, description="How often a dns:/// or file:// membership is re-resolved"
     )
+    health_probe_interval_s: float = Field(
+        1.0, gt=0, description="How often each replica must answer a health Check (a hung one does not)"
+    )
+    health_probe_misses: int = Field(
+        3, ge=1, description="Unanswered health Checks in a row before a replica counts as down"
+    )
+    health_timeout_s: float = Field(2.0, gt=0, description="Deadline of one health Check")
     overflow_factor: float = Field(
         0.0,
         ge=0,

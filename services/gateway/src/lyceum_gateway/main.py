@@ -90,10 +90,16 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
                 "refresh_s": settings.membership_refresh_s,
                 "overflow_factor": settings.overflow_factor,
                 "overflow_min_inflight": settings.overflow_min_inflight,
+                "probe_interval_s": settings.health_probe_interval_s,
+                "probe_misses": settings.health_probe_misses,
             }
             predictors = PredictorRouter(
                 source_for(settings.predictor_addresses),
-                partial(GrpcPredictor, timeout_s=settings.request_timeout_s),
+                partial(
+                    GrpcPredictor,
+                    timeout_s=settings.request_timeout_s,
+                    health_timeout_s=settings.health_timeout_s,
+                ),
                 **routing,
             )
             samplers = SamplerRouter(
@@ -101,6 +107,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
                 partial(
                     GrpcSampler,
                     timeout_s=settings.request_timeout_s,
+                    health_timeout_s=settings.health_timeout_s,
                     generate_timeout_s=settings.generate_timeout_s,
                 ),
                 **routing,

@@ -3,9 +3,11 @@ key's owner: the replica with the highest rendezvous (highest-random-weight) sco
 membership, so every gateway replica picks the same owner with no shared store, and adding or removing a
 replica moves only the keys it gains or loses (about 1/N).
 
-Each replica is watched with grpc.health.v1: one that is down or draining (NOT_SERVING) gets no calls, and
-its keys go to the next replica in their rendezvous order, which rebuilds the learner's cache from its stored
-history (or the session's from the shared store). A call whose replica turns out unreachable is re-routed
+Each replica is watched with grpc.health.v1: a Watch stream for prompt news, and a Check every second that
+must be answered (a frozen replica, or one behind a silent network, answers neither while its connection may
+look alive for minutes). One that is down, hung or draining (NOT_SERVING) gets no calls, and its keys go to
+the next replica in their rendezvous order, which rebuilds the learner's cache from its stored history (or
+the session's from the shared store). A call whose replica turns out unreachable is re-routed
 with that replica excluded, when that is safe: always if the call never reached it, otherwise only for calls
 that change nothing (a write that may have run is answered UNAVAILABLE, never run twice). With
 `overflow_factor` set, an owner running more than its share of calls (bounded-load hashing) passes new ones
@@ -50,6 +52,8 @@ class WatchedClient(AbstractAsyncContextManager[Any], Protocol):
     address: str
 
     def watch_health(self) -> AsyncIterator[bool]: ...
+
+    async def check(self) -> bool | None: ...
 
 
 C = TypeVar("C", bound=WatchedClient)
@@ -162,6 +166,8 @@ class ReplicaRouter(Generic[C]):
         overflow_factor: float = 0.0,
         overflow_min_inflight: int = 8,
         watch_retry_s: float = 0.5,
+        probe_interval_s: float = 1.0,
+        probe_misses: int = 3,
     ) -> None:
         self._source = source
         self._connect = connect
@@ -170,6 +176,8 @@ class ReplicaRouter(Generic[C]):
         self._overflow_factor = overflow_factor
         self._overflow_min = overflow_min_inflight
         self._watch_retry_s = watch_retry_s
+        self._probe_interval_s = probe_interval_s
+        self._probe_misses = probe_misses
         self._replicas: dict[str, Replica[C]] = {}
         self._membership = Membership(0, ())
         self._turn = itertools.count()
@@ -250,17 +258,38 @@ class ReplicaRouter(Generic[C]):
 
     # --- health ---------------------------------------------------------------------------------------------
     async def _watch(self, replica: Replica[C]) -> None:
-        """Follows the replica's grpc.health.v1 status; a broken stream means down until it reconnects."""
+        """Follows the replica's health until its Watch stream breaks or it stops answering Checks; then it is
+        down until a new watch connects."""
         while True:
+            follow = asyncio.create_task(self._follow(replica))
+            probe = asyncio.create_task(self._probe(replica))
             try:
-                async for serving in replica.client.watch_health():
-                    self._set_state(replica, ReplicaState.SERVING if serving else ReplicaState.DRAINING)
-            except grpc.RpcError:
-                pass
-            except Exception:  # noqa: BLE001 - a watch must outlive any one failure
-                log.warning("health watch of %s %s failed", self.kind, replica.address, exc_info=True)
+                await asyncio.wait({follow, probe}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (follow, probe):
+                    task.cancel()
+                await asyncio.gather(follow, probe, return_exceptions=True)
             self._set_state(replica, ReplicaState.DOWN)
             await asyncio.sleep(self._watch_retry_s)
+
+    async def _follow(self, replica: Replica[C]) -> None:
+        """The replica's grpc.health.v1 Watch stream; returns when it ends or breaks."""
+        try:
+            async for serving in replica.client.watch_health():
+                self._set_state(replica, ReplicaState.SERVING if serving else ReplicaState.DRAINING)
+        except grpc.RpcError:
+            pass
+        except Exception:  # noqa: BLE001 - a watch must outlive any one failure
+            log.warning("health watch of %s %s failed", self.kind, replica.address, exc_info=True)
+
+    async def _probe(self, replica: Replica[C]) -> None:
+        """Checks the replica every `probe_interval_s`; returns after `probe_misses` Checks in a row go
+        unanswered (a hung process keeps its connection open, so its stream alone would never say)."""
+        misses = 0
+        while misses < self._probe_misses:
+            await asyncio.sleep(self._probe_interval_s)
+            misses = misses + 1 if await replica.client.check() is None else 0
+        log.warning("%s %s answered no health check %d times in a row", self.kind, replica.address, misses)
 
     def _set_state(self, replica: Replica[C], state: ReplicaState) -> None:
         if replica.state is state:

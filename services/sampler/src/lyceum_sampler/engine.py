@@ -142,9 +142,11 @@ class SamplerEngine:
         threshold: float | None = None,
         params: SamplingParams | None = None,
         seed: int | None = None,
+        expected_context_len: int | None = None,
     ) -> tuple[SessionView, HistoryItem]:
         """Appends a token, recording the probability, category and rank it has under the request's
-        threshold and params (what the user was shown). One forward pass of the new token."""
+        threshold and params (what the user was shown). One forward pass of the new token. With
+        `expected_context_len`, only if the session holds exactly that many tokens (FAILED_PRECONDITION)."""
         threshold, params = self._threshold(threshold), check_params(params)
         _check_choice(choice)
         with self._lock(session_id):
@@ -152,6 +154,11 @@ class SamplerEngine:
             _require_prompt(state)
             loaded = self.pool.get(state.model_key)
             lm, ids = loaded.lm, state.token_ids
+            if expected_context_len is not None and expected_context_len != len(ids):
+                raise FailedPrecondition(
+                    f"the session holds {len(ids)} tokens, not the expected {expected_context_len}",
+                    field="expected_context_len",
+                )
             if len(ids) >= lm.max_context:
                 raise InvalidArgument(
                     f"the session's context is full ({len(ids)} of {lm.max_context} tokens)",

@@ -137,6 +137,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
             _optional(request, "threshold"),
             _params(request.params),
             _optional(request, "seed"),
+            _optional(request, "expected_context_len"),
         )
         return pb.AppendTokenResponse(session=_session(session), appended=_history(appended))
 

@@ -122,13 +122,18 @@ class GrpcClient:
 
     async def health(self) -> bool:
         """True when the replica reports SERVING; never raises."""
+        return await self.check() is True
+
+    async def check(self) -> bool | None:
+        """One grpc.health.v1 Check: True = SERVING, False = answered otherwise (loading, draining), None = no
+        answer within the health deadline (down, or hung); never raises."""
         if self._health is None:
-            return False
+            return None
         request = health_pb2.HealthCheckRequest(service=self.service_name)
         try:
             response = await self._health.Check(request, timeout=self._health_timeout_s)
         except grpc.RpcError:
-            return False
+            return None
         return response.status == health_pb2.HealthCheckResponse.SERVING
 
     async def watch_health(self) -> AsyncIterator[bool]:

@@ -185,6 +185,7 @@ class Sampler(Protocol):
         threshold: float | None = None,
         params: SamplingParams | None = None,
         seed: int | None = None,
+        expected_context_len: int | None = None,
     ) -> AppendedToken: ...
 
     async def undo(self, session_id: str) -> UndoneToken: ...
@@ -335,9 +336,14 @@ class GrpcSampler(GrpcClient):
         threshold: float | None = None,
         params: SamplingParams | None = None,
         seed: int | None = None,
+        expected_context_len: int | None = None,
     ) -> AppendedToken:
         request = pb.AppendTokenRequest(
-            session_id=session_id, threshold=threshold, params=_params(params), seed=seed
+            session_id=session_id,
+            threshold=threshold,
+            params=_params(params),
+            seed=seed,
+            expected_context_len=expected_context_len,
         )
         if choice.from_other:
             request.from_other = True

@@ -134,7 +134,12 @@ async def append_token(
     The token's probability, category and rank are computed under the given threshold and knobs: pass those
     the user was shown."""
     result = await samplers.for_session(session_id).append_token(
-        session_id, body.choice(), body.threshold, body.sampling_params(), body.seed
+        session_id,
+        body.choice(),
+        body.threshold,
+        body.sampling_params(),
+        body.seed,
+        expected_context_len=body.expected_context_len,
     )
     return AppendTokenResponse.from_domain(result)
 

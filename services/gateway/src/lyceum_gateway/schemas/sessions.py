@@ -221,6 +221,13 @@ class AppendTokenRequest(SamplingFields):
         "probability, category and rank, and the Other bucket drawn from, match what they saw",
     )
     seed: Seed | None = Field(None, description="Seed for `from_other` (default: the session's own stream)")
+    expected_context_len: int | None = Field(
+        None,
+        ge=0,
+        strict=True,
+        description="Append only if the session holds exactly this many tokens (the `context_len` of the "
+        "distribution shown), else 409: a retried append never lands twice",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_choice(self) -> AppendTokenRequest:
