@@ -6,8 +6,7 @@ reached a dead replica are re-sent, and an owner overloaded beyond its bounded s
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from fixtures.gateway import MakeGateway, gateway_settings, serve
 from fixtures.predictor import TEST_TASKS, RunningPredictor, predictor_settings
+from fleet import wait_until
 from prometheus_client import REGISTRY
 
 from lyceum_core.grpc.server import NOT_SERVING, SERVING
@@ -52,13 +52,6 @@ def gateway_metric(client: TestClient | httpx.Client, name: str, **labels: str) 
     return float(match.group(1)) if match else 0.0
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def learner_owned_by(addresses: list[str], address: str, prefix: str = "learner") -> str:
     return next(x for x in (f"{prefix}-{i}" for i in range(1000)) if owner(addresses, x) == address)
 
@@ -80,7 +73,7 @@ def test_a_draining_owner_hands_its_learners_over_and_rebuilds_what_it_missed(
 ) -> None:
     addresses = [p.address for p in pair]
     gateway = make_gateway(addresses)
-    wait_for(lambda: replicas(gateway, "serving") == 2)
+    wait_until(lambda: replicas(gateway, "serving") == 2)
     home = pair[1]
     learner = learner_owned_by(addresses, home.address)
     body = {"learner_id": learner, "history": [{"task": "t01", "outcome": 1.0}]}
@@ -89,7 +82,7 @@ def test_a_draining_owner_hands_its_learners_over_and_rebuilds_what_it_missed(
     assert learner in home.engine.caches
 
     set_health(home, NOT_SERVING)
-    wait_for(lambda: replicas(gateway, "draining") == 1)
+    wait_until(lambda: replicas(gateway, "draining") == 1)
     failovers_before = rebuilds("failover")
     appended = gateway.post(
         f"/v1/learners/{learner}/events", json={"events": [{"task": "t02", "outcome": 0}]}
@@ -102,7 +95,7 @@ def test_a_draining_owner_hands_its_learners_over_and_rebuilds_what_it_missed(
     )
 
     set_health(home, SERVING)
-    wait_for(lambda: replicas(gateway, "serving") == 2)
+    wait_until(lambda: replicas(gateway, "serving") == 2)
     stale_before = rebuilds("stale")
     history_len, after = predict(gateway, learner)
     assert rebuilds("stale") == stale_before + 1  # its old cache held 1 event; the store holds 2
@@ -141,7 +134,7 @@ def test_with_no_replica_serving_calls_fail_cleanly_and_change_nothing(
     assert gateway.post("/v1/learners", json={"learner_id": "kept"}).status_code == 201
     for running in pair:
         set_health(running, NOT_SERVING)
-    wait_for(lambda: replicas(gateway, "draining") == 2)
+    wait_until(lambda: replicas(gateway, "draining") == 2)
 
     response = gateway.post("/v1/learners/kept/events", json={"events": [{"task": "t01", "outcome": 1.0}]})
     assert response.status_code == 503
@@ -149,7 +142,7 @@ def test_with_no_replica_serving_calls_fail_cleanly_and_change_nothing(
     assert gateway.get("/readyz").status_code == 503
     for running in pair:
         set_health(running, SERVING)
-    wait_for(lambda: replicas(gateway, "serving") == 2)
+    wait_until(lambda: replicas(gateway, "serving") == 2)
     assert gateway.get("/v1/learners/kept").json()["history_len"] == 0
 
 

@@ -40,9 +40,9 @@ def free_memory_bytes(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def default_cache_budget(device: torch.device, fraction: float | None = None) -> int:
+def default_cache_budget(device: torch.device, fraction: float | None = None, reserved_bytes: int = 0) -> int:
     """The KV-cache budget when none is configured: `fraction` (default by device kind, `CACHE_FRACTION`)
-    of the memory free once the model is loaded."""
+    of the memory free now, less `reserved_bytes` kept for what loads later (e.g. lazily loaded models)."""
     if fraction is None:
         fraction = CACHE_FRACTION.get(device.type, CACHE_FRACTION["cpu"])
-    return int(free_memory_bytes(device) * fraction)
+    return int(max(free_memory_bytes(device) - reserved_bytes, 0) * fraction)

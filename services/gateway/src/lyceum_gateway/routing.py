@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
-import inspect
 import itertools
 import logging
 import math
@@ -328,10 +327,6 @@ class ReplicaRouter(Generic[C]):
         """Each replica's state, in membership order."""
         return {a: self._replicas[a].state for a in self._membership.addresses if a in self._replicas}
 
-    def owner_of(self, key: str) -> str:
-        """The key's owner over the whole membership, whatever its health."""
-        return owner(self._membership.addresses, key)
-
     def route(self, key: str, exclude: frozenset[str] = frozenset()) -> tuple[Replica[C], Route]:
         """The replica that serves `key` now, and how it was reached. Raises Unavailable if none can."""
         start = time.perf_counter()
@@ -421,13 +416,10 @@ class ReplicaRouter(Generic[C]):
         """The clients of the replicas currently routable, in membership order (fleet-wide reads)."""
         return [self._replicas[a].client for a, s in self.states().items() if s in ROUTABLE]
 
-    def all(self) -> list[C]:
-        """Every member's client, in membership order."""
-        return [self._replicas[a].client for a in self._membership.addresses if a in self._replicas]
-
 
 class _Routed:
-    """Looks like one replica's client; each coroutine method call is routed by `ReplicaRouter.call`."""
+    """Looks like one replica's client: each method call (they are all coroutines; streams go through
+    `spread()`) is routed by `ReplicaRouter.call`, failover included."""
 
     def __init__(self, router: ReplicaRouter[Any], key: str | None) -> None:
         self._router = router
@@ -436,17 +428,7 @@ class _Routed:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        replicas = self._router.all()
-        if not replicas:
-            raise Unavailable(f"no {self._router.kind} is serving; retry later")
-        if inspect.iscoroutinefunction(getattr(type(replicas[0]), name, None)):
-            return partial(self._router.call, self._key, name)
-        return getattr(self._router._replicas[self._target()].client, name)
-
-    def _target(self) -> str:
-        if self._key is None:
-            return self._router._next_routable(frozenset()).address
-        return self._router.route(self._key)[0].address
+        return partial(self._router.call, self._key, name)
 
 
 class PredictorRouter(ReplicaRouter[Any]):

@@ -11,7 +11,7 @@ import torch
 from lyceum_api.sampler.v1 import sampler_pb2, sampler_pb2_grpc
 from lyceum_core.grpc.server import GrpcServer
 from lyceum_ml.causal_lm_impl import load_causal_lm
-from lyceum_ml.devices import CACHE_FRACTION, default_cache_budget, resolve_device, resolve_dtype
+from lyceum_ml.devices import default_cache_budget, resolve_device, resolve_dtype
 from lyceum_sampler.cache import SessionCaches
 from lyceum_sampler.config import Settings
 from lyceum_sampler.engine import Limits, SamplerEngine
@@ -28,9 +28,7 @@ def cache_budget(settings: Settings, device: torch.device) -> int:
     (models load lazily, so it is reserved for them up front)."""
     if settings.cache_budget_bytes is not None:
         return settings.cache_budget_bytes
-    free = max(default_cache_budget(device, 1.0) - settings.model_budget_bytes, 0)
-    fraction = settings.cache_memory_fraction or CACHE_FRACTION.get(device.type, CACHE_FRACTION["cpu"])
-    budget = int(free * fraction)
+    budget = default_cache_budget(device, settings.cache_memory_fraction, settings.model_budget_bytes)
     log.info("KV cache budget %.2f GiB (of free memory on %s)", budget / 2**30, device)
     return budget
 
