@@ -1,4 +1,6 @@
-"""Process-wide logging setup: plain text for humans, one JSON object per line for log pipelines."""
+"""Process-wide logging setup: plain text for humans, one JSON object per line for log pipelines. Every line
+logged while a request is bound (`lyceum_core.context.CURRENT`) carries its request id and tenant, so one id
+finds a request across the fleet."""
 
 from __future__ import annotations
 
@@ -6,6 +8,18 @@ import json
 import logging
 import sys
 import time
+
+from lyceum_core.context import CURRENT
+
+
+class RequestContextFilter(logging.Filter):
+    """Stamps each record with the bound request's id and tenant (`-` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = CURRENT.get()
+        record.request_id = ctx.request_id if ctx is not None else "-"
+        record.tenant = ctx.tenant if ctx is not None else "-"
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -16,6 +30,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+            "tenant": getattr(record, "tenant", "-"),
         }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
@@ -25,10 +41,11 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
     """Configures the root logger once, for an entrypoint."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestContextFilter())
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s [%(request_id)s] %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

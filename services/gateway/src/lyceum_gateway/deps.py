@@ -7,12 +7,19 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from lyceum_core.context import RequestContext
+
 from lyceum_gateway.jobs import JobService
 from lyceum_gateway.limits import Limits
 from lyceum_gateway.registry import RegistryService
 from lyceum_gateway.routing import PredictorRouter, SamplerRouter
 from lyceum_gateway.schemas.common import LEARNER_ID_PATTERN, LEARNER_ID_RULE
 from lyceum_gateway.token_wheel import WheelMemo
+
+
+def request_context(request: Request) -> RequestContext:
+    """The request's context, built once by the gateway's auth middleware (`scope["state"]["context"]`)."""
+    return request.state.context
 
 
 def get_predictors(request: Request) -> PredictorRouter:
@@ -47,6 +54,7 @@ def learner_id_path(
     return get_limits(request).learner_id(learner_id)
 
 
+Context = Annotated[RequestContext, Depends(request_context)]
 Predictors = Annotated[PredictorRouter, Depends(get_predictors)]
 Samplers = Annotated[SamplerRouter, Depends(get_samplers)]
 TokenWheelMemo = Annotated[WheelMemo, Depends(get_wheel_memo)]

@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from lyceum_core.grpc.context import RequestContextInterceptor
 from lyceum_core.grpc.interceptors import ErrorInterceptor, MetricsInterceptor
 from lyceum_core.grpc.route_hint import RouteHintServerInterceptor
 
@@ -44,6 +45,7 @@ class GrpcServer:
                 RouteHintServerInterceptor(),
                 MetricsInterceptor(),
                 ErrorInterceptor(),
+                RequestContextInterceptor(),
                 *interceptors,
             ],
             options=[
