@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -26,7 +27,11 @@ from lyceum_ml.lm.data import BatchSampler, read_documents, tokenize_documents, 
 from lyceum_ml.lm.train import LMTrainConfig, LMTrainer, param_groups
 from lyceum_ml.tokenization import train_bpe
 
-CORPUS = Path("/work/shared/data/tinystories/tinystories_val_head.txt")
+# The shared data: $LYCEUM_SHARED_DATA, else shared/data beside the repository root.
+SHARED_DATA = Path(
+    os.environ.get("LYCEUM_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data"
+)
+CORPUS = SHARED_DATA / "tinystories" / "tinystories_val_head.txt"
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from fleet import Fleet, Process, wait_until  # noqa: E402
 
-from lyceum_gateway.routing import owner  # noqa: E402
+from lyceum_core.identity import DEFAULT_TENANT  # noqa: E402
+from lyceum_fleet.routing import owner, routing_key  # noqa: E402
 from lyceum_ml.checkpoint import save_dfm  # noqa: E402
 from lyceum_ml.dfm import DFM, DFMConfig, TaskVocab  # noqa: E402
 
@@ -146,8 +147,9 @@ def main() -> None:
 def failover(pods: list[Process], gateway: Process, learners: list[str], history: int) -> None:
     """Kills the owner of the most learners; times their first call elsewhere vs a warm call."""
     addresses = [p.address for p in pods]
-    victim = max(pods, key=lambda p: sum(owner(addresses, x) == p.address for x in learners))
-    moved = [x for x in learners if owner(addresses, x) == victim.address]
+    owners = {x: owner(addresses, routing_key(DEFAULT_TENANT, x)) for x in learners}  # as the gateway routes
+    victim = max(pods, key=lambda p: sum(a == p.address for a in owners.values()))
+    moved = [x for x in learners if owners[x] == victim.address]
     with httpx.Client(base_url=gateway.url, timeout=60) as client:
         warm = statistics.median(predict_ms(client, x) for x in moved for _ in range(3))
         victim.kill()

@@ -19,6 +19,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
@@ -26,7 +27,11 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 from lyceum_ml.causal_lm_impl import HFCausalLM
 from lyceum_ml.sampling import SamplingParams, shape, split
 
-GPT2_TOKENIZER = "/work/shared/data/gpt2_tokenizer"
+# The shared data: $LYCEUM_SHARED_DATA, else shared/data beside the repository root.
+SHARED_DATA = Path(
+    os.environ.get("LYCEUM_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data"
+)
+GPT2_TOKENIZER = SHARED_DATA / "gpt2_tokenizer"
 PARAMS = SamplingParams()
 THRESHOLD, OTHER_TOP_K = 0.01, 10
 

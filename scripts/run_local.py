@@ -162,6 +162,9 @@ def main() -> int:
                 sampler_addresses=",".join(sampler_addresses),
                 database_url=database_url,
                 broker_url=broker_url,
+                migrate_on_start="false",
+                # the AI Token Wheel's own frontend asks for `gpt2` whatever is served
+                token_wheel_model_aliases=f"gpt2={LM_DEMO}@production",
             ),
         )
         url = f"http://{host}:{gateway_port}"

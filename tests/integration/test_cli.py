@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fixtures.gateway import (
+    ADMIN_KEY,
     API_KEY,
     DFM_CONFIG,
     NO_PREDICTOR,
@@ -23,6 +24,7 @@ from fixtures.gateway import (
     serve,
 )
 
+from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_db.models.job import JobState
 from lyceum_db.repositories.jobs import JobRepository
 from lyceum_db.repositories.registry import ModelRepository
@@ -35,7 +37,9 @@ LYCEUM = Path(sys.executable).with_name("lyceum")
 
 def env(url: str, **extra: str) -> dict[str, str]:
     """The environment of a `lyceum` run: the gateway's URL, no key, and a wide terminal for the tables."""
-    values = {k: v for k, v in os.environ.items() if k not in ("LYCEUM_URL", "LYCEUM_API_KEY")}
+    values = {
+        k: v for k, v in os.environ.items() if k not in ("LYCEUM_URL", "LYCEUM_API_KEY", "LYCEUM_ADMIN_KEY")
+    }
     return values | {"LYCEUM_URL": url, "COLUMNS": "250", "NO_COLOR": "1"} | extra
 
 
@@ -84,7 +88,7 @@ def test_submit_from_a_file_creates_and_enqueues_the_job(
     job = submit(jobs_gateway_url, tmp_path, "--queue", "cpu")
 
     assert (job["kind"], job["queue"], job["state"]) == ("dfm_pretrain", "cpu", "queued")
-    assert jobs.get(job["job_id"]) is not None
+    assert jobs.get(DEFAULT_TENANT, job["job_id"]) is not None
     assert [m.job_id for m in broker_messages(broker_dir)] == [job["job_id"]]
 
 
@@ -94,7 +98,7 @@ def test_submit_from_stdin_is_idempotent_with_a_key(jobs_gateway_url: str, jobs:
     first = ok(lyceum(jobs_gateway_url, *args, stdin=json.dumps(DFM_CONFIG)))
     again = ok(lyceum(jobs_gateway_url, *args, stdin=json.dumps(DFM_CONFIG)))
 
-    [job] = jobs.list()
+    [job] = jobs.list(DEFAULT_TENANT)
     assert first == again == f"job {job.job_id} (dfm_pretrain on gpu): queued\n"
 
 
@@ -105,7 +109,7 @@ def test_submit_an_invalid_config_fails_naming_the_field(jobs_gateway_url: str, 
 
     assert result.returncode == 1
     assert "INVALID_ARGUMENT" in result.stderr and "(field: config.train.lr)" in result.stderr
-    assert jobs.list() == []
+    assert jobs.list(DEFAULT_TENANT) == []
 
 
 @pytest.mark.parametrize("config", ["missing.json", "{not json"])
@@ -207,10 +211,10 @@ def test_submit_and_follow(jobs_gateway_url: str, jobs: JobRepository) -> None:
     )
     try:
         deadline = time.monotonic() + 20
-        while not jobs.list() and time.monotonic() < deadline:
+        while not jobs.list(DEFAULT_TENANT) and time.monotonic() < deadline:
             time.sleep(0.05)
-        [job] = jobs.list()
-        jobs.request_cancel(job.job_id)  # queued: cancelled at once
+        [job] = jobs.list(DEFAULT_TENANT)
+        jobs.request_cancel(DEFAULT_TENANT, job.job_id)  # queued: cancelled at once
         out, err = follower.communicate(timeout=30)
     finally:
         follower.kill()
@@ -223,7 +227,7 @@ def test_submit_and_follow(jobs_gateway_url: str, jobs: JobRepository) -> None:
 def test_models_list_alias_and_rollback(jobs_gateway_url: str, jobs_engine: sa.Engine) -> None:
     models = ModelRepository(jobs_engine)
     for i in (1, 2):
-        models.register("dfm", "dfm", f"var/registry/dfm/{i}", {"auc": 0.7 + i / 10})
+        models.register(DEFAULT_TENANT, "dfm", "dfm", f"var/registry/dfm/{i}", {"auc": 0.7 + i / 10})
 
     table = ok(lyceum(jobs_gateway_url, "models", "list"))
     moved = ok(lyceum(jobs_gateway_url, "models", "alias", "dfm", "prod", "1"))
@@ -253,6 +257,43 @@ def test_api_key_comes_from_the_environment(jobs_settings: dict[str, Any]) -> No
     assert refused.returncode == 1 and "UNAUTHENTICATED: missing API key" in refused.stderr
     assert ok(accepted) == "no jobs\n"
     assert ok(flag) == "no models\n"
+
+
+def test_tenants_and_keys_over_the_admin_routes(jobs_settings: dict[str, Any]) -> None:
+    settings = gateway_settings(
+        [NO_PREDICTOR], admin_keys=[ADMIN_KEY], api_keys=["acme:k-a"], **jobs_settings
+    )
+    with serve(create_app(settings)) as url:
+        refused = lyceum(url, "tenants", "list")
+        created = ok(
+            lyceum(url, "--admin-key", ADMIN_KEY, "tenants", "create", "globex", "--quota", "max_jobs=2")
+        )
+        bad_quota = lyceum(url, "tenants", "create", "x", "--quota", "fast", LYCEUM_ADMIN_KEY=ADMIN_KEY)
+        tenants = ok(lyceum(url, "tenants", "list", LYCEUM_ADMIN_KEY=ADMIN_KEY))
+        new_key = ok(lyceum(url, "keys", "create", "globex", "--name", "ci", LYCEUM_ADMIN_KEY=ADMIN_KEY))
+        key = new_key.splitlines()[-1]
+        jobs_as_globex = lyceum(url, "jobs", "list", LYCEUM_API_KEY=key)
+        listed = json.loads(
+            ok(lyceum(url, "keys", "list", "--tenant", "globex", "--json", LYCEUM_ADMIN_KEY=ADMIN_KEY))
+        )
+        [record] = listed["keys"]
+        table = ok(lyceum(url, "keys", "list", LYCEUM_ADMIN_KEY=ADMIN_KEY))
+        revoked = ok(lyceum(url, "keys", "revoke", record["key_id"], LYCEUM_ADMIN_KEY=ADMIN_KEY))
+        after = lyceum(url, "jobs", "list", LYCEUM_API_KEY=key)
+
+    assert refused.returncode == 1 and "UNAUTHENTICATED: missing admin key" in refused.stderr
+    assert created == "tenant globex created\n"
+    assert bad_quota.returncode == 2 and "NAME=NUMBER" in bad_quota.stderr
+    assert [line.split()[:2] for line in tenants.splitlines()[1:]] == [
+        ["acme", "defaults"],
+        ["globex", "max_jobs=2"],
+    ]
+    assert key.startswith("lyk_") and key not in new_key.splitlines()[0]
+    assert ok(jobs_as_globex) == "no jobs\n"
+    assert (record["tenant"], record["name"], record["revoked_at"]) == ("globex", "ci", None)
+    assert key not in table and record["key_id"] in table
+    assert revoked == f"key {record['key_id']} of tenant globex revoked\n"
+    assert after.returncode == 1 and "UNAUTHENTICATED: invalid API key" in after.stderr
 
 
 def test_an_unreachable_gateway_fails_clearly() -> None:

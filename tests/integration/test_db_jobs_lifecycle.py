@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from test_db_jobs import LEASE_S, FakeClock, new_job, running_job
+from test_db_jobs import LEASE_S, A, FakeClock, new_job, running_job
 
 from lyceum_core.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from lyceum_db import TERMINAL, JobRecord, JobRepository, JobState
@@ -35,7 +35,7 @@ def in_state(repo: JobRepository, state: JobState) -> JobRecord:
     if state == JobState.RUNNING:
         return job
     if state == JobState.CANCELLING:
-        return repo.request_cancel(job.job_id)
+        return repo.request_cancel(A, job.job_id)
     return repo.finish(job.job_id, "w1", state, error="boom" if state == JobState.FAILED else None)
 
 
@@ -53,7 +53,7 @@ def test_requeue_ends_a_slice(repo: JobRepository, clock: FakeClock) -> None:
     assert queued.lease_owner is queued.lease_expires_at is None
     assert queued.enqueued_at == queued.updated_at == clock.now
     assert (queued.attempt, queued.checkpoint_uri, queued.started_at) == (1, "file:///ckpt/1", job.started_at)
-    assert repo.get(job.job_id) == queued
+    assert repo.get(A, job.job_id) == queued
 
     again = repo.claim(job.job_id, "w2", LEASE_S)
     assert again is not None and again.attempt == 2 and again.checkpoint_uri == "file:///ckpt/1"
@@ -62,7 +62,7 @@ def test_requeue_ends_a_slice(repo: JobRepository, clock: FakeClock) -> None:
 def test_requeue_of_a_cancelling_job_returns_it_as_is(repo: JobRepository) -> None:
     cancelling = in_state(repo, JobState.CANCELLING)
     assert repo.requeue(cancelling.job_id, "w1") == cancelling
-    assert repo.get(cancelling.job_id) == cancelling
+    assert repo.get(A, cancelling.job_id) == cancelling
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,7 @@ def test_requeue_without_the_lease_aborts_and_changes_nothing(repo: JobRepositor
     job = in_state(repo, state)
     with pytest.raises(Aborted):
         repo.requeue(job.job_id, "w2")
-    assert repo.get(job.job_id) == job
+    assert repo.get(A, job.job_id) == job
     with pytest.raises(NotFound):
         repo.requeue(MISSING, "w1")
 
@@ -89,7 +89,7 @@ def test_finish_releases_the_lease(repo: JobRepository, clock: FakeClock, state:
     assert done.finished_at == done.updated_at == clock.now
     assert done.result == {"v": 3}
     assert done.error == ("e" if state == JobState.FAILED else None)
-    assert repo.get(job.job_id) == done
+    assert repo.get(A, job.job_id) == done
 
 
 def test_finish_of_a_cancelling_job(repo: JobRepository) -> None:
@@ -112,11 +112,11 @@ def test_finish_needs_the_lease_and_a_terminal_state(repo: JobRepository) -> Non
     assert info.value.field == "state"
     with pytest.raises(Aborted):
         repo.finish(job.job_id, "w2", JobState.SUCCEEDED)
-    assert repo.get(job.job_id) == job
+    assert repo.get(A, job.job_id) == job
     done = repo.finish(job.job_id, "w1", JobState.SUCCEEDED)
     with pytest.raises(Aborted):
         repo.finish(job.job_id, "w1", JobState.FAILED)  # finishing twice
-    assert repo.get(job.job_id) == done
+    assert repo.get(A, job.job_id) == done
     with pytest.raises(NotFound):
         repo.finish(MISSING, "w1", JobState.FAILED)
 
@@ -124,7 +124,7 @@ def test_finish_needs_the_lease_and_a_terminal_state(repo: JobRepository) -> Non
 def test_cancel_of_a_queued_job_is_immediate(repo: JobRepository, clock: FakeClock) -> None:
     job = new_job(repo)
     clock.advance(3)
-    cancelled = repo.request_cancel(job.job_id)
+    cancelled = repo.request_cancel(A, job.job_id)
     assert cancelled.state == JobState.CANCELLED
     assert cancelled.finished_at == cancelled.updated_at == clock.now
     assert repo.claim(job.job_id, "w1", LEASE_S) is None  # the broker message that is still out is dropped
@@ -132,7 +132,7 @@ def test_cancel_of_a_queued_job_is_immediate(repo: JobRepository, clock: FakeClo
 
 def test_cancel_of_a_running_job_asks_its_worker(repo: JobRepository) -> None:
     job = running_job(repo)
-    cancelling = repo.request_cancel(job.job_id)
+    cancelling = repo.request_cancel(A, job.job_id)
     assert cancelling.state == JobState.CANCELLING
     assert cancelling.finished_at is None
     assert cancelling.lease_owner == "w1"
@@ -142,18 +142,18 @@ def test_cancel_of_a_running_job_asks_its_worker(repo: JobRepository) -> None:
 def test_cancel_is_idempotent(repo: JobRepository, clock: FakeClock, state: JobState) -> None:
     job = in_state(repo, state)
     clock.advance(1)
-    assert repo.request_cancel(job.job_id) == job
-    assert repo.get(job.job_id) == job
+    assert repo.request_cancel(A, job.job_id) == job
+    assert repo.get(A, job.job_id) == job
 
 
 @pytest.mark.parametrize("state", [JobState.SUCCEEDED, JobState.FAILED])
 def test_cancel_of_a_finished_job_is_a_failed_precondition(repo: JobRepository, state: JobState) -> None:
     job = in_state(repo, state)
     with pytest.raises(FailedPrecondition):
-        repo.request_cancel(job.job_id)
-    assert repo.get(job.job_id) == job
+        repo.request_cancel(A, job.job_id)
+    assert repo.get(A, job.job_id) == job
     with pytest.raises(NotFound):
-        repo.request_cancel(MISSING)
+        repo.request_cancel(A, MISSING)
 
 
 @pytest.mark.parametrize("state", [JobState.CANCELLED, JobState.FAILED])
@@ -163,10 +163,10 @@ def test_resume_queues_a_stopped_job_from_its_checkpoint(
     job = running_job(repo)
     repo.save_checkpoint(job.job_id, "w1", "file:///ckpt/5", {"step": 5})
     if state == JobState.CANCELLED:
-        repo.request_cancel(job.job_id)
+        repo.request_cancel(A, job.job_id)
     repo.finish(job.job_id, "w1", state, error="boom", result={"partial": True})
     clock.advance(60)
-    resumed = repo.resume(job.job_id)
+    resumed = repo.resume(A, job.job_id)
     assert resumed.state == JobState.QUEUED
     assert resumed.error is resumed.finished_at is resumed.result is None
     assert resumed.enqueued_at == clock.now
@@ -181,21 +181,21 @@ def test_resume_queues_a_stopped_job_from_its_checkpoint(
 def test_resume_in_other_states_is_a_failed_precondition(repo: JobRepository, state: JobState) -> None:
     job = in_state(repo, state)
     with pytest.raises(FailedPrecondition):
-        repo.resume(job.job_id)
-    assert repo.get(job.job_id) == job
+        repo.resume(A, job.job_id)
+    assert repo.get(A, job.job_id) == job
     with pytest.raises(NotFound):
-        repo.resume(MISSING)
+        repo.resume(A, MISSING)
 
 
 def test_mark_enqueued(repo: JobRepository, clock: FakeClock) -> None:
     job = new_job(repo)
     clock.advance(5)
     assert repo.mark_enqueued(job.job_id) is True
-    record = repo.get(job.job_id)
+    record = repo.get(A, job.job_id)
     assert record is not None and record.enqueued_at == clock.now
     done = in_state(repo, JobState.SUCCEEDED)
     assert repo.mark_enqueued(done.job_id) is False
-    assert repo.get(done.job_id) == done
+    assert repo.get(A, done.job_id) == done
     assert repo.mark_enqueued(MISSING) is False
 
 
@@ -204,7 +204,7 @@ def test_stale_finds_lost_messages_and_dead_workers(repo: JobRepository, clock: 
     lost = new_job(repo)
     dead = running_job(repo, "w1")
     dead_cancelling = running_job(repo, "w2")
-    repo.request_cancel(dead_cancelling.job_id)
+    repo.request_cancel(A, dead_cancelling.job_id)
     in_state(repo, JobState.SUCCEEDED)
     in_state(repo, JobState.CANCELLED)
     assert repo.stale(grace) == []
@@ -242,7 +242,7 @@ def test_counts_by_kind_and_state(repo: JobRepository) -> None:
 
 def test_a_whole_life(repo: JobRepository, clock: FakeClock) -> None:
     """Queued -> two slices with a checkpoint and a dead worker in between -> succeeded."""
-    job, _ = repo.create("dfm_train", "gpu", {"steps": 4}, idempotency_key="life")
+    job, _ = repo.create(A, "dfm_train", {"steps": 4}, "gpu", idempotency_key="life")
     first = repo.claim(job.job_id, "w1", LEASE_S)
     assert first is not None
     repo.record_metrics(job.job_id, 1, {"loss": 1.0})
@@ -262,5 +262,5 @@ def test_a_whole_life(repo: JobRepository, clock: FakeClock) -> None:
     assert done.state == JobState.SUCCEEDED and done.metrics == {"loss": 0.1}
     assert done.finished_at is not None and done.started_at is not None
     assert done.finished_at - done.started_at == timedelta(seconds=LEASE_S + 1)
-    assert [step for step, _, _ in repo.metrics_history(job.job_id)] == [1, 4]
-    assert repo.create("dfm_train", "gpu", {"steps": 4}, idempotency_key="life") == (done, False)
+    assert [step for step, _, _ in repo.metrics_history(A, job.job_id)] == [1, 4]
+    assert repo.create(A, "dfm_train", {"steps": 4}, "gpu", idempotency_key="life") == (done, False)

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic.util import CommandError
+from sqlalchemy.exc import IntegrityError
 
-from lyceum_db import LearnerRepository, create_engine
+from lyceum_core.identity import DEFAULT_TENANT
+from lyceum_db import JobRepository, LearnerRepository, ModelRepository, TenantRepository, create_engine
 from lyceum_db.migrate import MIGRATIONS_DIR, check, current, downgrade, head, upgrade
 from lyceum_db.models import Base
 
@@ -52,12 +54,14 @@ def test_upgrade_then_check_passes(empty_database_url: str) -> None:
 
 def test_upgrade_is_idempotent(empty_database_url: str) -> None:
     upgrade(empty_database_url)
-    LearnerRepository(engine := create_engine(empty_database_url)).create("ada", [("add", 1.0)])
+    LearnerRepository(engine := create_engine(empty_database_url)).create(
+        DEFAULT_TENANT, "ada", [("add", 1.0)]
+    )
     engine.dispose()
     upgrade(empty_database_url)
     engine = create_engine(empty_database_url)
     try:
-        assert LearnerRepository(engine).history("ada") == [("add", 1.0)]
+        assert LearnerRepository(engine).history(DEFAULT_TENANT, "ada") == [("add", 1.0)]
     finally:
         engine.dispose()
 
@@ -113,3 +117,121 @@ def test_cli_reads_url_from_env(tmp_path: Path) -> None:
     result = _cli("upgrade", env={**os.environ, "LYCEUM_DB_URL": url})
     assert result.returncode == 0, result.stderr
     assert current(url) == head()
+
+
+# Rows as revision 0002 stored them (no tenant), written with plain SQL: the models no longer fit that schema.
+_T0 = "2026-01-01 12:00:00+00:00"
+_ROWS_0002 = [
+    ("INSERT INTO learners (learner_id, history_len, created_at, updated_at) VALUES ('ada', 2, :t, :t)"),
+    ("INSERT INTO learners (learner_id, history_len, created_at, updated_at) VALUES ('bob', 0, :t, :t)"),
+    (
+        "INSERT INTO learner_events (learner_id, seq, task, outcome, created_at) "
+        "VALUES ('ada', 0, 'add', 1.0, :t)"
+    ),
+    (
+        "INSERT INTO learner_events (learner_id, seq, task, outcome, created_at) "
+        "VALUES ('ada', 1, 'sub', 0.0, :t)"
+    ),
+    (
+        "INSERT INTO jobs (job_id, kind, queue, config, state, attempt, progress, metrics, idempotency_key, "
+        "enqueued_at, created_at, updated_at) VALUES ('" + "a" * 32 + "', 'dfm_pretrain', 'gpu', '{}', "
+        "'succeeded', 1, '{}', '{}', 'req-1', :t, :t, :t)"
+    ),
+    (
+        'INSERT INTO job_metrics (job_id, step, "values", created_at) VALUES (\''
+        + "a" * 32
+        + "', 5, '{}', :t)"
+    ),
+    (
+        "INSERT INTO model_versions (name, version, kind, uri, metrics, job_id, metadata, created_at) "
+        "VALUES ('dfm', 1, 'dfm', 'file:///m/1', '{}', NULL, '{}', :t)"
+    ),
+    (
+        "INSERT INTO model_versions (name, version, kind, uri, metrics, job_id, metadata, created_at) "
+        "VALUES ('dfm', 2, 'dfm', 'file:///m/2', '{}', '" + "a" * 32 + "', '{}', :t)"
+    ),
+    ("INSERT INTO model_aliases (name, alias, version, updated_at) VALUES ('dfm', 'latest', 2, :t)"),
+    ("INSERT INTO model_aliases (name, alias, version, updated_at) VALUES ('dfm', 'prod', 1, :t)"),
+    (
+        "INSERT INTO model_alias_events (name, alias, version, previous_version, reason, moved_at) "
+        "VALUES ('dfm', 'latest', 1, NULL, 'register', :t), ('dfm', 'latest', 2, 1, 'register', :t)"
+    ),
+]
+
+
+def test_upgrade_from_0002_moves_existing_rows_into_the_default_tenant(empty_database_url: str) -> None:
+    url = empty_database_url
+    upgrade(url, "0002")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in _ROWS_0002:
+                conn.execute(sa.text(statement), {"t": _T0})
+    finally:
+        engine.dispose()
+
+    upgrade(url)
+    check(url)  # the migrated schema is exactly the models'
+    engine = create_engine(url)
+    try:
+        learners, jobs, models = LearnerRepository(engine), JobRepository(engine), ModelRepository(engine)
+        assert learners.history(DEFAULT_TENANT, "ada") == [("add", 1.0), ("sub", 0.0)]
+        assert learners.count(DEFAULT_TENANT) == 2
+        job = jobs.get(DEFAULT_TENANT, "a" * 32)
+        assert job is not None and job.tenant == DEFAULT_TENANT
+        assert [step for step, _, _ in jobs.metrics_history(DEFAULT_TENANT, job.job_id)] == [5]
+        assert jobs.create(DEFAULT_TENANT, "dfm_pretrain", {}, "gpu", idempotency_key="req-1") == (job, False)
+        assert models.resolve(DEFAULT_TENANT, "dfm", "prod").version == 1
+        assert models.aliases(DEFAULT_TENANT, "dfm") == {"latest": 2, "prod": 1}
+        assert [r.public for r in models.list(DEFAULT_TENANT)] == [False, False]
+        assert [e.version for e in models.alias_history(DEFAULT_TENANT, "dfm", "latest")] == [1, 2]
+        assert TenantRepository(engine).get(DEFAULT_TENANT) is not None
+
+        # Nothing of it is visible to another tenant, which may now use the same ids.
+        assert learners.get("acme", "ada") is None
+        assert models.list("acme") == []
+        learners.create("acme", "ada", [])
+        assert jobs.create("acme", "dfm_pretrain", {"x": 1}, "gpu", idempotency_key="req-1")[1] is True
+        assert models.register("acme", "dfm", "dfm", "file:///acme/1", {}, "a" * 32).version == 1
+        # The constraints moved too: the foreign keys now span the tenant.
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO learner_events (tenant, learner_id, seq, task, outcome, created_at) "
+                    "VALUES ('initech', 'ada', 0, 'add', 1.0, :t)"
+                ),
+                {"t": _T0},
+            )
+        assert learners.delete(DEFAULT_TENANT, "ada") is True
+        assert learners.history("acme", "ada") == []
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_below_tenants_refuses_to_merge_tenants(empty_database_url: str) -> None:
+    upgrade(empty_database_url)
+    engine = create_engine(empty_database_url)
+    try:
+        LearnerRepository(engine).create(DEFAULT_TENANT, "ada", [("add", 1.0)])
+        LearnerRepository(engine).create("acme", "ada", [])
+    finally:
+        engine.dispose()
+    with pytest.raises(RuntimeError, match="learners holds 1 row"):
+        downgrade(empty_database_url, "0002")
+    assert current(empty_database_url) == head()
+
+    engine = create_engine(empty_database_url)
+    try:
+        LearnerRepository(engine).delete("acme", "ada")
+    finally:
+        engine.dispose()
+    downgrade(empty_database_url, "0002")
+    engine = create_engine(empty_database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT learner_id, seq, task FROM learner_events")).all()
+        assert [tuple(r) for r in rows] == [("ada", 0, "add")]
+    finally:
+        engine.dispose()
+    upgrade(empty_database_url)
+    check(empty_database_url)

@@ -9,8 +9,14 @@ import urllib.request
 from typing import Any
 
 import pytest
+import schemathesis
 from fastapi.testclient import TestClient
+from fixtures.gateway import NO_PREDICTOR, MakeGateway, compat_json, without_request_id
 from fixtures.predictor import MAX_HISTORY_LEN, TEST_TASKS
+
+from lyceum_core.identity import DEFAULT_TENANT
+from lyceum_db.engine import create_engine
+from lyceum_db.repositories import LearnerRepository
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +38,12 @@ class DfmServerClient:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
+            return err.code, without_request_id(json.loads(err.read()), err.headers.get("x-request-id"))
 
 
 def post(gateway: TestClient, path: str, body: dict[str, Any]) -> tuple[int, Any]:
     response = gateway.post(BASE + path, json=body)
-    return response.status_code, response.json()
+    return response.status_code, compat_json(response)
 
 
 def register(
@@ -65,6 +71,7 @@ def state(gateway: TestClient, learner_id: str = "ada") -> tuple[int, list[float
 
 def assert_detail(status: int, body: Any, expected_status: int, mentions: str | None = None) -> None:
     assert status == expected_status, body
+    body = without_request_id(body)
     assert set(body) == {"detail"}
     assert isinstance(body["detail"], str)
     if mentions is not None:
@@ -151,7 +158,7 @@ def test_predict_matches_the_native_api(ada: TestClient) -> None:
     assert body["learner_id"] == "ada"
     native = ada.post("/v1/learners/ada/predictions", json={"tasks": ["t03", "t04", "t03"]}).json()
     assert body["predictions"] == [p["probability"] for p in native["predictions"]]
-    assert body["predictions"][0] == body["predictions"][2]
+    assert body["predictions"][0] == pytest.approx(body["predictions"][2], abs=1e-6)  # AVX2 rounding
 
 
 def test_update_appends_one_event(ada: TestClient) -> None:
@@ -270,7 +277,7 @@ def test_unknown_learner_is_404(gateway: TestClient, path: str, body: dict) -> N
 def test_delete_unknown_learner_is_404(gateway: TestClient) -> None:
     response = gateway.delete(f"{BASE}/learners/ghost")
 
-    assert (response.status_code, response.json()) == (404, {"detail": "Learner 'ghost' not found"})
+    assert (response.status_code, compat_json(response)) == (404, {"detail": "Learner 'ghost' not found"})
 
 
 # --- bad input: 4xx, a message naming the problem, nothing stored ------------------------------------------
@@ -386,3 +393,38 @@ def test_bad_forecasts_are_refused(ada: TestClient, body: dict, status: int, men
 
     assert_detail(*post(ada, "/forecast", body), status, mentions=mentions)
     assert state(ada) == before
+
+
+# --- quotas and the mount's own document -------------------------------------------------------------------
+
+
+def test_a_register_counts_against_the_learner_quota(make_gateway: MakeGateway, sqlite_url: str) -> None:
+    # Was a way round `max_learners`: only `/v1/learners` checked it. No predictor behind: refused before one.
+    engine = create_engine(sqlite_url)
+    LearnerRepository(engine).create(DEFAULT_TENANT, "ada", [])
+    engine.dispose()
+    client = make_gateway([NO_PREDICTOR], quota_max_learners=1)
+
+    status, body = post(client, "/learners", {"learner_id": "bob"})
+
+    assert_detail(status, body, 429, mentions="quota of 1 learners")
+
+
+def test_the_document_declares_the_errors_in_the_shape_answered(gateway: TestClient) -> None:
+    # Was FastAPI's default 422 (`detail`: a list of problems) where the mount answers one message, and no
+    # 4xx/5xx else; now every error a call may answer, the edge's included, with the mount's own body.
+    document = gateway.get(f"{BASE}/openapi.json").json()
+    error = {"$ref": "#/components/schemas/CompatErrorResponse"}
+    register_errors = document["paths"]["/learners"]["post"]["responses"]
+    for status in ("400", "401", "409", "413", "422", "429", "503"):
+        assert register_errors[status]["content"]["application/json"]["schema"] == error, status
+    assert {"401", "429", "503"} <= set(document["paths"]["/tasks"]["get"]["responses"])
+    assert "413" not in document["paths"]["/tasks"]["get"]["responses"]  # no body, no body errors
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    operations = schemathesis.openapi.from_dict(document)
+
+    for method, path, body in [("POST", "/learners", None), ("POST", "/predict", {"learner_id": "x"})]:
+        response = gateway.request(method, BASE + path, json=body)
+        assert response.status_code == 422
+        operations[path][method].validate_response(response)
+    operations["/learners/{learner_id}"]["DELETE"].validate_response(gateway.delete(f"{BASE}/learners/ghost"))

@@ -38,7 +38,8 @@ def assert_error(
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "field"}
+    assert set(body["error"]) == {"code", "message", "field", "request_id"}
+    assert body["error"]["request_id"] == response.headers["x-request-id"]
     assert body["error"]["code"] == code
     if field is not None:
         assert body["error"]["field"] == field
@@ -304,7 +305,7 @@ def test_unreachable_predictor_is_503_and_not_ready(make_gateway: MakeGateway) -
     error = assert_error(gateway.get("/v1/tasks"), 503, "UNAVAILABLE")
     assert "127.0.0.1" not in error["message"]  # internal addresses stay in the logs
     assert gateway.get("/dfm-server/tasks").status_code == 503
-    assert set(gateway.get("/dfm-server/tasks").json()) == {"detail"}
+    assert set(gateway.get("/dfm-server/tasks").json()) == {"detail", "request_id"}
 
 
 def test_ready_while_one_of_several_predictors_serves(
@@ -339,7 +340,7 @@ def test_auth_refuses_requests_without_a_valid_key(gateway_with_auth: TestClient
     assert_error(native, 401, "UNAUTHENTICATED", mentions="API key")
     assert native.headers["www-authenticate"] == "Bearer"
     assert compat.status_code == 401
-    assert set(compat.json()) == {"detail"}
+    assert compat.json() == {"detail": compat.json()["detail"], "request_id": compat.headers["x-request-id"]}
     assert write.status_code == 401
     assert gateway_with_auth.get("/v1/learners/eve", headers={"X-API-Key": API_KEY}).status_code == 404
 

@@ -13,14 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from fixtures.fleet import owner_of
 from fixtures.gateway import MakeGateway, gateway_settings, serve
 from fixtures.predictor import TEST_TASKS, RunningPredictor, predictor_settings
 from fleet import wait_until
 from prometheus_client import REGISTRY
 
 from lyceum_core.grpc.server import NOT_SERVING, SERVING
+from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_gateway.main import create_app
-from lyceum_gateway.routing import owner
+from lyceum_predictor.cache import LearnerKey
 
 pytestmark = pytest.mark.integration
 TOL = 1e-5
@@ -53,7 +55,7 @@ def gateway_metric(client: TestClient | httpx.Client, name: str, **labels: str) 
 
 
 def learner_owned_by(addresses: list[str], address: str, prefix: str = "learner") -> str:
-    return next(x for x in (f"{prefix}-{i}" for i in range(1000)) if owner(addresses, x) == address)
+    return next(x for x in (f"{prefix}-{i}" for i in range(1000)) if owner_of(addresses, x) == address)
 
 
 def predict(client: TestClient, learner_id: str) -> tuple[int, list[float]]:
@@ -79,7 +81,7 @@ def test_a_draining_owner_hands_its_learners_over_and_rebuilds_what_it_missed(
     body = {"learner_id": learner, "history": [{"task": "t01", "outcome": 1.0}]}
     assert gateway.post("/v1/learners", json=body).status_code == 201
     predict(gateway, learner)  # warm on its owner
-    assert learner in home.engine.caches
+    assert LearnerKey(DEFAULT_TENANT, learner) in home.engine.caches
 
     set_health(home, NOT_SERVING)
     wait_until(lambda: replicas(gateway, "draining") == 1)

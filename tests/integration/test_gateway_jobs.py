@@ -22,6 +22,7 @@ from fixtures.gateway import (
 )
 from fixtures.gateway import submit_job as submit
 
+from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_db.models.job import JobState
 from lyceum_db.repositories.jobs import JobRepository
 
@@ -49,7 +50,7 @@ def test_submit_writes_the_job_and_then_enqueues_it(jobs_gateway: JobsGateway) -
     assert job["config"]["train"]["steps"] == 40
     assert job["config"]["train"]["lr"] == 3e-3  # defaults are filled in
     assert job["error"] is None and job["result"] is None and job["finished_at"] is None
-    row = jobs_gateway.jobs.get(job["job_id"])
+    row = jobs_gateway.jobs.get(DEFAULT_TENANT, job["job_id"])
     assert row is not None and row.state == JobState.QUEUED and row.config == job["config"]
     assert jobs_gateway.messages() == [BrokerMessage(RUN_JOB, job["job_id"], "gpu")]
 
@@ -77,7 +78,7 @@ def test_resubmitting_with_the_same_idempotency_key_returns_the_same_job(
 
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["job_id"] == first.json()["job_id"]
-    assert len(jobs_gateway.jobs.list()) == 1
+    assert len(jobs_gateway.jobs.list(DEFAULT_TENANT)) == 1
     assert len(jobs_gateway.messages()) == 1  # the repeat sent nothing
 
 
@@ -92,7 +93,7 @@ def test_the_same_idempotency_key_with_a_different_config_is_409(jobs_gateway: J
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "ALREADY_EXISTS"
     assert response.json()["error"]["field"] == "idempotency_key"
-    assert len(jobs_gateway.jobs.list()) == 1
+    assert len(jobs_gateway.jobs.list(DEFAULT_TENANT)) == 1
     assert len(jobs_gateway.messages()) == 1
 
 
@@ -105,7 +106,7 @@ def test_idempotency_keys_in_header_and_body_must_agree(jobs_gateway: JobsGatewa
 
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "idempotency_key"
-    assert jobs_gateway.jobs.list() == []
+    assert jobs_gateway.jobs.list(DEFAULT_TENANT) == []
 
 
 @pytest.mark.parametrize(
@@ -133,7 +134,7 @@ def test_invalid_submissions_are_422_naming_the_field_and_create_nothing(
     error = response.json()["error"]
     assert (error["code"], error["field"]) == ("INVALID_ARGUMENT", field)
     assert field in error["message"]
-    assert jobs_gateway.jobs.list() == []
+    assert jobs_gateway.jobs.list(DEFAULT_TENANT) == []
     assert jobs_gateway.messages() == []
 
 
@@ -144,7 +145,7 @@ def test_list_filters_by_state_and_kind_newest_first(jobs_gateway: JobsGateway) 
     client = jobs_gateway.client
     dfm = [submit(client)["job_id"] for _ in range(3)]
     lm = [submit(client, "lm_pretrain", LM_CONFIG)["job_id"] for _ in range(2)]
-    jobs_gateway.jobs.request_cancel(dfm[0])
+    jobs_gateway.jobs.request_cancel(DEFAULT_TENANT, dfm[0])
 
     def ids(**params: Any) -> list[str]:
         response = client.get("/v1/jobs", params=params)
@@ -233,6 +234,7 @@ def test_get_unknown_job_is_404(jobs_gateway: JobsGateway) -> None:
         "code": "NOT_FOUND",
         "message": "job '0123456789abcdef' not found",
         "field": "job_id",
+        "request_id": response.headers["x-request-id"],
     }
 
 
@@ -271,7 +273,7 @@ def test_cancel_a_finished_job_is_409(jobs_gateway: JobsGateway, state: JobState
 
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "FAILED_PRECONDITION"
-    assert jobs_gateway.jobs.get(job_id).state == state  # type: ignore[union-attr]
+    assert jobs_gateway.jobs.get(DEFAULT_TENANT, job_id).state == state  # type: ignore[union-attr]
 
 
 def test_cancel_unknown_job_is_404(jobs_gateway: JobsGateway) -> None:
@@ -313,7 +315,7 @@ def test_job_states_are_exported_as_a_gauge(jobs_gateway: JobsGateway) -> None:
     first, second = (submit(jobs_gateway.client)["job_id"] for _ in range(2))
     submit(jobs_gateway.client, "lm_pretrain", LM_CONFIG)
     run(jobs_gateway.jobs, first)
-    jobs_gateway.jobs.request_cancel(second)
+    jobs_gateway.jobs.request_cancel(DEFAULT_TENANT, second)
 
     text = jobs_gateway.client.get("/metrics").text
 

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from fixtures.gateway import DFM_CONFIG, WORKER, JobsGateway
 from fixtures.gateway import submit_job as submit
 
+from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_db.models.job import JobState
 from lyceum_db.repositories.jobs import JobRepository
 
@@ -137,7 +138,7 @@ def test_event_stream_of_a_finished_job_replays_and_ends_at_once(jobs_gateway: J
 
 def test_event_stream_resumes_after_last_event_id(jobs_gateway: JobsGateway) -> None:
     job_id = submit(jobs_gateway.client)["job_id"]
-    jobs_gateway.jobs.request_cancel(job_id)
+    jobs_gateway.jobs.request_cancel(DEFAULT_TENANT, job_id)
     run_points = [(5, {"loss": 0.5}), (6, {"loss": 0.4})]
     # A cancelled job can hold metrics from before it was cancelled; record them directly.
     for step, values in run_points:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from fixtures.gateway import JobsGateway
 
+from lyceum_core.identity import DEFAULT_TENANT
+
 pytestmark = pytest.mark.integration
 
 
@@ -14,9 +16,11 @@ def registry(jobs_gateway: JobsGateway) -> JobsGateway:
     """dfm versions 1-3 (`latest` -> 3) and lm version 1 (`latest` -> 1)."""
     for i in (1, 2, 3):
         jobs_gateway.models.register(
-            "dfm", "dfm", f"var/registry/dfm/{i}", {"auc": 0.7 + i / 100}, job_id=f"job{i}"
+            DEFAULT_TENANT, "dfm", "dfm", f"var/registry/dfm/{i}", {"auc": 0.7 + i / 100}, job_id=f"job{i}"
         )
-    jobs_gateway.models.register("lm", "lm", "var/registry/lm/1", {"val_loss": 3.2}, metadata={"vocab": 2048})
+    jobs_gateway.models.register(
+        DEFAULT_TENANT, "lm", "lm", "var/registry/lm/1", {"val_loss": 3.2}, metadata={"vocab": 2048}
+    )
     return jobs_gateway
 
 
@@ -92,7 +96,7 @@ def test_alias_moves_and_rolls_back_along_its_history(registry: JobsGateway) -> 
     assert created.json()["model"]["aliases"] == ["prod"]
     assert (moved.json()["version"], moved.json()["previous_version"]) == (3, 2)
     assert moved.json()["model"]["aliases"] == ["latest", "prod"]
-    assert registry.models.resolve("dfm", "prod").version == 3
+    assert registry.models.resolve(DEFAULT_TENANT, "dfm", "prod").version == 3
 
     back = client.post("/v1/models/dfm/aliases/prod/rollback")
 
@@ -104,7 +108,7 @@ def test_alias_moves_and_rolls_back_along_its_history(registry: JobsGateway) -> 
 
     assert further.status_code == 409  # prod has no version before 2
     assert further.json()["error"]["code"] == "FAILED_PRECONDITION"
-    assert registry.models.resolve("dfm", "prod").version == 2
+    assert registry.models.resolve(DEFAULT_TENANT, "dfm", "prod").version == 2
 
 
 def test_latest_rolls_back_to_the_previous_registration(registry: JobsGateway) -> None:
@@ -130,7 +134,7 @@ def test_bad_alias_moves(registry: JobsGateway, path: str, body: dict, status: i
 
     assert response.status_code == status, response.text
     assert response.json()["error"]["field"] == field
-    assert registry.models.aliases("dfm") == {"latest": 3}
+    assert registry.models.aliases(DEFAULT_TENANT, "dfm") == {"latest": 3}
 
 
 def test_rollback_of_an_unknown_alias_is_404(registry: JobsGateway) -> None:

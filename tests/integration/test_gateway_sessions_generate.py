@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from fixtures.gateway import API_KEY, NO_PREDICTOR, MakeGateway
+from fixtures.fleet import owner_of
+from fixtures.gateway import API_KEY, NO_PREDICTOR, MakeGateway, compat_json
 from fixtures.sampler import EOS_PROMPT, EOS_SUFFIX, HF_MODEL, LYCEUM_MODEL, PROMPT, MakeSampler
 
 from lyceum_gateway.config import Settings
-from lyceum_gateway.routing import owner
 
 pytestmark = pytest.mark.integration
 
@@ -228,7 +228,7 @@ def test_auth_applies_to_both_sampler_mounts(
     for response in (refused, wrong):
         assert response.status_code == 401
         if path.startswith("/token-wheel"):
-            assert set(response.json()) == {"detail"}
+            assert set(compat_json(response)) == {"detail"}
         else:
             assert response.json()["error"]["code"] == "UNAUTHENTICATED"
     assert allowed.status_code in {200, 201}, allowed.text
@@ -272,7 +272,7 @@ def test_each_sessions_calls_go_to_its_owner_replica(
     addresses = [s.address for s in samplers]
     g = make_gateway([NO_PREDICTOR], sampler_addresses=addresses)
     sessions = [g.post("/v1/sessions", json={"model": LYCEUM_MODEL}).json()["session_id"] for _ in range(12)]
-    owners = {sid: owner(addresses, sid) for sid in sessions}
+    owners = {sid: owner_of(addresses, sid) for sid in sessions}
     assert set(owners.values()) == set(addresses)  # both replicas own some (12 ids: a 1-in-2048 miss)
 
     for sid in sessions:

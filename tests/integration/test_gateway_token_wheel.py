@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from fixtures.gateway import NO_PREDICTOR, MakeGateway
+from fixtures.gateway import NO_PREDICTOR, MakeGateway, without_request_id
 from fixtures.sampler import EOS_SUFFIX, HF_MODEL, LYCEUM_MODEL, PROMPT, RunningSampler
 
 pytestmark = pytest.mark.integration
@@ -75,7 +75,7 @@ class OriginalFrontend:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
+            return err.code, without_request_id(json.loads(err.read()), err.headers.get("x-request-id"))
 
 
 def create(g: TestClient, model: str = LYCEUM_MODEL, prompt: str | None = PROMPT) -> str:
@@ -313,14 +313,30 @@ def test_sessions_are_shared_with_the_native_api(sampler_gateway: TestClient) ->
     assert TIMESTAMP.match(history[1]["selected_at"])
 
 
-def test_a_session_the_gateway_forgot_still_works(sampler: RunningSampler, make_gateway: MakeGateway) -> None:
-    """The memo is bounded: beyond it, times start when the gateway sees the session again and appends use the
-    sampler's defaults (the original's 0.01 and temperature 1)."""
-    g = make_gateway([NO_PREDICTOR], sampler_addresses=[sampler.address], token_wheel_memo_size=1)
-    first, _ = create(g), create(g)  # the second pushes the first out
+def test_any_gateway_replica_answers_alike(sampler: RunningSampler, make_gateway: MakeGateway) -> None:
+    """The wheel's state (creation and selection times, Other draws, the settings last shown) lives in the
+    sampler's session, not in a gateway: a second replica scores, shows and undoes exactly as the first."""
+    a = make_gateway([NO_PREDICTOR], sampler_addresses=[sampler.address])
+    b = make_gateway([NO_PREDICTOR], sampler_addresses=[sampler.address])
+    created = a.post(API, json={"model_name": LYCEUM_MODEL}).json()
+    sid = created["session_id"]
+    assert b.post(f"{API}/{sid}/set-prompt", json={"prompt": PROMPT}).status_code == 200
+    cold = everything(a, sid, 0.5)
+    fifth = list(cold)[4]
+    threshold = (list(cold.values())[2] + list(cold.values())[3]) / 2
+    probs(a, sid, threshold=threshold, temperature=0.5)  # shown through replica a
 
-    appended = append(g, first, {"token_id": 5})
-    session = state(g, first)
+    as_shown = append(b, sid, {"token_id": fifth})["appended_token"]  # appended through replica b
+    assert as_shown["probability"] == pytest.approx(cold[fifth], abs=1e-6)
+    assert as_shown["category"] == "other" and as_shown["sampled_from_other"] is None
+    drawn = append(a, sid, {"category": "other"})["appended_token"]
+    assert drawn["sampled_from_other"] is True and drawn["token_id"] in cold
 
-    assert appended["appended_token"]["category"] in {"above_threshold", "other"}
-    assert session["generation_count"] == 1 and TIMESTAMP.match(session["created_at"])
+    seen_by_a, seen_by_b = state(a, sid), state(b, sid)
+    assert unchanging(seen_by_a) == unchanging(seen_by_b)
+    assert seen_by_a["created_at"] == created["created_at"]
+    assert [t["sampled_from_other"] for t in seen_by_b["token_history"]] == [None, True]
+    assert seen_by_b["token_history"][0]["selected_at"] <= seen_by_b["token_history"][1]["selected_at"]
+    undone = b.post(f"{API}/{sid}/undo").json()
+    assert undone["removed_token"]["sampled_from_other"] is True
+    assert undone["token_history"] == seen_by_a["token_history"][:1]

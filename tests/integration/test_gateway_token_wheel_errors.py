@@ -6,8 +6,9 @@ own 422 for malformed requests, and 503 without a sampler."""
 from __future__ import annotations
 
 import pytest
+import schemathesis
 from fastapi.testclient import TestClient
-from fixtures.gateway import NO_PREDICTOR, MakeGateway
+from fixtures.gateway import NO_PREDICTOR, MakeGateway, compat_json
 from fixtures.sampler import HF_MODEL
 from test_gateway_token_wheel import API, BASE, SERVED, append, create, probs, state, unchanging
 
@@ -34,7 +35,7 @@ def test_unknown_sessions_are_404(
 ) -> None:
     response = sampler_gateway.request(method, f"{API}/{sid}{path}", json=body)
 
-    assert (response.status_code, response.json()) == (404, NO_SUCH_SESSION)
+    assert (response.status_code, compat_json(response)) == (404, NO_SUCH_SESSION)
 
 
 @pytest.mark.parametrize(
@@ -114,9 +115,9 @@ def test_bad_input_is_refused_as_the_original_did_and_changes_nothing(
     response = g.request(method, f"{API}/{sid}{path}", json=body, params=query)
 
     assert response.status_code == status, response.text
-    assert set(response.json()) == {"detail"}
+    assert set(compat_json(response)) == {"detail"}
     if detail is not None:
-        assert response.json() == {"detail": detail}
+        assert compat_json(response) == {"detail": detail}
     else:  # FastAPI's own validation errors, as the original (a plain FastAPI app) sent them
         assert isinstance(response.json()["detail"], list)
     assert unchanging(state(g, sid)) == before
@@ -134,10 +135,11 @@ def test_a_session_without_a_prompt(sampler_gateway: TestClient) -> None:
     g = sampler_gateway
     sid = create(g, prompt=None)
 
-    assert g.get(f"{API}/{sid}/next-token-probs").json() == {"detail": "No prompt set yet"}
-    assert g.post(f"{API}/{sid}/append-token", json={"token_id": 1}).json() == {"detail": "No prompt set"}
+    assert compat_json(g.get(f"{API}/{sid}/next-token-probs")) == {"detail": "No prompt set yet"}
+    no_prompt = g.post(f"{API}/{sid}/append-token", json={"token_id": 1})
+    assert compat_json(no_prompt) == {"detail": "No prompt set"}
     undo = g.post(f"{API}/{sid}/undo")
-    assert (undo.status_code, undo.json()) == (
+    assert (undo.status_code, compat_json(undo)) == (
         400,
         {"detail": "Cannot undo. No generated tokens to remove. Only initial prompt remains."},
     )
@@ -153,7 +155,7 @@ def test_nothing_left_to_undo_and_an_empty_other_are_400(sampler_gateway: TestCl
     probs(g, sid, threshold=0.0, other_top_k=0)  # every token is a wedge: Other is empty
     response = g.post(f"{API}/{sid}/append-token", json={"category": "other"})
 
-    assert (response.status_code, response.json()) == (
+    assert (response.status_code, compat_json(response)) == (
         400,
         {"detail": "No tokens available in 'Other' category"},
     )
@@ -163,7 +165,7 @@ def test_nothing_left_to_undo_and_an_empty_other_are_400(sampler_gateway: TestCl
 def test_unknown_models_are_400_naming_the_available_ones(sampler_gateway: TestClient) -> None:
     response = sampler_gateway.post(API, json={"model_name": "gpt-5"})
 
-    assert (response.status_code, response.json()) == (
+    assert (response.status_code, compat_json(response)) == (
         400,
         {"detail": f"Invalid model name. Available models: {SERVED}"},
     )
@@ -173,9 +175,33 @@ def test_unknown_models_are_400_naming_the_available_ones(sampler_gateway: TestC
 def test_without_a_sampler(make_gateway: MakeGateway) -> None:
     g = make_gateway([NO_PREDICTOR])  # its sampler address has nothing listening
 
-    assert g.get(f"{BASE}/ready").json() == {"detail": "Models not loaded"}
+    assert compat_json(g.get(f"{BASE}/ready")) == {"detail": "Models not loaded"}
     assert g.get(f"{BASE}/ready").status_code == 503
     health = g.get(f"{BASE}/health")
     assert health.status_code == 200 and health.json()["model_loaded"] is False
     created = g.post(API, json={"model_name": HF_MODEL})
-    assert created.status_code == 503 and set(created.json()) == {"detail"}
+    assert created.status_code == 503 and set(compat_json(created)) == {"detail"}
+
+
+def test_the_document_declares_the_errors_in_the_shape_answered(sampler_gateway: TestClient) -> None:
+    # Was only FastAPI's 422 per operation (and a bare 503 on /ready): the 400s, 404s and 503s, and the edge's
+    # 401/413/429, were undeclared. Each is now declared with the body the mount answers it with.
+    g = sampler_gateway
+    document = g.get(f"{BASE}/openapi.json").json()
+    responses = document["paths"]["/api/sessions/{session_id}/append-token"]["post"]["responses"]
+    assert {"400", "401", "404", "413", "422", "429", "503"} <= set(responses)
+    assert document["paths"]["/ready"]["get"]["responses"]["503"]["content"]
+    operations = schemathesis.openapi.from_dict(document)
+    sid = create(g)
+
+    for method, path, body, status in [
+        ("POST", "/api/sessions", {"model_name": "gpt-5"}, 400),
+        ("POST", "/api/sessions", {"model_name": 5}, 422),
+        ("POST", "/api/sessions/{session_id}/append-token", {}, 400),
+        ("POST", "/api/sessions/{session_id}/undo", None, 400),
+        ("DELETE", "/api/sessions/{session_id}", None, 404),
+    ]:
+        session = "0123456789abcdef0123456789abcdef" if status == 404 else sid
+        response = g.request(method, BASE + path.format(session_id=session), json=body)
+        assert response.status_code == status, (path, response.text)
+        operations[path][method].validate_response(response)

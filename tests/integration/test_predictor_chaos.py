@@ -22,6 +22,7 @@ from fixtures.fleet import (
     Tally,
     assert_like_fresh_rebuild,
     membership_version,
+    owner_of,
     rebuild_reasons,
     resident,
     wait_replicas,
@@ -30,9 +31,9 @@ from fixtures.fleet import (
 from fixtures.predictor import MAX_HISTORY_LEN, TEST_TASKS
 from fleet import Fleet, Metrics, Process
 
+from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_db.engine import create_engine
 from lyceum_db.repositories.learners import LearnerRepository
-from lyceum_gateway.routing import owner
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +118,7 @@ def run_client(client: LearnerClient, ops: Sequence[Op], ids: Sequence[str], pro
 
 
 def learner_owned_by(pod: Process, addresses: Sequence[str], prefix: str) -> str:
-    return next(x for x in (f"{prefix}{k}" for k in range(10_000)) if owner(addresses, x) == pod.address)
+    return next(x for x in (f"{prefix}{k}" for k in range(10_000)) if owner_of(addresses, x) == pod.address)
 
 
 def rebuilds_since(pod: Process, baseline: dict[str, float]) -> dict[str, int]:
@@ -152,7 +153,7 @@ def test_killing_the_hot_owner_loses_no_acknowledged_update(
     addresses = [p.address for p in pods]
     prefix = f"chaos-{uuid.uuid4().hex[:6]}-"  # the session's database is shared
     ids = [f"{prefix}{i:02d}" for i in range(N_LEARNERS)]
-    hot = next(p for p in pods if p.address == owner(addresses, ids[0]))
+    hot = next(p for p in pods if p.address == owner_of(addresses, ids[0]))
     survivors = [p for p in pods if p is not hot]
     ops = plan(SEED)
     tally, log = Tally(), {}
@@ -223,7 +224,7 @@ def test_killing_the_hot_owner_loses_no_acknowledged_update(
     database = create_engine(postgres_url)
     repository = LearnerRepository(database)
     for learner_id, events in log.items():
-        assert repository.history(learner_id) == events, learner_id
+        assert repository.history(DEFAULT_TENANT, learner_id) == events, learner_id
         assert final[learner_id][0] == len(events), learner_id
     database.dispose()
     assert_like_fresh_rebuild(final, test_checkpoint, postgres_url)
@@ -235,7 +236,7 @@ def test_killing_the_hot_owner_loses_no_acknowledged_update(
     assert after.total("lyceum_gateway_rebinds_total", service="predictor") == before.total(
         "lyceum_gateway_rebinds_total", service="predictor"
     )
-    owned = sum(owner(addresses, learner_id) == hot.address for learner_id in log)
+    owned = sum(owner_of(addresses, learner_id) == hot.address for learner_id in log)
     assert resident(hot) == owned > 0  # a new process: only what it served since its restart
 
 

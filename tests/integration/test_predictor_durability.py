@@ -19,14 +19,17 @@ from pathlib import Path
 import grpc
 import pytest
 from fixtures.predictor import TEST_TASKS, RunningPredictor, predictor_settings, tiny_dfm
+from fixtures.servers import tenant_channel
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from lyceum_api.predictor.v1 import predictor_pb2 as pb
 from lyceum_api.predictor.v1 import predictor_pb2_grpc
 from lyceum_core.grpc.errors import from_rpc_error
+from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_db.engine import create_engine
 from lyceum_db.repositories.learners import LearnerRecord, LearnerRepository
+from lyceum_predictor.cache import LearnerKey
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +38,7 @@ Connect = Callable[[RunningPredictor], Stub]
 Pods = Callable[..., RunningPredictor]
 TOL = 1e-5
 HISTORY = [("t00", 1.0), ("t03", 0.0), ("t03", 1.0), ("t07", 0.5), ("t15", 0.0)]
+T = DEFAULT_TENANT
 MORE = [("t01", 1.0), ("t02", 1.0), ("t01", 0.0)]
 PLANS = [["t04", "t05", "t06"], ["t09", "t09", "t09"]]
 
@@ -85,7 +89,7 @@ def connect() -> Iterator[Connect]:
     channels: list[grpc.Channel] = []
 
     def make(running: RunningPredictor) -> Stub:
-        channels.append(grpc.insecure_channel(running.address))
+        channels.append(tenant_channel(running.address))
         return predictor_pb2_grpc.PredictorServiceStub(channels[-1])
 
     yield make
@@ -202,7 +206,7 @@ def test_evicted_learners_are_rebuilt_with_the_same_predictions(
     # e0 is now the most recent and e3 the least: touching e0 again keeps it, e2 comes back evicting e3
     predict(stub, "e0")
     assert_same_state(predict(stub, "e2"), states["e2"])
-    assert caches.get("e3") is None and caches.get("e0") is not None
+    assert caches.get(LearnerKey(T, "e3")) is None and caches.get(LearnerKey(T, "e0")) is not None
 
     # a learner outgrowing its chunk is charged for two, which evicts everyone else
     append(stub, "e1", [("t06", 1.0)] * 15)
@@ -230,7 +234,7 @@ def test_concurrent_appends_through_one_pod_lose_nothing(pods: Pods, connect: Co
         assert sorted(n for (x, _, _), n in zip(jobs, lengths, strict=True) if x == learner_id) == list(
             range(1, 9)
         )
-        stored = running.engine.repo.history(learner_id)
+        stored = running.engine.repo.history(T, learner_id)
         assert sorted(stored) == sorted((t, o) for x, t, o in jobs if x == learner_id)
         served = predict(stub, learner_id)
         register(stub, f"{learner_id}-copy", stored)
@@ -249,12 +253,12 @@ class RacingRepository:
         return getattr(self._inner, name)
 
     def append(
-        self, learner_id: str, events: Sequence[tuple[str, float]], *, expected_len: int
+        self, tenant: str, learner_id: str, events: Sequence[tuple[str, float]], *, expected_len: int
     ) -> LearnerRecord:
         if not self.raced:
             self.raced = True
-            self._other.append(learner_id, [("t12", 1.0)], expected_len=expected_len)
-        return self._inner.append(learner_id, events, expected_len=expected_len)
+            self._other.append(tenant, learner_id, [("t12", 1.0)], expected_len=expected_len)
+        return self._inner.append(tenant, learner_id, events, expected_len=expected_len)
 
 
 @pytest.fixture
@@ -283,7 +287,7 @@ def test_an_append_racing_another_pod_is_retried_after_its_events(
     response = append(stub, "race", MORE[:1])
 
     assert response.learner.history_len == len(HISTORY) + 2
-    assert running.engine.repo.history("race") == [*HISTORY, ("t12", 1.0), MORE[0]]
+    assert running.engine.repo.history(T, "race") == [*HISTORY, ("t12", 1.0), MORE[0]]
     register(stub, "twin", [*HISTORY, ("t12", 1.0)])
     twin = append(stub, "twin", MORE[:1])
     assert max_diff(response.prior_probabilities, twin.prior_probabilities) < TOL
@@ -305,7 +309,7 @@ def test_a_pinned_append_racing_another_pod_fails_its_precondition(
 
     # the committed history has 6 events, not the expected 5: the contract's FAILED_PRECONDITION, as without
     # the race, and nothing of this request written
-    assert running.engine.repo.history("pinned") == [*HISTORY, ("t12", 1.0)]
+    assert running.engine.repo.history(T, "pinned") == [*HISTORY, ("t12", 1.0)]
     assert (info.value.code(), from_rpc_error(info.value).field) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "expected_history_len",
@@ -369,7 +373,7 @@ def test_a_killed_process_loses_no_acknowledged_append_and_sigterm_drains(
     try:
         procs.append(start_predictor(env, tmp_path, log))
         wait_serving(procs[-1], address, log)
-        with grpc.insecure_channel(address) as channel:
+        with tenant_channel(address) as channel:
             stub = predictor_pb2_grpc.PredictorServiceStub(channel)
             register(stub, learner_id, HISTORY)
             for pair in MORE:
@@ -382,7 +386,7 @@ def test_a_killed_process_loses_no_acknowledged_append_and_sigterm_drains(
 
         procs.append(start_predictor(env, tmp_path, log))
         wait_serving(procs[-1], address, log)
-        with grpc.insecure_channel(address) as channel:
+        with tenant_channel(address) as channel:
             stub = predictor_pb2_grpc.PredictorServiceStub(channel)
             got = stub.GetLearner(pb.GetLearnerRequest(learner_id=learner_id)).learner
             assert got.history_len == before[0]

@@ -21,6 +21,7 @@ from fixtures.fleet import (
     Tally,
     assert_like_fresh_rebuild,
     membership_version,
+    owner_of,
     rebuild_reasons,
     resident,
     wait_replicas,
@@ -29,9 +30,9 @@ from fixtures.fleet import (
 from fixtures.predictor import MAX_HISTORY_LEN, TEST_TASKS
 from fleet import Fleet, Process, wait_until
 
+from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_db.engine import create_engine
 from lyceum_db.repositories.learners import LearnerRepository
-from lyceum_gateway.routing import owner
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,7 @@ def store_all(database_url: str, learners: dict[str, list[Event]]) -> None:
     engine = create_engine(database_url)
     repository = LearnerRepository(engine)
     for learner_id, history in learners.items():
-        repository.create(learner_id, history)
+        repository.create(DEFAULT_TENANT, learner_id, history)
     engine.dispose()
 
 
@@ -90,8 +91,8 @@ def test_a_new_predictor_takes_over_only_the_learners_it_now_owns(
 
     before = [p.address for p in predictors]
     after = [*before, newcomer.address]
-    moved = [x for x in learners if owner(before, x) != owner(after, x)]
-    assert {owner(after, x) for x in moved} == {newcomer.address}
+    moved = [x for x in learners if owner_of(before, x) != owner_of(after, x)]
+    assert {owner_of(after, x) for x in moved} == {newcomer.address}
     assert 0.15 <= len(moved) / N_LEARNERS <= 0.35, len(moved)
 
     version = membership_version(gateway)
@@ -134,7 +135,8 @@ def test_a_draining_predictor_fails_no_call(
     wait_replicas(gateway, "predictor", serving=2)
     prefix = f"drain-{uuid.uuid4().hex[:6]}-"
     ids = [f"{prefix}{i:02d}" for i in range(12)]
-    assert {owner([leaving.address, staying.address], x) for x in ids} == {leaving.address, staying.address}
+    pair = [leaving.address, staying.address]
+    assert {owner_of(pair, x) for x in ids} == set(pair)
     tally, log = Tally(), {}
     register_all(gateway.url, tally, log, {x: [("t00", 1.0)] for x in ids})
     stop = threading.Event()

@@ -4,10 +4,18 @@ call returns, the codes and fields of its errors, and that reads change nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import grpc
 import pytest
-from fixtures.predictor import MAX_HISTORY_LEN, TEST_TASKS, RunningPredictor, tiny_dfm
+from fixtures.predictor import (
+    MAX_HISTORY_LEN,
+    TEST_TASKS,
+    PredictorStubFor,
+    RunningPredictor,
+    predictor_settings,
+    tiny_dfm,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -15,6 +23,11 @@ from lyceum_api.predictor.v1 import predictor_pb2 as pb
 from lyceum_api.predictor.v1 import predictor_pb2_grpc
 from lyceum_core.errors import LyceumError
 from lyceum_core.grpc.errors import from_rpc_error
+from lyceum_core.identity import DEFAULT_TENANT, PLATFORM_TENANT
+from lyceum_core.storage import ArtifactStore
+from lyceum_db.engine import create_engine
+from lyceum_db.repositories.registry import ModelRepository
+from lyceum_predictor.cache import LearnerKey
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +167,7 @@ def test_append_with_expected_history_len(predictor_stub: Stub, predictor: Runni
     register(predictor_stub, "cas")
     first = append(predictor_stub, "cas", HISTORY[:2], expected_history_len=0)
     assert first.learner.history_len == 2
-    before = (predict(predictor_stub, "cas"), predictor.engine.repo.history("cas"))
+    before = (predict(predictor_stub, "cas"), predictor.engine.repo.history(DEFAULT_TENANT, "cas"))
 
     # a retried append (same expected length) and a wrong guess both fail without writing anything
     for expected in (0, 1, 3, 100):
@@ -164,7 +177,7 @@ def test_append_with_expected_history_len(predictor_stub: Stub, predictor: Runni
         )
         assert err.field == "expected_history_len"
     assert predictor_stub.GetLearner(pb.GetLearnerRequest(learner_id="cas")).learner.history_len == 2
-    assert (predict(predictor_stub, "cas"), predictor.engine.repo.history("cas")) == before
+    assert (predict(predictor_stub, "cas"), predictor.engine.repo.history(DEFAULT_TENANT, "cas")) == before
 
     assert append(predictor_stub, "cas", HISTORY[2:4], expected_history_len=2).learner.history_len == 4
 
@@ -279,6 +292,86 @@ def test_get_model_info_describes_the_served_model(predictor_stub: Stub) -> None
     register(predictor_stub, "a")
     register(predictor_stub, "b", HISTORY)
     assert predictor_stub.GetModelInfo(pb.GetModelInfoRequest()).resident_learners == 2
+
+
+# --- tenants ---------------------------------------------------------------------------------------------
+def test_equal_learner_ids_in_two_tenants_are_independent(
+    predictor: RunningPredictor, predictor_stub_for: PredictorStubFor
+) -> None:
+    acme, globex = predictor_stub_for("acme"), predictor_stub_for("globex")
+    register(acme, "ada", HISTORY)
+    register(globex, "ada", [(task, 1.0 - outcome) for task, outcome in HISTORY[:3]])
+    assert (acme_probs := predict(acme, "ada")) != (globex_probs := predict(globex, "ada"))
+    assert append(acme, "ada", [("t02", 1.0)]).learner.history_len == len(HISTORY) + 1
+    assert globex.GetLearner(pb.GetLearnerRequest(learner_id="ada")).learner.history_len == 3
+    assert predict(globex, "ada") == globex_probs  # acme's append changed nothing of globex's ada
+
+    caches = predictor.engine.caches
+    assert LearnerKey("acme", "ada") in caches and LearnerKey("globex", "ada") in caches
+    caches.clear()  # each rebuilds from its own tenant's history
+    assert_close(predict(globex, "ada"), globex_probs)
+    assert predict(acme, "ada") != acme_probs  # it has one more event now
+    assert predictor.engine.repo.history("globex", "ada") == [(t, 1.0 - o) for t, o in HISTORY[:3]]
+
+    acme.DeleteLearner(pb.DeleteLearnerRequest(learner_id="ada"))
+    assert predict(globex, "ada") == globex_probs
+    assert LearnerKey("acme", "ada") not in caches
+
+
+def test_another_tenants_learner_is_not_found_like_a_missing_one(
+    predictor_stub_for: PredictorStubFor,
+) -> None:
+    acme, globex = predictor_stub_for("acme"), predictor_stub_for("globex")
+    register(acme, "ada", HISTORY)
+    before = predict(acme, "ada")
+    calls: dict[str, Callable[[Stub, str], object]] = {
+        "get": lambda stub, i: stub.GetLearner(pb.GetLearnerRequest(learner_id=i)),
+        "predict": lambda stub, i: predict(stub, i),
+        "append": lambda stub, i: append(stub, i, [("t01", 1.0)]),
+        "forecast": lambda stub, i: forecast(stub, i, [["t01"]]),
+        "delete": lambda stub, i: stub.DeleteLearner(pb.DeleteLearnerRequest(learner_id=i)),
+    }
+    for name, call in calls.items():
+        theirs = rpc_error(lambda c=call: c(globex, "ada"), grpc.StatusCode.NOT_FOUND)
+        missing = rpc_error(lambda c=call: c(acme, "nobody"), grpc.StatusCode.NOT_FOUND)
+        assert theirs.field == missing.field == "learner_id", name
+        assert theirs.message.replace("ada", "X") == missing.message.replace("nobody", "X"), name
+    assert predict(acme, "ada") == before
+    assert register(globex, "ada").history_len == 0  # globex may have its own ada
+
+
+def test_the_served_registry_model_resolves_as_the_platform_for_every_tenant(
+    test_checkpoint: Path, sqlite_url: str, tmp_path: Path, predictor_stub_for: PredictorStubFor
+) -> None:
+    """A predictor serves one model, resolved as `model_tenant` (the platform): a public platform model
+    serves every tenant's learners, and a tenant's own model of the same name changes nothing."""
+    store = ArtifactStore(tmp_path / "registry")
+    database = create_engine(sqlite_url)
+    models = ModelRepository(database)
+    uri = store.put_dir(test_checkpoint, "dfm/platform/dfm-test/1")
+    models.register(PLATFORM_TENANT, "dfm-test", "dfm", uri, {}, public=True)
+    models.set_alias(PLATFORM_TENANT, "dfm-test", "production", 1)
+    models.register("acme", "dfm-test", "dfm", uri, {})  # acme's own, unaliased: never served here
+    settings = predictor_settings(
+        test_checkpoint,
+        sqlite_url,
+        model="dfm-test@production",
+        registry_url=str(tmp_path / "registry"),
+        model_cache_dir=tmp_path / "cache",
+        model_poll_s=0,
+    )
+    assert settings.model_tenant == PLATFORM_TENANT
+    running = RunningPredictor(settings)
+    try:
+        for tenant in ("acme", "globex"):
+            stub = predictor_stub_for(tenant, running.address)
+            info = stub.GetModelInfo(pb.GetModelInfoRequest())
+            assert (info.name, info.version) == ("dfm-test", "1")
+            register(stub, "ada", HISTORY)
+            assert len(predict(stub, "ada")) == len(TEST_TASKS)
+    finally:
+        running.close()
+        database.dispose()
 
 
 # --- health and reflection ------------------------------------------------------------------------------

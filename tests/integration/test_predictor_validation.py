@@ -9,11 +9,19 @@ from pathlib import Path
 
 import grpc
 import pytest
-from fixtures.predictor import MAX_HISTORY_LEN, TEST_TASKS, RunningPredictor, predictor_settings
+from fixtures.predictor import (
+    MAX_HISTORY_LEN,
+    TEST_TASKS,
+    PredictorStubFor,
+    RunningPredictor,
+    predictor_settings,
+)
+from fixtures.servers import tenant_channel
 
 from lyceum_api.predictor.v1 import predictor_pb2 as pb
 from lyceum_api.predictor.v1 import predictor_pb2_grpc
 from lyceum_core.grpc.errors import from_rpc_error
+from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_predictor.server import build_engine
 
 pytestmark = pytest.mark.integration
@@ -64,8 +72,8 @@ def snapshot(stub: Stub, running: RunningPredictor) -> tuple[object, ...]:
     return (
         stub.GetLearner(pb.GetLearnerRequest(learner_id=LEARNER)).learner,
         list(stub.Predict(pb.PredictRequest(learner_id=LEARNER, tasks=TEST_TASKS)).probabilities),
-        repo.history(LEARNER),
-        repo.count(),
+        repo.history(DEFAULT_TENANT, LEARNER),
+        repo.count(DEFAULT_TENANT),
     )
 
 
@@ -166,7 +174,7 @@ def limited(test_checkpoint: Path, sqlite_url: str) -> Iterator[Stub]:
     )
     running = RunningPredictor(settings)
     try:
-        with grpc.insecure_channel(running.address) as channel:
+        with tenant_channel(running.address) as channel:
             stub = predictor_pb2_grpc.PredictorServiceStub(channel)
             register(LEARNER, HISTORY[:3])(stub)
             yield stub
@@ -202,3 +210,89 @@ def test_a_history_limit_beyond_the_model_is_clamped(test_checkpoint: Path, sqli
     engine = build_engine(settings)
     assert engine.served.max_history_len == MAX_HISTORY_LEN
     assert engine.info().max_history_len == MAX_HISTORY_LEN
+
+
+# --- malformed calls straight to the service: never UNKNOWN or INTERNAL -----------------------------------
+EMPTY_REQUESTS: dict[str, Call] = {
+    "register": lambda stub: stub.RegisterLearner(pb.RegisterLearnerRequest()),
+    "get": lambda stub: stub.GetLearner(pb.GetLearnerRequest()),
+    "predict": lambda stub: stub.Predict(pb.PredictRequest()),
+    "append": lambda stub: stub.AppendEvents(pb.AppendEventsRequest()),
+    "forecast": lambda stub: stub.Forecast(pb.ForecastRequest()),
+    "delete": lambda stub: stub.DeleteLearner(pb.DeleteLearnerRequest()),
+}
+EVERY_RPC: dict[str, Call] = {
+    **{name: rpc(LEARNER) for name, rpc in RPCS.items()},
+    "list-tasks": lambda stub: stub.ListTasks(pb.ListTasksRequest()),
+    "model-info": lambda stub: stub.GetModelInfo(pb.GetModelInfoRequest()),
+}
+
+
+@pytest.mark.parametrize("call", list(EMPTY_REQUESTS.values()), ids=list(EMPTY_REQUESTS))
+def test_an_empty_request_is_invalid(stub: Stub, call: Call) -> None:
+    assert_invalid(stub, call, "learner_id")
+
+
+@pytest.mark.parametrize("call", list(EVERY_RPC.values()), ids=list(EVERY_RPC))
+def test_a_call_without_a_tenant_is_unauthenticated(
+    stub: Stub, predictor: RunningPredictor, predictor_stub_for: PredictorStubFor, call: Call
+) -> None:
+    before = snapshot(stub, predictor)
+    with pytest.raises(grpc.RpcError) as info:
+        call(predictor_stub_for(None))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, info.value.details()
+    assert from_rpc_error(info.value).field == "tenant"
+    assert snapshot(stub, predictor) == before
+
+
+@pytest.mark.parametrize("tenant", ["Upper", "a/b", "x" * 64, "-lead"])
+def test_a_malformed_tenant_is_invalid(stub: Stub, predictor_stub_for: PredictorStubFor, tenant: str) -> None:
+    for call in EVERY_RPC.values():
+        with pytest.raises(grpc.RpcError) as info:
+            call(predictor_stub_for(tenant))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+
+
+MALFORMED: dict[str, tuple[Call, str]] = {
+    "forecast-unknown-feedback": (
+        lambda stub: stub.Forecast(
+            pb.ForecastRequest(
+                learner_id=LEARNER, task_sequences=[pb.TaskSequence(tasks=["t01"])], feedback=99
+            )
+        ),
+        "feedback",
+    ),
+    "append-negative-expected-len": (
+        lambda stub: stub.AppendEvents(
+            pb.AppendEventsRequest(learner_id=LEARNER, events=events(HISTORY[:1]), expected_history_len=-1)
+        ),
+        "expected_history_len",
+    ),
+    "predict-huge-task-name": (predict(LEARNER, ["t" * 100_000]), "tasks"),
+    "predict-too-many-tasks": (predict(LEARNER, ["t01"] * 1025), "tasks"),
+    "append-too-many-events": (append(LEARNER, [("t01", 1.0)] * 4097), "events"),
+    "forecast-too-many-sequences": (forecast(LEARNER, [["t01"]] * 257), "task_sequences"),
+    "forecast-too-long": (forecast(LEARNER, [["t01"] * 513]), "task_sequences"),
+    "register-huge-id": (register("x" * 100_000), "learner_id"),
+    "get-control-characters": (get("a\nb"), "learner_id"),
+}
+
+
+@pytest.mark.parametrize(("call", "field"), list(MALFORMED.values()), ids=list(MALFORMED))
+def test_malformed_requests_are_invalid_and_change_nothing(
+    stub: Stub, predictor: RunningPredictor, call: Call, field: str
+) -> None:
+    before = snapshot(stub, predictor)
+    assert_invalid(stub, call, field)
+    assert snapshot(stub, predictor) == before
+
+
+def test_any_seed_is_accepted(stub: Stub) -> None:
+    for seed in (0, 2**63, 2**64 - 1):
+        request = pb.ForecastRequest(
+            learner_id=LEARNER,
+            task_sequences=[pb.TaskSequence(tasks=["t01", "t02"])],
+            feedback=pb.FEEDBACK_MODE_SAMPLE,
+            seed=seed,
+        )
+        assert len(stub.Forecast(request).predictions[0].probabilities) == 2

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.fleet import Progress, SessionClient, Tally, fresh_sampler, wait_replicas
+from fixtures.fleet import Progress, SessionClient, Tally, fresh_sampler, owner_of, wait_replicas
 from fixtures.sampler import LYCEUM_MODEL
 from fleet import Fleet, Metrics, Process, wait_until
 
-from lyceum_gateway.routing import owner
+from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_sampler.views import Distribution
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def session_owned_by(pod: Process, addresses: Sequence[str], client: SessionClie
     """Creates sessions until one's id is owned by `pod` (ids are random; half of them are)."""
     while True:
         session_id = client.create(LYCEUM_MODEL, prompt)
-        if owner(addresses, session_id) == pod.address:
+        if owner_of(addresses, session_id) == pod.address:
             return session_id
 
 
@@ -141,7 +141,7 @@ def test_killing_the_busiest_sampler_loses_no_acknowledged_token(
         ]
         killed_at = progress.wait(KILL_AT * len(ops), clients)
         wait_until(lambda: 0 in ids, 30, what="the busiest session created")
-        hot = next(p for p in pods if p.address == owner(addresses, ids[0]))
+        hot = next(p for p in pods if p.address == owner_of(addresses, ids[0]))
         prober = SessionClient(gateway.url, probe_tally, log)
         probe_id = session_owned_by(hot, addresses, prober, PROMPTS[0])
         # As with the predictors: freeze the owner so that calls are surely in flight on it, then kill it.
@@ -183,11 +183,11 @@ def test_killing_the_busiest_sampler_loses_no_acknowledged_token(
     fresh = fresh_sampler(tiny_lyceum_lm_dir, sampler_key_prefix)
     for index, session_id in ids.items():
         appended = [op.token_id for op in ops if op.session == index and op.kind == "append"]
-        assert log[session_id] == [*fresh.get(session_id).prompt_ids, *appended], session_id
+        assert log[session_id] == [*fresh.get(DEFAULT_TENANT, session_id).prompt_ids, *appended], session_id
     for session_id, (tokens, _) in final.items():
         assert tokens == log[session_id], session_id
     for session_id, (_, served) in final.items():
-        assert_same_distribution(served, fresh.distribution(session_id, THRESHOLD, 5))
+        assert_same_distribution(served, fresh.distribution(DEFAULT_TENANT, session_id, THRESHOLD, 5))
     fresh.store.close()
     assert metrics.value("lyceum_gateway_rebinds_total", service="sampler", reason="pod_down") > 0
     assert metrics.value("lyceum_gateway_failovers_total", service="sampler") > 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -23,12 +24,14 @@ from fixtures.sampler import (
     distribution,
     rpc_error,
 )
+from fixtures.servers import tenant_channel
 
 from lyceum_api.sampler.v1 import sampler_pb2 as pb
 from lyceum_api.sampler.v1 import sampler_pb2_grpc
-from lyceum_core.errors import Aborted
+from lyceum_core.errors import Aborted, ResourceExhausted
+from lyceum_core.identity import DEFAULT_TENANT as T
 from lyceum_sampler.cache import REBUILDS
-from lyceum_sampler.sessions import RedisSessionStore
+from lyceum_sampler.sessions import RedisSessionStore, SessionState
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +40,7 @@ MakeSampler = Callable[..., RunningSampler]
 
 @contextmanager
 def stub_of(sampler: RunningSampler) -> Iterator[Stub]:
-    with grpc.insecure_channel(sampler.address) as channel:
+    with tenant_channel(sampler.address) as channel:
         yield sampler_pb2_grpc.SamplerServiceStub(channel)
 
 
@@ -67,10 +70,12 @@ def test_the_session_key_carries_the_ttl(
     sampler = make_sampler(session_ttl_s=30.0)
     with stub_of(sampler) as stub:
         sid = create(stub).session_id
-        assert 29_000 < sampler_redis.pttl(sampler_key_prefix + sid) <= 30_000
-        sampler_redis.pexpire(sampler_key_prefix + sid, 5_000)
+        key, live = f"{sampler_key_prefix}{T}:{sid}", sampler_key_prefix + T
+        assert 29_000 < sampler_redis.pttl(key) <= 30_000
+        assert 29_000 < sampler_redis.pttl(live) <= 30_000  # the tenant's live set expires with its last
+        sampler_redis.pexpire(key, 5_000)
         stub.GetSession(pb.GetSessionRequest(session_id=sid))
-        assert sampler_redis.pttl(sampler_key_prefix + sid) > 29_000
+        assert sampler_redis.pttl(key) > 29_000
 
 
 # --- caches: eviction and rebuild ------------------------------------------------------------------------
@@ -157,14 +162,22 @@ def test_other_draws_replay_exactly_from_the_stored_state(
     """The session RNG is (seed, draws) in the stored state: one state draws the same tokens on any pod."""
     with stub_of(sampler) as stub:
         sid = create(stub, HF_MODEL).session_id
-        saved = sampler_redis.get(sampler_key_prefix + sid)
-        first = [append(stub, sid, threshold=1e-4, from_other=True).appended for _ in range(3)]
+        saved = sampler_redis.get(f"{sampler_key_prefix}{T}:{sid}")
+        first = [drawn(append(stub, sid, threshold=1e-4, from_other=True)) for _ in range(3)]
     sampler.restart()
-    sampler_redis.set(sampler_key_prefix + sid, saved)  # type: ignore[arg-type]
+    sampler_redis.set(f"{sampler_key_prefix}{T}:{sid}", saved)  # type: ignore[arg-type]
     with stub_of(sampler) as stub:
-        again = [append(stub, sid, threshold=1e-4, from_other=True).appended for _ in range(3)]
+        again = [drawn(append(stub, sid, threshold=1e-4, from_other=True)) for _ in range(3)]
     assert again == first
     assert len({e.token.id for e in first}) > 1
+
+
+def drawn(response: pb.AppendTokenResponse) -> pb.HistoryEntry:
+    """The appended entry, but when it was chosen (a replay happens later)."""
+    entry = pb.HistoryEntry()
+    entry.CopyFrom(response.appended)
+    entry.ClearField("chosen_at")
+    return entry
 
 
 # --- the store's compare-and-set -------------------------------------------------------------------------
@@ -173,14 +186,14 @@ def test_concurrent_writers_cannot_lose_an_append(sampler: RunningSampler, sampl
         sid = create(stub).session_id
     store = RedisSessionStore(SAMPLER_REDIS_URL, ttl_s=60, key_prefix=sampler_key_prefix)
     try:
-        read_by_a, read_by_b = store.get(sid), store.get(sid)
+        read_by_a, read_by_b = store.get(T, sid), store.get(T, sid)
         assert read_by_a is not None and read_by_b is not None
         store.update(read_by_a.evolve(prompt="written by a"))
         with pytest.raises(Aborted):
             store.update(read_by_b.evolve(prompt="written by b"))
-        final = store.get(sid)
+        final = store.get(T, sid)
         assert final is not None and final.prompt == "written by a" and final.version == read_by_a.version + 1
-        store.delete(sid)
+        store.delete(T, sid)
         with pytest.raises(Aborted):
             store.update(final)
     finally:
@@ -196,7 +209,7 @@ def test_an_append_that_loses_a_race_is_aborted_and_changes_nothing(sampler: Run
 
         def racing_update(state):  # noqa: ANN001, ANN202
             engine.store.update = original_update  # type: ignore[method-assign]
-            current = original_update.__self__.get(sid)  # type: ignore[attr-defined]
+            current = original_update.__self__.get(T, sid)  # type: ignore[attr-defined]
             original_update(current.evolve())  # another pod's write lands first
             return original_update(state)
 
@@ -208,6 +221,47 @@ def test_an_append_that_loses_a_race_is_aborted_and_changes_nothing(sampler: Run
         assert [
             g.token.id for g in stub.GetSession(pb.GetSessionRequest(session_id=sid)).session.generated
         ] == [7]
+
+
+def test_redis_keys_sessions_by_tenant_and_counts_live_ones(
+    sampler_redis: redis.Redis, sampler_key_prefix: str
+) -> None:
+    clock = FakeClock()
+    store = RedisSessionStore(SAMPLER_REDIS_URL, ttl_s=10, key_prefix=sampler_key_prefix, clock=clock)
+    base = SessionState(tenant="acme", session_id="s1", model="tiny", model_key="tiny", prompt="acme's")
+    try:
+        store.create(base, max_live=2)
+        store.create(replace(base, tenant="globex", prompt="globex's"), max_live=1)  # the same id
+        assert store.get("acme", "s1").prompt == "acme's"  # type: ignore[union-attr]
+        assert store.get("globex", "s1").prompt == "globex's"  # type: ignore[union-attr]
+        assert store.get("default", "s1") is None
+        assert sampler_redis.exists(f"{sampler_key_prefix}acme:s1", f"{sampler_key_prefix}globex:s1") == 2
+
+        clock.now += 6
+        store.create(replace(base, session_id="s2"), max_live=2)
+        with pytest.raises(ResourceExhausted) as info:
+            store.create(replace(base, session_id="s3"), max_live=2)
+        assert info.value.field == "max_sessions"
+        with pytest.raises(ResourceExhausted):
+            store.create(replace(base, tenant="globex", session_id="g2"), max_live=1)
+        assert (store.live_count("acme"), store.live_count("globex"), store.live_count("x")) == (2, 1, 0)
+        assert store.delete("acme", "s2") and not store.delete("acme", "s2")
+        store.create(replace(base, session_id="s3"), max_live=2)
+
+        clock.now += 5  # s1 was last touched 11 s ago: it no longer counts (Redis expires it by its TTL)
+        assert store.live_count("acme") == 1
+        store.create(replace(base, session_id="s4"), max_live=2)
+        assert store.live_count("acme") == 2
+    finally:
+        store.close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 # --- models ----------------------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 import redis
 from fixtures.sampler import HF_MODEL, LYCEUM_MODEL, SAMPLER_REDIS_URL, append, create, distribution
+from fixtures.servers import tenant_channel
 
 from lyceum_api.sampler.v1 import sampler_pb2 as pb
 from lyceum_api.sampler.v1 import sampler_pb2_grpc
@@ -66,7 +66,7 @@ def test_the_entrypoint_serves_and_keeps_sessions_across_restarts(
     }
     process = start(port, env, tmp_path / "first.log")
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with tenant_channel(f"127.0.0.1:{port}") as channel:
             stub = sampler_pb2_grpc.SamplerServiceStub(channel)
             assert {m.name for m in stub.ListModels(pb.ListModelsRequest()).models} == {
                 LYCEUM_MODEL,
@@ -79,7 +79,7 @@ def test_the_entrypoint_serves_and_keeps_sessions_across_restarts(
         assert stop(process) == 0
     process = start(port, env, tmp_path / "second.log")
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with tenant_channel(f"127.0.0.1:{port}") as channel:
             stub = sampler_pb2_grpc.SamplerServiceStub(channel)
             after = distribution(stub, sid)
             assert [t.token.id for t in after.above] == [t.token.id for t in before.above]

@@ -13,6 +13,7 @@ from fixtures.sampler import (
     LYCEUM_MODEL,
     PROMPT,
     RunningSampler,
+    SamplerStubFor,
     Stub,
     append,
     assert_same_distribution,
@@ -23,6 +24,7 @@ from fixtures.sampler import (
     threshold_after,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from lyceum_api.sampler.v1 import sampler_pb2 as pb
 from lyceum_ml.causal_lm import CausalLM
@@ -332,3 +334,75 @@ def test_health_reports_serving(sampler: RunningSampler) -> None:
         for service in ("", SERVICE):
             status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
             assert status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+def test_reflection_lists_the_service_without_a_tenant(sampler: RunningSampler) -> None:
+    with grpc.insecure_channel(sampler.address) as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = {s.name for r in responses for s in r.list_services_response.service}
+    assert SERVICE in names
+
+
+# --- tenants ---------------------------------------------------------------------------------------------
+def test_another_tenants_session_is_not_found_like_a_missing_one(sampler_stub_for: SamplerStubFor) -> None:
+    acme, globex = sampler_stub_for("acme"), sampler_stub_for("globex")
+    sid = create(acme).session_id
+    append(acme, sid, token_id=5)
+    before = acme.GetSession(pb.GetSessionRequest(session_id=sid)).session
+    calls = {
+        "get": lambda stub, i: stub.GetSession(pb.GetSessionRequest(session_id=i)),
+        "set_prompt": lambda stub, i: stub.SetPrompt(pb.SetPromptRequest(session_id=i, prompt="Hi")),
+        "distribution": lambda stub, i: distribution(stub, i, record_shown=True),
+        "append": lambda stub, i: append(stub, i, token_id=5),
+        "undo": lambda stub, i: stub.Undo(pb.UndoRequest(session_id=i)),
+        "delete": lambda stub, i: stub.DeleteSession(pb.DeleteSessionRequest(session_id=i)),
+    }
+    missing_id = "f" * 32
+    for name, call in calls.items():
+        theirs = rpc_error(lambda c=call: c(globex, sid), grpc.StatusCode.NOT_FOUND)
+        missing = rpc_error(lambda c=call: c(globex, missing_id), grpc.StatusCode.NOT_FOUND)
+        assert theirs.field == missing.field == "session_id", name
+        assert theirs.message.replace(sid, "X") == missing.message.replace(missing_id, "X"), name
+    assert acme.GetSession(pb.GetSessionRequest(session_id=sid)).session == before
+
+
+def test_the_live_session_quota_is_per_tenant(
+    sampler: RunningSampler, sampler_stub_for: SamplerStubFor
+) -> None:
+    acme, globex = sampler_stub_for("acme"), sampler_stub_for("globex")
+    first = create(acme, max_live_sessions=2).session_id
+    create(acme, prompt=None, max_live_sessions=2)
+    err = rpc_error(lambda: create(acme, max_live_sessions=2), grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert err.field == "max_sessions"
+    create(globex, max_live_sessions=1)  # globex counts its own
+    create(acme)  # 0 = no limit
+    assert sampler.engine.store.live_count("acme") == 3
+    acme.DeleteSession(pb.DeleteSessionRequest(session_id=first))
+    rpc_error(lambda: create(acme, max_live_sessions=2), grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert create(acme, max_live_sessions=3).session_id
+
+
+def test_the_session_keeps_its_times_and_the_settings_last_shown(sampler_stub: Stub) -> None:
+    session = create(sampler_stub)
+    assert session.created_at == session.updated_at and session.created_at.seconds > 0
+    assert not session.HasField("last_shown")
+    distribution(sampler_stub, session.session_id, threshold=0.05, temperature=0.7)  # not recorded
+    got = sampler_stub.GetSession(pb.GetSessionRequest(session_id=session.session_id)).session
+    assert got == session
+    distribution(sampler_stub, session.session_id, threshold=0.05, temperature=0.7, record_shown=True)
+    shown = sampler_stub.GetSession(pb.GetSessionRequest(session_id=session.session_id)).session.last_shown
+    assert shown.threshold == 0.05
+    assert (shown.params.temperature, shown.params.top_k, shown.params.top_p) == (0.7, 0, 1.0)
+    assert shown.shown_at.ToNanoseconds() >= session.created_at.ToNanoseconds()
+
+    drawn = append(sampler_stub, session.session_id, threshold=0.05, from_other=True).appended
+    chosen = append(sampler_stub, session.session_id, token_id=5)
+    assert drawn.from_other and not chosen.appended.from_other
+    assert drawn.chosen_at.ToNanoseconds() <= chosen.appended.chosen_at.ToNanoseconds()
+    after = chosen.session
+    assert after.created_at == session.created_at and after.updated_at == chosen.appended.chosen_at
+    assert [g.from_other for g in after.generated] == [True, False]
+    assert after.last_shown == shown  # appends keep it; a new distribution shown replaces it

@@ -13,15 +13,18 @@ from fixtures.sampler import (
     LYCEUM_MODEL,
     PROMPT,
     RunningSampler,
+    SamplerStubFor,
     Stub,
     append,
     create,
     distribution,
     rpc_error,
 )
+from fixtures.servers import tenant_channel
 
 from lyceum_api.sampler.v1 import sampler_pb2 as pb
 from lyceum_api.sampler.v1 import sampler_pb2_grpc
+from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_ml.causal_lm import CausalLM
 
 pytestmark = pytest.mark.integration
@@ -82,7 +85,12 @@ BAD_SESSION_CALLS: list[tuple[str, Call, grpc.StatusCode, str]] = [
 def snapshot(sampler: RunningSampler, stub: Stub, sid: str) -> tuple[object, ...]:
     session = stub.GetSession(pb.GetSessionRequest(session_id=sid)).session
     shown = distribution(stub, sid, threshold=0.02, temperature=0.9)
-    return session, shown, sampler.engine.store.get(sid), len(sampler.models[LYCEUM_MODEL].extends)
+    return (
+        session,
+        shown,
+        sampler.engine.store.get(DEFAULT_TENANT, sid),
+        len(sampler.models[LYCEUM_MODEL].extends),
+    )
 
 
 @pytest.mark.parametrize(
@@ -149,7 +157,7 @@ def test_a_prompt_as_long_as_the_context_has_a_distribution_but_no_room_to_appen
 
 def test_max_prompt_tokens_caps_prompts(make_sampler: Callable[..., RunningSampler]) -> None:
     sampler = make_sampler(max_prompt_tokens=8)
-    with grpc.insecure_channel(sampler.address) as channel:
+    with tenant_channel(sampler.address) as channel:
         stub = sampler_pb2_grpc.SamplerServiceStub(channel)
         assert rpc_error(lambda: create(stub, LYCEUM_MODEL, PROMPT), INVALID).field == "prompt"
         assert create(stub, LYCEUM_MODEL, " a" * 8).context_len == 8
@@ -184,3 +192,90 @@ def test_generate_validates_before_streaming(
     sampler_stub: Stub, kw: dict[str, object], code: grpc.StatusCode, field: str
 ) -> None:
     assert rpc_error(lambda: generate(sampler_stub, **kw), code).field == field
+
+
+# --- malformed calls straight to the service: never UNKNOWN or INTERNAL -----------------------------------
+SID = "0" * 32
+EVERY_RPC: dict[str, Callable[[Stub], object]] = {
+    "create": lambda stub: create(stub, LYCEUM_MODEL),
+    "get": lambda stub: stub.GetSession(pb.GetSessionRequest(session_id=SID)),
+    "set_prompt": lambda stub: stub.SetPrompt(pb.SetPromptRequest(session_id=SID, prompt="x")),
+    "distribution": lambda stub: distribution(stub, SID),
+    "append": lambda stub: append(stub, SID, token_id=1),
+    "undo": lambda stub: stub.Undo(pb.UndoRequest(session_id=SID)),
+    "delete": lambda stub: stub.DeleteSession(pb.DeleteSessionRequest(session_id=SID)),
+    "generate": lambda stub: generate(stub),
+    "list_models": lambda stub: stub.ListModels(pb.ListModelsRequest()),
+}
+
+
+@pytest.mark.parametrize("call", list(EVERY_RPC.values()), ids=list(EVERY_RPC))
+def test_a_call_without_a_tenant_is_unauthenticated(
+    sampler: RunningSampler, sampler_stub_for: SamplerStubFor, call: Callable[[Stub], object]
+) -> None:
+    err = rpc_error(lambda: call(sampler_stub_for(None)), grpc.StatusCode.UNAUTHENTICATED)
+    assert err.field == "tenant"
+    assert not sampler.engine.store.live_count(DEFAULT_TENANT)
+
+
+@pytest.mark.parametrize("tenant", ["Upper", "a/b", "x" * 64, "-lead", "a:b"])
+def test_a_malformed_tenant_is_invalid(sampler_stub_for: SamplerStubFor, tenant: str) -> None:
+    for call in EVERY_RPC.values():
+        rpc_error(lambda c=call: c(sampler_stub_for(tenant)), INVALID)
+
+
+EMPTY_REQUESTS: dict[str, tuple[Callable[[Stub], object], str]] = {
+    "create": (lambda stub: stub.CreateSession(pb.CreateSessionRequest()), "model"),
+    "get": (lambda stub: stub.GetSession(pb.GetSessionRequest()), "session_id"),
+    "set_prompt": (lambda stub: stub.SetPrompt(pb.SetPromptRequest()), "session_id"),
+    "distribution": (lambda stub: stub.GetDistribution(pb.GetDistributionRequest()), "session_id"),
+    "append": (lambda stub: stub.AppendToken(pb.AppendTokenRequest()), "choice"),
+    "undo": (lambda stub: stub.Undo(pb.UndoRequest()), "session_id"),
+    "delete": (lambda stub: stub.DeleteSession(pb.DeleteSessionRequest()), "session_id"),
+    "generate": (lambda stub: list(stub.Generate(pb.GenerateRequest())), "max_new_tokens"),
+}
+
+
+@pytest.mark.parametrize(("call", "field"), list(EMPTY_REQUESTS.values()), ids=list(EMPTY_REQUESTS))
+def test_an_empty_request_is_invalid(sampler_stub: Stub, call: Callable[[Stub], object], field: str) -> None:
+    assert rpc_error(lambda: call(sampler_stub), INVALID).field == field
+
+
+MALFORMED: dict[str, tuple[Callable[[Stub, str], object], str]] = {
+    "create: model too long": (lambda stub, sid: create(stub, "m" * 1000), "model"),
+    "create: malformed reference": (lambda stub, sid: create(stub, "Bad Name@x y"), "model"),
+    "create: negative quota": (
+        lambda stub, sid: create(stub, LYCEUM_MODEL, max_live_sessions=-1),
+        "max_live_sessions",
+    ),
+    "generate: malformed reference": (lambda stub, sid: generate(stub, model="a@b@c"), "model"),
+    "generate: empty model": (lambda stub, sid: generate(stub, model=""), "model"),
+    "get: huge id": (
+        lambda stub, sid: stub.GetSession(pb.GetSessionRequest(session_id="x" * 100_000)),
+        "session_id",
+    ),
+    "append: huge token_text": (app(token_id=None, token_text="word " * 20_000), "token_text"),
+    "append: token_id past int32 range": (app(token_id=2**31 - 1), "token_id"),
+    "append: negative expected_context_len": (app(expected_context_len=-1), "expected_context_len"),
+    "distribution: huge other_top_k": (dist(other_top_k=2**31 - 1), "other_top_k"),
+    "distribution: top_k past the vocabulary": (dist(top_k=2**31 - 1, threshold=0.5), ""),
+    "set_prompt: huge prompt": (set_prompt("a " * 100_000), "prompt"),
+}
+
+
+@pytest.mark.parametrize(("call", "field"), list(MALFORMED.values()), ids=list(MALFORMED))
+def test_malformed_requests_are_invalid(
+    sampler_stub: Stub, call: Callable[[Stub, str], object], field: str
+) -> None:
+    sid = create(sampler_stub, LYCEUM_MODEL).session_id
+    if field:
+        assert rpc_error(lambda: call(sampler_stub, sid), INVALID).field == field
+    else:
+        call(sampler_stub, sid)  # valid after all: a top_k larger than the vocabulary keeps every token
+
+
+def test_any_seed_is_accepted(sampler_stub: Stub) -> None:
+    sid = create(sampler_stub, LYCEUM_MODEL).session_id
+    for seed in (0, 2**63, 2**64 - 1):
+        generate(sampler_stub, model=LYCEUM_MODEL, seed=seed)
+        append(sampler_stub, sid, seed=seed, threshold=0.5, token_id=None, from_other=True)

@@ -25,6 +25,7 @@ from lyceum_jobs.submit import submit
 
 pytestmark = pytest.mark.integration
 REDIS_URL = os.environ.get("LYCEUM_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+TENANT = "acme"  # the jobs' tenant: what they train is its own
 
 
 def dfm_config(steps: int, checkpoint_every: int = 10) -> dict:
@@ -119,47 +120,54 @@ def wait_for(
 ) -> JobRecord:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = jobs.get(job_id)
+        job = jobs.get(TENANT, job_id)
         assert job is not None
         if ok(job):
             return job
         time.sleep(0.2)
     logs = "\n".join(f"--- {n}\n{workers.log(n)[-3000:]}" for n in workers.procs)
-    pytest.fail(f"timed out waiting for {what}; job: {jobs.get(job_id)}\n{logs}")
+    pytest.fail(f"timed out waiting for {what}; job: {jobs.get(TENANT, job_id)}\n{logs}")
 
 
 def test_submit_runs_to_success_and_registers_the_model(workers: Workers, db: str, broker: str) -> None:
     jobs, models = JobRepository(create_engine(db)), ModelRepository(create_engine(db))
     workers.start("w1")
-    job, created = submit(jobs, make_celery(broker), "dfm_pretrain", dfm_config(steps=20), queue="cpu")
+    job, created = submit(
+        jobs, make_celery(broker), TENANT, "dfm_pretrain", dfm_config(steps=20), queue="cpu"
+    )
     assert created and job.state == JobState.QUEUED
     done = wait_for(jobs, job.job_id, lambda j: j.state.terminal, 120, "success", workers)
     assert done.state == JobState.SUCCEEDED, done.error
     assert done.progress["step"] == done.progress["total"] == 20
     assert 0.5 < done.metrics["auc"] <= 1 and "test_auc" in done.metrics
-    registered = models.resolve("dfm-test", "latest")
+    registered = models.resolve(TENANT, "dfm-test", "latest")
     assert done.result["model"] == {"name": "dfm-test", "version": registered.version, "uri": registered.uri}
     assert registered.job_id == job.job_id and registered.metrics["auc"] == done.metrics["auc"]
-    steps = [step for step, _, _ in jobs.metrics_history(job.job_id)]
+    steps = [step for step, _, _ in jobs.metrics_history(TENANT, job.job_id)]
     assert steps == sorted(steps) and steps[-1] == 20
+    assert registered.tenant == TENANT and not registered.public
+    assert models.list("globex") == [] and jobs.get("globex", job.job_id) is None
+    assert f"tenant {TENANT}" in workers.log("w1")
 
 
 def test_cancel_keeps_the_checkpoint_and_resume_finishes(workers: Workers, db: str, broker: str) -> None:
     jobs, models = JobRepository(create_engine(db)), ModelRepository(create_engine(db))
     app = make_celery(broker)
     workers.start("w1")
-    job, _ = submit(jobs, app, "dfm_pretrain", dfm_config(steps=400, checkpoint_every=10), queue="cpu")
+    job, _ = submit(
+        jobs, app, TENANT, "dfm_pretrain", dfm_config(steps=400, checkpoint_every=10), queue="cpu"
+    )
     wait_for(
         jobs, job.job_id, lambda j: j.progress.get("last_checkpoint", 0) >= 10, 120, "a checkpoint", workers
     )
-    jobs.request_cancel(job.job_id)
+    jobs.request_cancel(TENANT, job.job_id)
     cancelled = wait_for(jobs, job.job_id, lambda j: j.state.terminal, 60, "the cancel", workers)
     assert cancelled.state == JobState.CANCELLED
     assert cancelled.checkpoint_uri is not None
     stopped_at = cancelled.progress["last_checkpoint"]
     assert 10 <= stopped_at < 400
 
-    resumed = jobs.resume(job.job_id)
+    resumed = jobs.resume(TENANT, job.job_id)
     enqueue(app, resumed.job_id, resumed.queue)
     wait_for(jobs, job.job_id, lambda j: j.state == JobState.RUNNING, 60, "the resume", workers)
     running = wait_for(
@@ -167,10 +175,10 @@ def test_cancel_keeps_the_checkpoint_and_resume_finishes(workers: Workers, db: s
     )
     assert running.attempt == 2
     assert "resumed at step" in workers.log("w1")
-    jobs.request_cancel(job.job_id)  # a second cancel, so the test need not wait for 400 steps
+    jobs.request_cancel(TENANT, job.job_id)  # a second cancel, so the test need not wait for 400 steps
     final = wait_for(jobs, job.job_id, lambda j: j.state.terminal, 60, "the second cancel", workers)
     assert final.state == JobState.CANCELLED and final.progress["last_checkpoint"] > stopped_at
-    assert models.list("dfm-test") == []
+    assert models.list(TENANT, "dfm-test") == []
 
 
 def test_a_killed_worker_s_job_resumes_elsewhere_and_finishes_once(
@@ -179,7 +187,9 @@ def test_a_killed_worker_s_job_resumes_elsewhere_and_finishes_once(
     jobs, models = JobRepository(create_engine(db)), ModelRepository(create_engine(db))
     workers.start("w1")
     workers.start("w2")
-    job, _ = submit(jobs, make_celery(broker), "dfm_pretrain", dfm_config(steps=120, checkpoint_every=10))
+    job, _ = submit(
+        jobs, make_celery(broker), TENANT, "dfm_pretrain", dfm_config(steps=120, checkpoint_every=10)
+    )
     held = wait_for(
         jobs, job.job_id, lambda j: j.progress.get("last_checkpoint", 0) >= 20, 120, "progress", workers
     )
@@ -192,10 +202,10 @@ def test_a_killed_worker_s_job_resumes_elsewhere_and_finishes_once(
     assert done.state == JobState.SUCCEEDED, done.error
     assert done.attempt == 2  # claimed once by the victim, once by the survivor
     assert "resumed at step" in workers.log(survivor)
-    versions = [m for m in models.list("dfm-test") if m.job_id == job.job_id]
+    versions = [m for m in models.list(TENANT, "dfm-test") if m.job_id == job.job_id]
     assert len(versions) == 1  # registered exactly once
     assert done.result["model"]["version"] == versions[0].version
-    steps = [step for step, _, _ in jobs.metrics_history(job.job_id)]
+    steps = [step for step, _, _ in jobs.metrics_history(TENANT, job.job_id)]
     assert steps[-1] == 120
 
 
@@ -203,7 +213,7 @@ def test_a_job_whose_message_was_lost_is_resent_by_the_reconciler(workers: Worke
     jobs = JobRepository(create_engine(db))
     workers.start("w1")
     # the row is committed but no message is ever sent, as if the broker lost it
-    job, _ = jobs.create("dfm_pretrain", "cpu", dfm_config(steps=5))
+    job, _ = jobs.create(TENANT, "dfm_pretrain", dfm_config(steps=5), "cpu")
     done = wait_for(jobs, job.job_id, lambda j: j.state.terminal, 120, "the reconciler", workers)
     assert done.state == JobState.SUCCEEDED, done.error
     assert "re-sent job" in workers.log("w1")
@@ -214,13 +224,19 @@ def test_sigterm_ends_the_slice_at_a_step_and_another_worker_finishes_the_job(
 ) -> None:
     jobs = JobRepository(create_engine(db))
     workers.start("w1")
-    job, _ = submit(jobs, make_celery(broker), "dfm_pretrain", dfm_config(steps=400, checkpoint_every=1000))
+    job, _ = submit(
+        jobs,
+        make_celery(broker),
+        TENANT,
+        "dfm_pretrain",
+        dfm_config(steps=400, checkpoint_every=1000),
+    )
     wait_for(jobs, job.job_id, lambda j: j.progress.get("step", 0) >= 20, 120, "progress", workers)
 
     workers.procs["w1"].send_signal(signal.SIGTERM)  # warm shutdown, as Kubernetes stops a pod
 
     assert workers.procs["w1"].wait(timeout=60) == 0  # within seconds, not at the end of a 10-minute slice
-    stopped = jobs.get(job.job_id)
+    stopped = jobs.get(TENANT, job.job_id)
     assert stopped is not None and stopped.state == JobState.QUEUED and stopped.checkpoint_uri
     assert 20 <= stopped.progress["last_checkpoint"] < 400  # checkpointed where it stopped
     workers.start("w2")

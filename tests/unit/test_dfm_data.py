@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fixtures.data import require_shared
+from fixtures.data import shared_data as data_folder
 
 from lyceum_ml.dfm.data import (
     Dataset,
@@ -23,17 +25,11 @@ from lyceum_ml.dfm.data import (
 )
 from lyceum_ml.dfm.simulate import SimConfig
 
-# CI checks the repository out elsewhere with shared/ beside its root; locally that is /work/shared
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
 
 @pytest.fixture(scope="module")
 def shared_data() -> Path:
-    if not (SHARED_DATA / "README.md").is_file():
-        pytest.fail(
-            f"shared evaluation data not found at {SHARED_DATA} (expected shared/ beside the repo root)"
-        )
-    return SHARED_DATA
+    require_shared("README.md")
+    return data_folder()
 
 
 def write(path: Path, text: str, newline: str = "\n") -> Path:

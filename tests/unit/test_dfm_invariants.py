@@ -105,8 +105,14 @@ def test_prefill_with_history_equals_sequential_extends(model: DFM, prec: Precis
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"n_kv_head": 4}, {"n_kv_head": 1}, {"task_encoder": "vectors", "task_vector_dim": 8}],
-    ids=["multi-head", "multi-query", "task-vectors"],
+    [
+        {"n_kv_head": 4},
+        {"n_kv_head": 1},
+        {"task_encoder": "vectors", "task_vector_dim": 8},
+        {"outcome_embedding": "scalar", "task_readout": False},
+        {"dropout": 0.3},
+    ],
+    ids=["multi-head", "multi-query", "task-vectors", "legacy-embeddings", "dropout"],
 )
 def test_prefill_equals_extends_for_other_architectures(overrides: dict[str, object]) -> None:
     model = tiny_dfm(3, **overrides)

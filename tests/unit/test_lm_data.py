@@ -3,11 +3,10 @@ train/val split, and a seeded window sampler whose state (seed, draws) resumes a
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from fixtures.data import require_shared
 
 from lyceum_ml.lm.data import (
     BatchSampler,
@@ -18,8 +17,6 @@ from lyceum_ml.lm.data import (
     train_val_split,
 )
 from lyceum_ml.tokenization import train_bpe
-
-STORIES = Path("/work/shared/data/tinystories")
 
 
 def test_documents_split_on_either_separator() -> None:
@@ -32,11 +29,11 @@ def test_documents_split_on_either_separator() -> None:
         split_documents("a", separator="eos")  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(not STORIES.exists(), reason="shared data not present")
 def test_shared_corpora_read_as_documents() -> None:
-    sample = read_documents([STORIES / "tinystories_sample.txt"])
+    stories = require_shared("tinystories")
+    sample = read_documents([stories / "tinystories_sample.txt"])
     assert len(sample) == 5  # <|endoftext|>-separated
-    head = read_documents([STORIES / "tinystories_val_head.txt"])
+    head = read_documents([stories / "tinystories_val_head.txt"])
     # the README's 4,300 "\n\n" paragraphs, plus 2 split at lines holding only a space (blank to a reader)
     assert len(head) == 4302 and head[0].startswith("Spot. Spot saw the shiny car")
 

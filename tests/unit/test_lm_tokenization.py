@@ -6,18 +6,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fixtures.data import require_shared
 
 from lyceum_ml.tokenization import EOS, eos_id, load_gpt2_bpe, load_tokenizer, save_tokenizer, train_bpe
 
-DATA = Path("/work/shared/data")
-GPT2 = DATA / "gpt2_tokenizer"
-TEXT = (DATA / "tinystories" / "tinystories_val_head.txt").read_text()[:20_000]
 
-pytestmark = pytest.mark.skipif(not GPT2.exists(), reason="shared data not present")
+@pytest.fixture(scope="module")
+def gpt2() -> Path:
+    return require_shared("gpt2_tokenizer")
 
 
-def test_gpt2_bpe_gives_gpt2_ids() -> None:
-    tok = load_gpt2_bpe(GPT2)
+@pytest.fixture(scope="module")
+def text() -> str:
+    return require_shared("tinystories", "tinystories_val_head.txt").read_text()[:20_000]
+
+
+def test_gpt2_bpe_gives_gpt2_ids(gpt2: Path) -> None:
+    tok = load_gpt2_bpe(gpt2)
     assert tok.encode("Hello world").ids == [15496, 995]
     assert tok.encode(" Once upon a time").ids == [4874, 2402, 257, 640]
     assert eos_id(tok) == 50256 and tok.get_vocab_size() == 50257
@@ -26,12 +31,12 @@ def test_gpt2_bpe_gives_gpt2_ids() -> None:
     assert tok.decode(tok.encode(sample).ids) == sample
 
 
-def test_trained_bpe_is_deterministic_and_lossless(tmp_path: Path) -> None:
-    a, b = train_bpe([TEXT], 512), train_bpe([TEXT], 512)
+def test_trained_bpe_is_deterministic_and_lossless(tmp_path: Path, text: str) -> None:
+    a, b = train_bpe([text], 512), train_bpe([text], 512)
     assert a.to_str() == b.to_str()
     assert a.get_vocab_size() == 512 and eos_id(a) == 0
-    ids = a.encode(TEXT[:2000]).ids
-    assert a.decode(ids) == TEXT[:2000]
+    ids = a.encode(text[:2000]).ids
+    assert a.decode(ids) == text[:2000]
     assert len(ids) < 2000 / 2  # merges compress the text
     assert a.encode(f"a{EOS}b").ids == [*a.encode("a").ids, 0, *a.encode("b").ids]
     assert a.decode(a.encode("😀 never seen").ids) == "😀 never seen"  # byte fallback
@@ -39,12 +44,12 @@ def test_trained_bpe_is_deterministic_and_lossless(tmp_path: Path) -> None:
     path = save_tokenizer(a, tmp_path)
     assert path.name == "tokenizer.json"
     loaded = load_tokenizer(tmp_path)
-    assert loaded.encode(TEXT[:500]).ids == a.encode(TEXT[:500]).ids
+    assert loaded.encode(text[:500]).ids == a.encode(text[:500]).ids
     assert eos_id(loaded) == 0
 
 
-def test_train_bpe_rejects_bad_arguments() -> None:
+def test_train_bpe_rejects_bad_arguments(text: str) -> None:
     with pytest.raises(ValueError, match="256"):
-        train_bpe([TEXT], 200)
+        train_bpe([text], 200)
     with pytest.raises(ValueError, match="special_tokens"):
-        train_bpe([TEXT], 512, special_tokens=["<pad>"])
+        train_bpe([text], 512, special_tokens=["<pad>"])

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.data import require_shared
 from tokenizers import Tokenizer
 
 from lyceum_ml.lm import DynamicGate, LMConfig, TransformerLM
@@ -19,10 +20,7 @@ from lyceum_ml.lm.train import LMTrainConfig, LMTrainer, autocast_dtype
 from lyceum_ml.tokenization import train_bpe
 from lyceum_ml.training import ResumableTrainer
 
-CORPUS = Path("/work/shared/data/tinystories/tinystories_val_head.txt")
 MODEL = LMConfig(vocab_size=512, d_model=64, n_layer=2, n_head=4, n_kv_head=2, max_seq_len=64, gate_hidden=8)
-
-pytestmark = pytest.mark.skipif(not CORPUS.exists(), reason="shared data not present")
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +35,7 @@ def one_torch_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def corpus() -> tuple[Tokenizer, np.ndarray, np.ndarray]:
     """The first ~20 KB of TinyStories: a 512-token BPE, then train/val token streams split by document."""
-    docs = split_documents(CORPUS.read_text()[:20_000])
+    docs = split_documents(require_shared("tinystories", "tinystories_val_head.txt").read_text()[:20_000])
     tokenizer = train_bpe(docs, 512)
     train, val = train_val_split(docs, 0.1, seed=0)
     return tokenizer, tokenize_documents(train, tokenizer), tokenize_documents(val, tokenizer)

@@ -1,5 +1,5 @@
-"""The gateway's membership sources: static lists with `{a..b}` ranges (a StatefulSet's stable names), DNS,
-and a file re-read on change; and the settings that name them."""
+"""A fleet's membership sources (`lyceum_fleet.membership`): static lists with `{a..b}` ranges (a
+StatefulSet's stable names), DNS, and a file re-read on change; and the gateway settings that name them."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from lyceum_fleet.membership import DnsSource, FileSource, StaticSource, expand_addresses, source_for
 from lyceum_gateway.config import Settings
-from lyceum_gateway.membership import DnsSource, FileSource, StaticSource, expand_addresses, source_for
 
 
 def test_ranges_expand_in_order_and_duplicates_drop() -> None:

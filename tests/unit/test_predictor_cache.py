@@ -1,4 +1,5 @@
-"""LearnerCaches: an LRU of learner KV caches under a byte budget, charged by each cache's real size."""
+"""LearnerCaches: an LRU of learner KV caches under a byte budget, charged by each cache's real size, keyed
+by (tenant, learner id)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime
 import torch
 
 from lyceum_ml.kv_cache import KVCache
-from lyceum_predictor.cache import Entry, LearnerCaches
+from lyceum_predictor.cache import Entry, LearnerCaches, LearnerKey
 
 CHUNK = 4
 
@@ -82,3 +83,13 @@ def test_the_most_recent_entry_stays_even_over_budget() -> None:
     caches.put("big", entry(30))
     assert resident(caches, "a", "big") == ["big"]
     assert caches.nbytes == 8 * ONE_CHUNK
+
+
+def test_equal_learner_ids_of_two_tenants_are_two_entries() -> None:
+    caches = LearnerCaches(budget_bytes=10 * ONE_CHUNK)
+    acme, globex = LearnerKey("acme", "ada"), LearnerKey("globex", "ada")
+    caches.put(acme, entry(2))
+    caches.put(globex, entry(6))
+    assert len(caches) == 2 and caches.get(acme) is not caches.get(globex)
+    caches.drop(acme)
+    assert caches.get(acme) is None and caches.get(globex) is not None

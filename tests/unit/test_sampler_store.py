@@ -1,5 +1,5 @@
 """Session state and the in-memory session store: JSON round trips, the replayable Other-sampling stream,
-compare-and-set versions and the idle TTL."""
+compare-and-set versions, the idle TTL, tenant-scoped keys and the per-tenant count of live sessions."""
 
 from __future__ import annotations
 
@@ -8,28 +8,34 @@ import time
 
 import pytest
 
-from lyceum_core.errors import Aborted, InvalidArgument
+from lyceum_core.errors import Aborted, InvalidArgument, ResourceExhausted
+from lyceum_ml.sampling import SamplingParams
 from lyceum_sampler.sessions import (
     Generated,
     MemorySessionStore,
     RedisSessionStore,
     SessionState,
+    Shown,
     open_store,
 )
 
 
 def state(**kw: object) -> SessionState:
     fields: dict[str, object] = dict(
-        session_id="s1", model="tiny", model_key="tiny", prompt="Hi", prompt_ids=(1, 2)
+        tenant="default", session_id="s1", model="tiny", model_key="tiny", prompt="Hi", prompt_ids=(1, 2)
     )
     fields.update(kw)
     return SessionState(**fields)  # type: ignore[arg-type]
 
 
 def test_state_round_trips_through_json() -> None:
-    s = state(generated=(Generated(7, 0.25, "above", 0), Generated(9, 0.001, "other", 40)), draws=3)
+    s = state(
+        generated=(Generated(7, 0.25, "above", 0, 12.5), Generated(9, 0.001, "other", 40, 13.0, True)),
+        draws=3,
+        shown=Shown(0.05, SamplingParams(temperature=0.7, top_k=5), 14.0),
+    )
     text = s.to_json()
-    assert json.loads(text)["schema"] == 1
+    assert json.loads(text)["schema"] == 2
     assert SessionState.from_json(text) == s
     assert SessionState.from_json(text.encode()) == s
     assert s.token_ids == [1, 2, 7, 9]
@@ -53,30 +59,69 @@ def test_evolve_stamps_the_update_time() -> None:
 
 def test_memory_store_compare_and_set() -> None:
     store = MemorySessionStore(ttl_s=60)
-    assert store.get("s1") is None
+    assert store.get("default", "s1") is None
     store.create(state())
-    first = store.get("s1")
+    first = store.get("default", "s1")
     assert first is not None and first.version == 0
     written = store.update(first.evolve(prompt="a"))
-    assert written.version == 1 and store.get("s1") == written
+    assert written.version == 1 and store.get("default", "s1") == written
     with pytest.raises(Aborted) as info:
         store.update(first.evolve(prompt="b"))  # read at version 0: someone else wrote since
     assert info.value.field == "session_id"
-    assert store.get("s1").prompt == "a"  # type: ignore[union-attr]
-    assert store.delete("s1") and not store.delete("s1")
+    assert store.get("default", "s1").prompt == "a"  # type: ignore[union-attr]
+    assert store.delete("default", "s1") and not store.delete("default", "s1")
     with pytest.raises(Aborted):
         store.update(written)
 
 
 def test_memory_store_expires_idle_sessions_and_access_refreshes() -> None:
-    store = MemorySessionStore(ttl_s=0.2)
+    clock = FakeClock()
+    store = MemorySessionStore(ttl_s=0.2, clock=clock)
     store.create(state())
     for _ in range(3):
-        time.sleep(0.12)
-        assert store.get("s1") is not None
-    time.sleep(0.25)
-    assert store.get("s1") is None
-    assert not store.delete("s1")
+        clock.now += 0.12
+        assert store.get("default", "s1") is not None
+    clock.now += 0.25
+    assert store.get("default", "s1") is None
+    assert not store.delete("default", "s1")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_memory_store_keys_sessions_by_tenant() -> None:
+    store = MemorySessionStore(ttl_s=60)
+    store.create(state(tenant="acme", prompt="acme's"))
+    store.create(state(tenant="globex", prompt="globex's"))  # the same id in another tenant
+    assert store.get("acme", "s1").prompt == "acme's"  # type: ignore[union-attr]
+    assert store.get("globex", "s1").prompt == "globex's"  # type: ignore[union-attr]
+    assert store.get("default", "s1") is None
+    assert store.delete("acme", "s1") and store.get("globex", "s1") is not None
+    assert not store.delete("acme", "s1")
+
+
+def test_memory_store_counts_live_sessions_per_tenant() -> None:
+    clock = FakeClock()
+    store = MemorySessionStore(ttl_s=10, clock=clock)
+    store.create(state(tenant="acme", session_id="a1"), max_live=2)
+    clock.now += 6
+    store.create(state(tenant="acme", session_id="a2"), max_live=2)
+    store.create(state(tenant="globex", session_id="g1"), max_live=1)  # another tenant's quota
+    with pytest.raises(ResourceExhausted) as info:
+        store.create(state(tenant="acme", session_id="a3"), max_live=2)
+    assert info.value.field == "max_sessions"
+    assert (store.live_count("acme"), store.live_count("globex"), store.live_count("none")) == (2, 1, 0)
+    store.create(state(tenant="acme", session_id="a3"))  # 0 = no limit
+    assert store.delete("acme", "a3") and store.live_count("acme") == 2
+    clock.now += 5  # a1 expired (idle 11 s), a2 has 1 s left
+    assert store.live_count("acme") == 1
+    store.create(state(tenant="acme", session_id="a4"), max_live=2)
+    assert store.get("acme", "a1") is None and store.live_count("acme") == 2
 
 
 def test_open_store_by_url() -> None:

@@ -1,5 +1,5 @@
 """The routing membership contract between the chart and the gateway: the predictor addresses the gateway is
-given expand (lyceum_gateway.membership.expand_addresses) to exactly the stable DNS names of the predictor
+given expand (lyceum_fleet.membership.expand_addresses) to exactly the stable DNS names of the predictor
 StatefulSet's pods, and the sampler address is dns:/// of the samplers' headless Service."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from chart_helpers import VALUES_DIR, Manifests, Render, container_named, name, selects
 
-from lyceum_gateway.membership import DnsSource, StaticSource, expand_addresses, source_for
+from lyceum_fleet.membership import DnsSource, StaticSource, expand_addresses, source_for
 
 # name: (values files, --set, release, namespace, the cluster domain those values give)
 RELEASES = {

@@ -149,7 +149,14 @@ def test_closures_follow_the_pyprojects(closures):
     def names(svc: str) -> set[str]:
         return {str(p) for p in closures[svc]}
 
-    assert names("gateway") == {"libs/api", "libs/core", "libs/db", "libs/jobs", "services/gateway"}
+    assert names("gateway") == {
+        "libs/api",
+        "libs/core",
+        "libs/db",
+        "libs/fleet",
+        "libs/jobs",
+        "services/gateway",
+    }
     assert names("predictor") == {"libs/api", "libs/core", "libs/db", "libs/ml", "services/predictor"}
     assert names("sampler") == {"libs/api", "libs/core", "libs/db", "libs/ml", "services/sampler"}
     assert names("trainer") == {"libs/core", "libs/db", "libs/jobs", "libs/ml", "services/trainer"}
@@ -177,7 +184,7 @@ def test_gateway_image_has_no_torch():
     closure = installed_closure("lyceum-gateway")
     assert "lyceum-ml" not in closure
     assert "torch" not in closure
-    assert {"lyceum-api", "lyceum-core", "lyceum-db", "lyceum-jobs"} <= closure
+    assert {"lyceum-api", "lyceum-core", "lyceum-db", "lyceum-fleet", "lyceum-jobs"} <= closure
     assert "TORCH_INDEX_URL" not in (ROOT / "services/gateway/Dockerfile").read_text()
     assert "torch" in installed_closure("lyceum-predictor")  # the check can see torch where it is
 

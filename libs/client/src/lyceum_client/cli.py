@@ -1,5 +1,7 @@
 """The `lyceum` command: submit, list, show, follow, cancel and resume training jobs, and list models and move
-their aliases, against a Lyceum gateway (`--url`, env LYCEUM_URL; `--api-key`, env LYCEUM_API_KEY).
+their aliases, against a Lyceum gateway (`--url`, env LYCEUM_URL; `--api-key`, env LYCEUM_API_KEY); and, with
+an admin key (`--admin-key`, env LYCEUM_ADMIN_KEY), create and list tenants and create, list and revoke their
+API keys. A new key is printed once, alone on the last line of stdout.
 
 Exit status: 0 on success; 1 when the gateway refuses or cannot be reached, or when a followed job ends
 failed or cancelled; 2 for usage errors.
@@ -21,7 +23,14 @@ from rich.markup import escape
 from lyceum_client import __version__
 from lyceum_client.client import DEFAULT_URL, LyceumClient, LyceumClientError
 from lyceum_client.follow import follow
-from lyceum_client.render import FollowDisplay, job_summary, jobs_table, models_table
+from lyceum_client.render import (
+    FollowDisplay,
+    job_summary,
+    jobs_table,
+    keys_table,
+    models_table,
+    tenants_table,
+)
 
 STATES = ("queued", "running", "cancelling", "cancelled", "succeeded", "failed")
 
@@ -39,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Console(highlight=False, width=width)
     err = Console(stderr=True, highlight=False, width=width)
     try:
-        with LyceumClient(args.url, args.api_key or None, timeout_s=args.timeout) as client:
+        client = LyceumClient(
+            args.url, args.api_key or None, admin_key=args.admin_key or None, timeout_s=args.timeout
+        )
+        with client:
             return args.handler(client, args, out)
     except LyceumClientError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
@@ -64,10 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--api-key", default=os.environ.get("LYCEUM_API_KEY"), help="API key (env LYCEUM_API_KEY)"
     )
+    parser.add_argument(
+        "--admin-key",
+        default=os.environ.get("LYCEUM_ADMIN_KEY"),
+        help="admin key for `tenants` and `keys` (env LYCEUM_ADMIN_KEY)",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print the gateway's JSON instead of a summary")
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{jobs,models}")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{jobs,models,tenants,keys}")
 
     jobs = groups.add_parser("jobs", help="training jobs").add_subparsers(dest="command", required=True)
     p = jobs.add_parser("submit", parents=[output], help="submit a job")
@@ -116,7 +133,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("alias")
     p.set_defaults(handler=rollback_alias)
+    _admin_commands(groups, output)
     return parser
+
+
+def _admin_commands(groups: Any, output: argparse.ArgumentParser) -> None:
+    tenants = groups.add_parser("tenants", help="tenants (admin key)").add_subparsers(
+        dest="command", required=True
+    )
+    p = tenants.add_parser("create", parents=[output], help="create a tenant")
+    p.add_argument("tenant_id")
+    p.add_argument(
+        "--quota",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a quota override: rps, burst, max_learners, max_sessions or max_jobs (repeatable)",
+    )
+    p.set_defaults(handler=create_tenant)
+    p = tenants.add_parser("list", parents=[output], help="list tenants and their quotas")
+    p.set_defaults(handler=list_tenants)
+
+    keys = groups.add_parser("keys", help="API keys (admin key)").add_subparsers(
+        dest="command", required=True
+    )
+    p = keys.add_parser("create", parents=[output], help="create a key; it is printed once, on the last line")
+    p.add_argument("tenant")
+    p.add_argument("--subject", help="the end user the key acts for")
+    p.add_argument("--name", help="a label for people")
+    p.set_defaults(handler=create_key)
+    p = keys.add_parser("list", parents=[output], help="list keys (never their secret)")
+    p.add_argument("--tenant", help="only this tenant's")
+    p.set_defaults(handler=list_keys)
+    p = keys.add_parser("revoke", parents=[output], help="revoke a key; it stops working at once")
+    p.add_argument("key_id")
+    p.set_defaults(handler=revoke_key)
 
 
 def _follow_options(parser: argparse.ArgumentParser, follow_help: str | None) -> None:
@@ -211,6 +262,66 @@ def _alias_summary(moved: dict[str, Any], verb: str) -> str:
     before = moved.get("previous_version")
     was = f" (was v{before})" if before is not None else " (new alias)"
     return escape(f"{moved['name']}: {moved['alias']} {verb} v{moved['version']}{was}")
+
+
+# --- tenants and keys ---------------------------------------------------------------------------------------
+
+
+def create_tenant(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    tenant = client.create_tenant(args.tenant_id, parse_quotas(args.quota))
+    _show(out, args, tenant, escape(f"tenant {tenant['tenant_id']} created"))
+    return 0
+
+
+def list_tenants(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    tenants = client.list_tenants()
+    if args.json:
+        _print_json({"tenants": tenants})
+    else:
+        out.print(tenants_table(tenants) if tenants else "no tenants")
+    return 0
+
+
+def create_key(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    key = client.create_key(args.tenant, subject=args.subject, name=args.name)
+    if args.json:
+        _print_json(key)
+        return 0
+    out.print(escape(f"key {key['key_id']} created for tenant {key['tenant']}; it is shown only this once:"))
+    # Plain stdout, alone on the last line: `lyceum keys create acme | tail -1` is the key.
+    sys.stdout.write(key["key"] + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def list_keys(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    keys = client.list_keys(args.tenant)
+    if args.json:
+        _print_json({"keys": keys})
+    else:
+        out.print(keys_table(keys) if keys else "no keys")
+    return 0
+
+
+def revoke_key(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    key = client.revoke_key(args.key_id)
+    _show(out, args, key, escape(f"key {key['key_id']} of tenant {key['tenant']} revoked"))
+    return 0
+
+
+def parse_quotas(entries: list[str]) -> dict[str, float]:
+    """`["max_jobs=4", "rps=2.5"]` -> `{"max_jobs": 4, "rps": 2.5}`."""
+    quotas: dict[str, float] = {}
+    for entry in entries:
+        name, sep, value = entry.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not name or number is None:
+            raise UsageError(f"--quota {entry!r}: expected NAME=NUMBER, e.g. max_jobs=4")
+        quotas[name] = int(number) if number.is_integer() and name != "rps" else number
+    return quotas
 
 
 # --- helpers ------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""`LyceumClient`: a synchronous httpx client for the gateway's `/v1` jobs and models API. Responses are the
-gateway's JSON documents as dicts; every failure is a `LyceumClientError` carrying the gateway's error."""
+"""`LyceumClient`: a synchronous httpx client for the gateway's `/v1` jobs and models API and its admin routes
+(tenants and keys). Responses are the gateway's JSON documents as dicts; every failure is a
+`LyceumClientError` carrying the gateway's error."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ class ServerEvent:
 
 
 class LyceumClient:
-    """The gateway's jobs and models API. An `api_key` is sent as `Authorization: Bearer <key>`.
+    """The gateway's jobs and models API. An `api_key` is sent as `Authorization: Bearer <key>`; the admin
+    calls (tenants, keys) send the `admin_key` instead.
 
     Use it as a context manager (or call `close()`) to release its connections.
     """
@@ -55,10 +57,12 @@ class LyceumClient:
         base_url: str = DEFAULT_URL,
         api_key: str | None = None,
         *,
+        admin_key: str | None = None,
         timeout_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._admin_headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
@@ -175,7 +179,37 @@ class LyceumClient:
         """Moves `alias` back to the version it pointed at before its last move."""
         return self._call("POST", f"/v1/models/{_seg(name)}/aliases/{_seg(alias)}/rollback")
 
+    # --- admin: tenants and keys ----------------------------------------------------------------------------
+
+    def create_tenant(self, tenant_id: str, quotas: dict[str, float] | None = None) -> dict[str, Any]:
+        """A new tenant with optional quota overrides: `{"tenant_id", "created_at", "quotas"}`."""
+        return self._admin("POST", "/v1/admin/tenants", json={"tenant_id": tenant_id, "quotas": quotas or {}})
+
+    def list_tenants(self) -> list[dict[str, Any]]:
+        return self._admin("GET", "/v1/admin/tenants")["tenants"]
+
+    def set_quotas(self, tenant_id: str, quotas: dict[str, float]) -> dict[str, Any]:
+        """Replaces the tenant's quota overrides."""
+        return self._admin("PUT", f"/v1/admin/tenants/{_seg(tenant_id)}/quotas", json=quotas)
+
+    def create_key(
+        self, tenant: str, *, subject: str | None = None, name: str | None = None
+    ) -> dict[str, Any]:
+        """A new key of `tenant`; the plaintext is in `key`, in this response only."""
+        body = {"tenant": tenant, **_params(subject=subject, name=name)}
+        return self._admin("POST", "/v1/admin/keys", json=body)
+
+    def list_keys(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        return self._admin("GET", "/v1/admin/keys", params=_params(tenant=tenant))["keys"]
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """The key stops working at once."""
+        return self._admin("POST", f"/v1/admin/keys/{_seg(key_id)}/revoke")
+
     # --- plumbing -------------------------------------------------------------------------------------------
+
+    def _admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._call(method, path, headers=self._admin_headers, **kwargs)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

@@ -95,6 +95,34 @@ def models_table(models: list[dict[str, Any]]) -> Table:
     return table
 
 
+def tenants_table(tenants: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("TENANT", "QUOTAS", "CREATED"):
+        table.add_column(column, no_wrap=True)
+    for tenant in tenants:
+        quotas = ", ".join(f"{k}={number(v)}" for k, v in sorted(tenant["quotas"].items())) or "defaults"
+        table.add_row(*(escape(cell) for cell in (tenant["tenant_id"], quotas, when(tenant["created_at"]))))
+    return table
+
+
+def keys_table(keys: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("KEY", "TENANT", "SUBJECT", "NAME", "CREATED", "LAST USED", "REVOKED"):
+        table.add_column(column, no_wrap=True)
+    for key in keys:
+        cells = [
+            key["key_id"],
+            key["tenant"],
+            key.get("subject") or "-",
+            key.get("name") or "-",
+            when(key["created_at"]),
+            when(key["last_used_at"]) if key.get("last_used_at") else "never",
+            when(key["revoked_at"]) if key.get("revoked_at") else "-",
+        ]
+        table.add_row(*(escape(cell) for cell in cells))
+    return table
+
+
 def job_summary(job: dict[str, Any]) -> str:
     """`job <id> (<kind> on <queue>): <state>`, with the error or the registered model when it ended."""
     text = escape(f"job {job['job_id']} ({job['kind']} on {job['queue']}): ") + state(job["state"])

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from lyceum_core.errors import InvalidArgument
 
 DEFAULT_TENANT = "default"  # owns everything when no API keys are configured; plain keys map to it
-PLATFORM_TENANT = "platform"  # publishes the base models every tenant may read
+# The platform's base models (public: every tenant may read them) are published by the operator's own tenant,
+# so a keyless install (everything `default`) trains, registers and promotes them like any other model.
+PLATFORM_TENANT = DEFAULT_TENANT
 
 TENANT_ID_MAX_LEN = 63
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"

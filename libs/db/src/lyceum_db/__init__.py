@@ -7,24 +7,32 @@ from lyceum_db.engine import create_engine
 from lyceum_db.models import TERMINAL, AliasMove, JobState
 from lyceum_db.repositories import (
     AliasEvent,
+    ApiKeyRepository,
     JobRecord,
     JobRepository,
+    KeyRecord,
     LearnerRecord,
     LearnerRepository,
     ModelRecord,
     ModelRepository,
+    TenantRecord,
+    TenantRepository,
 )
 
 __all__ = [
     "TERMINAL",
     "AliasEvent",
     "AliasMove",
+    "ApiKeyRepository",
     "JobRecord",
     "JobRepository",
     "JobState",
+    "KeyRecord",
     "LearnerRecord",
     "LearnerRepository",
     "ModelRecord",
     "ModelRepository",
+    "TenantRecord",
+    "TenantRepository",
     "create_engine",
 ]

@@ -1,5 +1,10 @@
 """Validated configs for each job kind. The gateway rejects a bad config (422, field named) before any job
-row exists; the worker parses the stored config with the same models."""
+row exists; the worker parses the stored config with the same models.
+
+Model and training sections mirror lyceum_ml's dataclasses field for field (DFMModel: DFMConfig, DFMTrain:
+dfm.train.TrainConfig, LMModel: LMConfig, LMTrain: LMTrainConfig), with the same defaults: the job modules
+build the dataclasses straight from `model_dump()`, and tests/unit/test_job_configs.py fails if a name or
+default drifts. They are not imported here because the gateway, which validates configs, has no torch."""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-RegistryName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,127}$")]
+from lyceum_core.identity import MODEL_NAME_PATTERN
+
+RegistryName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
 
 
 class Strict(BaseModel):
@@ -41,11 +48,15 @@ class DFMDataset(Strict):
 
 
 class DFMModel(Strict):
+    """lyceum_ml.dfm.DFMConfig, less what the data decides (n_tasks) and the fixed internals."""
+
     d_model: int = Field(64, ge=8, le=4096)
     n_layer: int = Field(2, ge=1, le=64)
     n_head: int = Field(4, ge=1, le=64)
     n_kv_head: int = Field(2, ge=1, le=64)
     max_len: int = Field(4096, ge=16, le=131_072, description="interleaved tokens")
+    outcome_embedding: Literal["scalar", "task"] = Field("task", description="outcome tokens carry a task")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="training-only dropout")
 
     @model_validator(mode="after")
     def _heads(self) -> DFMModel:
@@ -55,6 +66,8 @@ class DFMModel(Strict):
 
 
 class DFMTrain(Strict):
+    """lyceum_ml.dfm.train.TrainConfig, less what RunSettings drives (eval_every) and eval_batch_size."""
+
     steps: int = Field(1000, ge=1, le=10_000_000)
     batch_size: int = Field(32, ge=1, le=8192)
     window: int = Field(200, ge=2, le=65_536, description="events per training window")
@@ -102,11 +115,13 @@ class LMTokenizer(Strict):
 
 
 class LMModel(Strict):
-    d_model: int = Field(128, ge=8, le=16_384)
+    """lyceum_ml.lm.LMConfig, less what the tokenizer decides (vocab_size) and the fixed internals."""
+
+    d_model: int = Field(256, ge=8, le=16_384)
     n_layer: int = Field(4, ge=1, le=128)
     n_head: int = Field(4, ge=1, le=128)
     n_kv_head: int = Field(4, ge=1, le=128)
-    max_seq_len: int = Field(256, ge=8, le=131_072)
+    max_seq_len: int = Field(1024, ge=8, le=131_072)
 
     @model_validator(mode="after")
     def _heads(self) -> LMModel:
@@ -116,9 +131,11 @@ class LMModel(Strict):
 
 
 class LMTrain(Strict):
-    steps: int = Field(500, ge=1, le=100_000_000)
+    """lyceum_ml.lm.train.LMTrainConfig, less what RunSettings drives (eval_every) and betas."""
+
+    steps: int = Field(1000, ge=1, le=100_000_000)
     batch_size: int = Field(16, ge=1, le=8192)
-    seq_len: int = Field(128, ge=8, le=131_072)
+    seq_len: int = Field(256, ge=8, le=131_072)
     grad_accum: int = Field(1, ge=1, le=1024)
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)

@@ -1,4 +1,6 @@
-"""The job kinds Lyceum runs: each names its config model and the queue it runs on by default."""
+"""The job kinds Lyceum runs, registered once: each names its config model, the queue it runs on by default,
+a summary, the registry kind of the model it exports and the unit of its throughput. The trainer maps each
+kind to the function that builds its trainer, and refuses to start if one is missing."""
 
 from __future__ import annotations
 
@@ -19,23 +21,47 @@ class JobKind:
     config: type[BaseModel]
     default_queue: str
     summary: str
+    model_kind: str  # the registry kind of the model the job exports
+    unit: str  # what its throughput counts
 
 
 KINDS: dict[str, JobKind] = {
     k.name: k
     for k in (
-        JobKind("dfm_pretrain", DFMPretrainConfig, "gpu", "pretrain a DFM on learner histories"),
-        JobKind("lm_pretrain", LMPretrainConfig, "gpu", "pretrain the gated TransformerLM on a text corpus"),
+        JobKind(
+            "dfm_pretrain",
+            DFMPretrainConfig,
+            "gpu",
+            "pretrain a DFM on learner histories",
+            model_kind="dfm",
+            unit="events/s",
+        ),
+        JobKind(
+            "lm_pretrain",
+            LMPretrainConfig,
+            "gpu",
+            "pretrain the gated TransformerLM on a text corpus",
+            model_kind="lm",
+            unit="tokens/s",
+        ),
     )
 }
 
 
+def job_kind(kind: str) -> JobKind:
+    """The registered kind; InvalidArgument naming the known ones otherwise."""
+    try:
+        return KINDS[kind]
+    except KeyError:
+        known = ", ".join(sorted(KINDS))
+        raise InvalidArgument(f"unknown job kind {kind!r}; known: {known}", field="kind") from None
+
+
 def parse_config(kind: str, config: dict[str, Any]) -> BaseModel:
     """The validated config for a kind; InvalidArgument naming the first offending field otherwise."""
-    if kind not in KINDS:
-        raise InvalidArgument(f"unknown job kind {kind!r}; known: {', '.join(sorted(KINDS))}", field="kind")
+    model = job_kind(kind).config
     try:
-        return KINDS[kind].config.model_validate(config)
+        return model.model_validate(config)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in ("config", *err["loc"]))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from lyceum_core.errors import InvalidArgument
+from lyceum_core.identity import DEFAULT_TENANT, check_tenant_id
 from lyceum_core.settings import (
     DEFAULT_BROKER_URL,
     DEFAULT_DATABASE_URL,
@@ -11,7 +13,7 @@ from lyceum_core.settings import (
     ServiceSettings,
     service_config,
 )
-from lyceum_gateway.membership import source_for
+from lyceum_fleet.membership import source_for
 
 
 class Settings(ServiceSettings):
@@ -54,12 +56,23 @@ class Settings(ServiceSettings):
     )
     api_keys: CommaList = Field(
         default_factory=list,
-        description="Accepted API keys (comma-separated); empty turns authentication off",
+        description="Bootstrap API keys (comma-separated): `tenant:key` creates the tenant and its key at "
+        "startup, a plain `key` belongs to the default tenant. With no keys here and none in the database, "
+        "authentication is off and every caller is the default tenant",
+    )
+    admin_keys: CommaList = Field(
+        default_factory=list,
+        description="Keys accepted by the admin routes (`/v1/admin/...`: tenants and keys); empty: the admin "
+        "routes answer only while authentication is off entirely (no keys anywhere)",
     )
     request_timeout_s: float = Field(
         30.0, gt=0, description="Deadline of each call to a predictor or sampler (generation excepted)"
     )
     generate_timeout_s: float = Field(300.0, gt=0, description="Deadline of one whole generation")
+    migrate_on_start: bool = Field(
+        True,
+        description="Bring the database schema up to date before serving (as predictors and trainers do)",
+    )
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
         description="The job table and model registry: sqlite:///path or postgresql://...",
@@ -78,6 +91,38 @@ class Settings(ServiceSettings):
         source_for(addresses)  # raises ValueError with the reason
         return addresses
 
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, entries: list[str]) -> list[str]:
+        parse_api_keys(entries)  # raises ValueError naming the bad entry
+        return entries
+
+    @field_validator("token_wheel_model_aliases")
+    @classmethod
+    def _aliases(cls, entries: list[str]) -> list[str]:
+        parse_aliases(entries)
+        return entries
+
+    @field_validator("anonymous_tenant_token_wheel")
+    @classmethod
+    def _anonymous_tenant(cls, tenant: str | None) -> str | None:
+        if tenant:
+            _tenant_id(tenant, "anonymous_tenant_token_wheel")
+        return tenant or None
+
+    def static_keys(self) -> list[tuple[str, str]]:
+        """The bootstrap keys as (tenant, key) pairs."""
+        return parse_api_keys(self.api_keys)
+
+    def model_aliases(self) -> dict[str, str]:
+        """The token-wheel mount's model-name aliases (`gpt2` -> `lm-demo@production`)."""
+        return parse_aliases(self.token_wheel_model_aliases)
+
+    # Request bodies.
+    max_body_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest request body accepted on any route (413 above it)"
+    )
+
     # Request size caps: the gateway refuses larger requests before they reach a predictor.
     max_tasks_per_request: int = Field(1024, ge=1)
     max_events_per_request: int = Field(4096, ge=1)
@@ -91,8 +136,78 @@ class Settings(ServiceSettings):
         description="The model of a `/token-wheel` session created without `model_name`; unset: the first "
         "model the sampler lists",
     )
-    token_wheel_memo_size: int = Field(
-        10_000,
-        ge=1,
-        description="Sessions whose original-API extras (timestamps, last-shown settings) this gateway keeps",
+    token_wheel_model_aliases: CommaList = Field(
+        default_factory=list,
+        description="Model names the `/token-wheel` mount translates (comma-separated `name=model` entries, "
+        "e.g. `gpt2=lm-demo@production`: the original frontend always asks for gpt2)",
     )
+    anonymous_tenant_token_wheel: str | None = Field(
+        None,
+        description="Opens the `/token-wheel` mount to callers without a key, as this tenant (created at "
+        "startup; give it its own quotas), e.g. a classroom deployment. Unset: a key is needed when "
+        "authentication is on",
+    )
+
+    # CORS, per mount: origins allowed to call from a browser (`*`: any; empty: none). Never with credentials.
+    cors_origins: CommaList = Field(
+        default_factory=list, description="Browser origins allowed on the native API (`/v1`); empty: closed"
+    )
+    dfm_server_cors_origins: CommaList = Field(
+        default_factory=list, description="Browser origins allowed on `/dfm-server`; empty: closed"
+    )
+    token_wheel_cors_origins: CommaList = Field(
+        default_factory=lambda: ["*"],
+        description="Browser origins allowed on `/token-wheel` (any, by default, as the original backend)",
+    )
+
+    # Quotas: defaults for every tenant; a tenant's `quotas` (admin routes) override them. 0 = no limit.
+    quota_rps: float = Field(0.0, ge=0, description="Requests per second per tenant (token bucket); 0: off")
+    quota_burst: int = Field(
+        0, ge=0, description="The token bucket's size (requests at once); 0: twice quota_rps, at least 1"
+    )
+    quota_max_learners: int = Field(0, ge=0, description="Learners per tenant; 0: no limit")
+    quota_max_sessions: int = Field(
+        10_000, ge=0, description="Live token-wheel sessions per tenant (the sampler counts); 0: no limit"
+    )
+    quota_max_jobs: int = Field(100, ge=0, description="Queued + running jobs per tenant; 0: no limit")
+    quota_redis_url: str | None = Field(
+        None,
+        description="Redis shared by every gateway replica for the rps token buckets (redis://host:port/db); "
+        "unset: each replica keeps its own buckets in memory",
+    )
+    quota_cache_s: float = Field(
+        5.0, ge=0, description="How long a tenant's quota overrides are cached before being read again"
+    )
+
+
+def _tenant_id(tenant: str, field: str) -> str:
+    try:
+        return check_tenant_id(tenant, field=field)
+    except InvalidArgument as err:
+        raise ValueError(err.message) from None
+
+
+def parse_api_keys(entries: list[str]) -> list[tuple[str, str]]:
+    """`["acme:key-a", "key-b"]` -> `[("acme", "key-a"), ("default", "key-b")]`."""
+    pairs = []
+    for entry in entries:
+        tenant, sep, key = entry.partition(":")
+        if not sep:
+            tenant, key = DEFAULT_TENANT, entry
+        else:
+            _tenant_id(tenant, "api_keys")
+        if not key:
+            raise ValueError(f"api_keys: the entry for tenant {tenant!r} has no key")
+        pairs.append((tenant, key))
+    return pairs
+
+
+def parse_aliases(entries: list[str]) -> dict[str, str]:
+    """`["gpt2=lm-demo@production"]` -> `{"gpt2": "lm-demo@production"}`."""
+    aliases = {}
+    for entry in entries:
+        name, sep, target = (part.strip() for part in entry.partition("="))
+        if not sep or not name or not target:
+            raise ValueError(f"token_wheel_model_aliases: {entry!r} is not name=model")
+        aliases[name] = target
+    return aliases

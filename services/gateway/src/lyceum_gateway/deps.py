@@ -1,5 +1,5 @@
 """FastAPI dependencies: what a route needs from the app's lifespan state (predictors, samplers, limits, jobs,
-registry, the token-wheel memo)."""
+registry, the token-wheel mount's settings)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,20 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from lyceum_core.context import RequestContext
-
+from lyceum_core.identity import DEFAULT_TENANT
+from lyceum_fleet.routed import PredictorRouter, SamplerRouter
 from lyceum_gateway.jobs import JobService
 from lyceum_gateway.limits import Limits
+from lyceum_gateway.quotas import Quotas
 from lyceum_gateway.registry import RegistryService
-from lyceum_gateway.routing import PredictorRouter, SamplerRouter
 from lyceum_gateway.schemas.common import LEARNER_ID_PATTERN, LEARNER_ID_RULE
-from lyceum_gateway.token_wheel import WheelMemo
 
 
 def request_context(request: Request) -> RequestContext:
-    """The request's context, built once by the gateway's auth middleware (`scope["state"]["context"]`)."""
-    return request.state.context
+    """The request's context, built once by the gateway's auth middleware (`scope["state"]["context"]`); a
+    request it has not seen (none is installed) acts for the default tenant."""
+    ctx: RequestContext | None = getattr(request.state, "context", None)
+    return ctx if ctx is not None else RequestContext.new(DEFAULT_TENANT)
 
 
 def get_predictors(request: Request) -> PredictorRouter:
@@ -28,10 +30,6 @@ def get_predictors(request: Request) -> PredictorRouter:
 
 def get_samplers(request: Request) -> SamplerRouter:
     return request.state.samplers
-
-
-def get_wheel_memo(request: Request) -> WheelMemo:
-    return request.state.wheel_memo
 
 
 def get_limits(request: Request) -> Limits:
@@ -46,6 +44,15 @@ def get_registry(request: Request) -> RegistryService:
     return request.state.registry
 
 
+def get_quotas(request: Request) -> Quotas:
+    return request.state.quotas
+
+
+def get_model_aliases(request: Request) -> dict[str, str]:
+    """The token-wheel mount's model-name aliases (`gpt2` -> `lm-demo@production`)."""
+    return request.state.token_wheel_model_aliases
+
+
 def learner_id_path(
     request: Request,
     learner_id: Annotated[str, Path(min_length=1, pattern=LEARNER_ID_PATTERN, description=LEARNER_ID_RULE)],
@@ -57,8 +64,9 @@ def learner_id_path(
 Context = Annotated[RequestContext, Depends(request_context)]
 Predictors = Annotated[PredictorRouter, Depends(get_predictors)]
 Samplers = Annotated[SamplerRouter, Depends(get_samplers)]
-TokenWheelMemo = Annotated[WheelMemo, Depends(get_wheel_memo)]
 RequestLimits = Annotated[Limits, Depends(get_limits)]
 LearnerIdPath = Annotated[str, Depends(learner_id_path)]
 Jobs = Annotated[JobService, Depends(get_jobs)]
 Registry = Annotated[RegistryService, Depends(get_registry)]
+QuotaChecks = Annotated[Quotas, Depends(get_quotas)]
+ModelAliases = Annotated[dict[str, str], Depends(get_model_aliases)]

@@ -1,15 +1,22 @@
-"""Request size caps from the settings, checked at the edge so oversized requests never reach a predictor.
+"""Request size caps from the settings, checked at the edge so oversized requests never reach a predictor:
+the body size of every request (an ASGI middleware, 413) and the item counts of the native API's requests.
 
 Shape and type rules live in the pydantic schemas; these are the deployment-tunable limits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lyceum_core.errors import InvalidArgument
 from lyceum_gateway.config import Settings
+from lyceum_gateway.errors import PAYLOAD_TOO_LARGE, compat_body, error_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +64,68 @@ class Limits:
 def _at_most(count: int, limit: int, field: str) -> None:
     if count > limit:
         raise InvalidArgument(f"{field} has {count} items; at most {limit} are allowed", field=field)
+
+
+# --- request bodies --------------------------------------------------------------------------------------
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body beyond the configured limit. An HTTPException, so FastAPI's body parsing lets it through
+    to each app's handlers, which answer 413 in that app's error shape."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds the limit of {limit} bytes")
+        self.field = "body"
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over `max_bytes` on every route: at once when `Content-Length` says so, else as
+    soon as a streamed body crosses the limit. `compat(path)` tells which error shape the path answers in."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, compat: Callable[[str], bool]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.compat = compat
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length", "")
+        if length.strip().isdigit() and int(length) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"].removeprefix(scope.get("root_path", ""))
+        rid = scope.get("state", {}).get("request_id")
+        err = BodyTooLarge(self.max_bytes)
+        if self.compat(path):
+            body: dict[str, object] = compat_body(err.detail, rid)
+        else:
+            body = error_body(PAYLOAD_TOO_LARGE, err.detail, "body", rid)
+        await JSONResponse(body, status_code=413)(scope, receive, send)

@@ -9,28 +9,37 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from typing import Any
 
+from anyio import to_thread
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 from lyceum_db.engine import create_engine
 from lyceum_db.models.job import JobState
+from lyceum_db.repositories import ApiKeyRepository, LearnerRepository, TenantRepository
 from lyceum_db.repositories.jobs import JobRepository
 from lyceum_db.repositories.registry import ModelRepository
+from lyceum_fleet.membership import source_for
+from lyceum_fleet.predictor import GrpcPredictor
+from lyceum_fleet.routed import PredictorRouter, SamplerRouter
+from lyceum_fleet.routing import RoutingMetrics
+from lyceum_fleet.sampler import GrpcSampler
 from lyceum_gateway import __version__
-from lyceum_gateway.auth import ApiKeyMiddleware
-from lyceum_gateway.clients import GrpcPredictor, GrpcSampler
+from lyceum_gateway.auth import AuthMiddleware, KeyStore, MountPolicy, RequestIdMiddleware
 from lyceum_gateway.config import Settings
+from lyceum_gateway.cors import MountCorsMiddleware
 from lyceum_gateway.errors import (
     install_compat_handlers,
     install_native_handlers,
     install_token_wheel_handlers,
 )
 from lyceum_gateway.jobs import JobService
-from lyceum_gateway.limits import Limits
-from lyceum_gateway.membership import source_for
+from lyceum_gateway.limits import BodyLimitMiddleware, Limits
 from lyceum_gateway.metrics import HttpMetrics, JobsCollector, MetricsMiddleware
+from lyceum_gateway.quotas import LocalBuckets, QuotaBook, Quotas, RedisBuckets, TenantQuotas, TokenBuckets
 from lyceum_gateway.registry import RegistryService
 from lyceum_gateway.routes import (
     API_PREFIX,
+    admin,
     catalog,
     dfm_server,
     generation,
@@ -41,13 +50,14 @@ from lyceum_gateway.routes import (
     sessions,
     token_wheel,
 )
-from lyceum_gateway.routing import PredictorRouter, RoutingMetrics, SamplerRouter
-from lyceum_gateway.token_wheel import WheelMemo
+from lyceum_gateway.schemas.common import ErrorResponse
+from lyceum_gateway.schemas.compat import CompatErrorResponse
 from lyceum_jobs.kinds import KINDS
 from lyceum_jobs.queue import make_celery
 
 COMPAT_PREFIX = "/dfm-server"
 TOKEN_WHEEL_PREFIX = "/token-wheel"
+ADMIN_PREFIX = admin.PREFIX
 
 TAGS = [
     {"name": "learners", "description": "Learners, their histories, predictions and forecasts."},
@@ -70,13 +80,21 @@ TAGS = [
         "token (Server-Sent Events), and the language models the samplers serve.",
     },
     {"name": "operations", "description": "Liveness and readiness probes (never need an API key)."},
+    {
+        "name": "admin",
+        "description": "Tenants and their API keys (an admin key: `LYCEUM_GATEWAY_ADMIN_KEYS`). A new key's "
+        "plaintext is returned once, by the call that creates it.",
+    },
 ]
 DESCRIPTION = """Lyceum's public API: per-learner predictions from the Developmental Foundation Model, and
 the training jobs and model registry behind it (`lyceum` is its command-line client).
 
-When the deployment configures API keys, every `/v1`, `/dfm-server` and `/token-wheel` call needs
-`Authorization: Bearer <key>` or `X-API-Key: <key>`. Errors answer
-`{"error": {"code", "message", "field"}}`. The DFM-Server v0.1 API is served unchanged under
+Everything belongs to a tenant. When the deployment has API keys, every `/v1`, `/dfm-server` and
+`/token-wheel` call needs `Authorization: Bearer <key>` or `X-API-Key: <key>`; the key names the tenant (and
+may name a subject; else `X-Lyceum-Subject` does). Another tenant's learners, sessions, jobs and models answer
+404, like missing ones. Each tenant has quotas (429 naming the quota; `Retry-After` for the request rate).
+Every response carries `X-Request-Id` (yours, if plain, or a new one). Errors answer
+`{"error": {"code", "message", "field", "request_id"}}`. The DFM-Server v0.1 API is served unchanged under
 `/dfm-server` (its own docs at `/dfm-server/docs`), and the AI Token Wheel backend's API under `/token-wheel`
 (docs at `/token-wheel/docs`)."""
 
@@ -121,6 +139,22 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
             celery = make_celery(settings.broker_url, name="lyceum-gateway")
             stack.callback(celery.close)
             job_repository = JobRepository(engine)
+            tenants, keys = TenantRepository(engine), ApiKeyRepository(engine)
+            await to_thread.run_sync(partial(_bootstrap, settings, tenants, keys))
+            buckets: TokenBuckets = (
+                RedisBuckets(settings.quota_redis_url) if settings.quota_redis_url else LocalBuckets()
+            )
+            stack.push_async_callback(buckets.aclose)
+            quota_book = QuotaBook(
+                _default_quotas(settings), partial(_overrides, tenants), ttl_s=settings.quota_cache_s
+            )
+            quotas = Quotas(
+                quota_book,
+                buckets,
+                count_learners=LearnerRepository(engine).count,
+                count_jobs=job_repository.active_count,
+                on_refusal=app.state.metrics.refused,
+            )
             prometheus = app.state.metrics.registry
             collector = JobsCollector(job_repository.counts, KINDS, [state.value for state in JobState])
             prometheus.register(collector)
@@ -129,14 +163,42 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
             yield {
                 "predictors": predictors,
                 "samplers": samplers,
-                "wheel_memo": WheelMemo(settings.token_wheel_memo_size),
                 "token_wheel_default_model": settings.token_wheel_default_model,
                 "limits": Limits.from_settings(settings),
+                "auth": KeyStore(keys, configured=bool(settings.api_keys), admin_keys=settings.admin_keys),
+                "quotas": quotas,
+                "tenants": tenants,
+                "api_keys": keys,
+                "token_wheel_model_aliases": settings.model_aliases(),
                 "jobs": JobService(job_repository, celery, poll_s=settings.events_poll_s),
                 "registry": RegistryService(ModelRepository(engine)),
             }
 
     return lifespan
+
+
+def _bootstrap(settings: Settings, tenants: TenantRepository, keys: ApiKeyRepository) -> None:
+    """Creates the tenants and keys the settings name (idempotent; every replica may do it)."""
+    for tenant, key in settings.static_keys():
+        tenants.ensure(tenant)
+        keys.ensure_static(tenant, key)
+    if settings.anonymous_tenant_token_wheel:
+        tenants.ensure(settings.anonymous_tenant_token_wheel)
+
+
+def _default_quotas(settings: Settings) -> TenantQuotas:
+    return TenantQuotas(
+        rps=settings.quota_rps,
+        burst=settings.quota_burst,
+        max_learners=settings.quota_max_learners,
+        max_sessions=settings.quota_max_sessions,
+        max_jobs=settings.quota_max_jobs,
+    )
+
+
+def _overrides(tenants: TenantRepository, tenant: str) -> dict[str, Any] | None:
+    record = tenants.get(tenant)
+    return record.quotas if record is not None else None
 
 
 def _dfm_server_app() -> FastAPI:
@@ -147,6 +209,7 @@ def _dfm_server_app() -> FastAPI:
     )
     install_compat_handlers(compat)
     compat.include_router(dfm_server.router)
+    _document_security(compat, prefix="/", error=CompatErrorResponse)
     return compat
 
 
@@ -162,25 +225,60 @@ def _token_wheel_app() -> FastAPI:
     install_token_wheel_handlers(compat)
     compat.include_router(token_wheel.router)
     compat.include_router(token_wheel.service_router)
+    _document_security(compat, prefix="/", error=CompatErrorResponse)
     return compat
 
 
-def _document_security(app: FastAPI) -> None:
-    """Declares the two accepted credentials in the OpenAPI document, for the `/v1` operations."""
+# Answers any operation of `/v1` or of a compatibility mount may give whatever its own code does: the
+# middleware's (key, body size, rate quota) and, for operations with a body, an unparsable one. Documented
+# once per document (`_document_security`), not on every route; each in its API's error shape.
+_EDGE_ERRORS = {
+    "401": "Missing, unknown or revoked API key",
+    "429": "A quota of the tenant is exhausted (rate: with Retry-After)",
+}
+_BODY_ERRORS = {"400": "The body is not valid JSON", "413": "The body is larger than the limit"}
+
+
+def _error_response(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def _add_component(components: dict[str, Any], model: type[BaseModel]) -> str:
+    """Puts `model`'s JSON schema (and those it refers to) among the document's schemas; returns its name."""
+    schemas = components.setdefault("schemas", {})
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in schema.pop("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    schemas.setdefault(model.__name__, schema)
+    return model.__name__
+
+
+def _document_security(app: FastAPI, *, prefix: str, error: type[BaseModel]) -> None:
+    """Declares the two accepted credentials, and the errors every operation under `prefix` may answer at the
+    edge (with `error`'s body), in `app`'s OpenAPI document."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = build()
-        schema.setdefault("components", {})["securitySchemes"] = {
+        components = schema.setdefault("components", {})
+        components["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         }
+        name = _add_component(components, error)
         for path, operations in schema.get("paths", {}).items():
-            if path.startswith(API_PREFIX + "/"):
+            if path.startswith(prefix):
                 for operation in operations.values():
                     operation["security"] = [{"bearer": []}, {"apiKey": []}]
+                    errors = {**_EDGE_ERRORS, **(_BODY_ERRORS if "requestBody" in operation else {})}
+                    responses = operation.setdefault("responses", {})
+                    for status, description in errors.items():
+                        responses.setdefault(status, _error_response(description, name))
         app.openapi_schema = schema
         return schema
 
@@ -206,16 +304,43 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(generation.router)
     app.include_router(ops.router)
+    app.include_router(admin.router)
     app.mount(COMPAT_PREFIX, _dfm_server_app())
     app.mount(TOKEN_WHEEL_PREFIX, _token_wheel_app())
-    if settings.api_keys:
-        _document_security(app)
-    # Added last = outermost: metrics see every request, 401s included.
-    app.add_middleware(
-        ApiKeyMiddleware,
-        api_keys=settings.api_keys,
-        protected_prefixes=(API_PREFIX, COMPAT_PREFIX, TOKEN_WHEEL_PREFIX),
-        compat_prefixes=(COMPAT_PREFIX, TOKEN_WHEEL_PREFIX),
-    )
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    _document_security(app, prefix=API_PREFIX + "/", error=ErrorResponse)
+    _install_middleware(app, settings)
     return app
+
+
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    """From the outside in: metrics (every request counted, refusals included), the request id, CORS per
+    mount (preflights answered before authentication), authentication + the rate quota, the body limit."""
+    compat = (COMPAT_PREFIX, TOKEN_WHEEL_PREFIX)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        compat=lambda path: any(path == p or path.startswith(p + "/") for p in compat),
+    )
+    app.add_middleware(
+        AuthMiddleware,
+        mounts=[
+            MountPolicy(API_PREFIX),
+            MountPolicy(COMPAT_PREFIX, compat=True),
+            MountPolicy(
+                TOKEN_WHEEL_PREFIX, compat=True, anonymous_tenant=settings.anonymous_tenant_token_wheel
+            ),
+        ],
+        admin_prefix=ADMIN_PREFIX,
+        # The outer bound of the request; each gRPC call keeps its own, shorter deadline within it.
+        timeout_s=max(settings.request_timeout_s, settings.generate_timeout_s),
+    )
+    app.add_middleware(
+        MountCorsMiddleware,
+        policies=[
+            ("", settings.cors_origins),
+            (COMPAT_PREFIX, settings.dfm_server_cors_origins),
+            (TOKEN_WHEEL_PREFIX, settings.token_wheel_cors_origins),
+        ],
+    )
+    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

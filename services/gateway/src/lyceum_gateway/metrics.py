@@ -1,5 +1,6 @@
 """HTTP metrics: request counts and latencies labelled by route TEMPLATE (bounded cardinality), kept in
-a per-app registry and served as Prometheus text on `/metrics`, beside the job-state gauge."""
+a per-app registry and served as Prometheus text on `/metrics`, beside the job-state gauge and the quota
+refusals. No metric carries a tenant label: tenants are unbounded (the job gauge counts all tenants)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,17 @@ class HttpMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+        # Labelled by quota name only, never by tenant: tenants are unbounded.
+        self.quota_refusals = Counter(
+            "lyceum_quota_refusals",
+            "Requests refused by a tenant quota (429), by quota name",
+            ["quota"],
+            registry=self.registry,
+        )
+
+    def refused(self, quota: str) -> None:
+        self.quota_refusals.labels(quota).inc()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -1,4 +1,5 @@
-"""Resident learner caches: an LRU map learner_id -> KV cache under a byte budget, with Prometheus gauges.
+"""Resident learner caches: an LRU map (tenant, learner_id) -> KV cache under a byte budget, with Prometheus
+gauges.
 
 Entries are only an accelerator: an evicted or stale learner is rebuilt from its stored history."""
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -25,6 +27,13 @@ REBUILD_SECONDS = Histogram(
 EVICTIONS = Counter("lyceum_predictor_cache_evictions_total", "Learners evicted to stay under the budget")
 
 
+class LearnerKey(NamedTuple):
+    """A learner as the caches and locks know it: equal ids in two tenants are two learners."""
+
+    tenant: str
+    learner_id: str
+
+
 @dataclass
 class Entry:
     kv: KVCache
@@ -33,10 +42,15 @@ class Entry:
     generation: int  # of the served model that built it
 
 
-class LearnerCaches(BudgetLRU[str, Entry]):
+class LearnerCaches(BudgetLRU[LearnerKey, Entry]):
     """Resident learners' caches under a byte budget (LRU beyond it)."""
 
     def __init__(self, budget_bytes: int) -> None:
         super().__init__(
             budget_bytes, lambda e: e.kv.nbytes, resident=RESIDENT, nbytes=CACHE_BYTES, evictions=EVICTIONS
         )
+
+    def count(self, tenant: str) -> int:
+        """The tenant's resident learners: what a caller may be told (never another tenant's count)."""
+        with self._lock:
+            return sum(1 for key in self._entries if key.tenant == tenant)

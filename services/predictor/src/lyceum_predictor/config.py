@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from lyceum_core.identity import PLATFORM_TENANT, TENANT_ID_PATTERN
 from lyceum_core.settings import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REGISTRY_URL,
@@ -25,6 +26,11 @@ class Settings(ServiceSettings):
     migrate_on_start: bool = True
     model_path: Path = Field(DEFAULT_STATE_DIR / "models" / "dfm-demo", description="checkpoint directory")
     model: str | None = Field(None, description="registry reference name@alias (wins over model_path)")
+    model_tenant: str = Field(
+        PLATFORM_TENANT,
+        pattern=TENANT_ID_PATTERN,
+        description="the tenant `model` is resolved as (its own models, then public ones)",
+    )
     registry_url: str = Field(DEFAULT_REGISTRY_URL, description="artifact store root (path or fsspec URL)")
     model_cache_dir: Path = Field(DEFAULT_STATE_DIR / "predictor" / "models", description="downloaded models")
     model_poll_s: float = Field(10.0, ge=0, description="how often the registry alias is checked (0 = never)")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,15 +22,15 @@ import torch
 
 from lyceum_core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from lyceum_core.grpc.route_hint import rebuild_reason
+from lyceum_core.identity import check_learner_id
 from lyceum_db.repositories.learners import LearnerRecord, LearnerRepository
 from lyceum_ml.checkpoint import LoadedDFM
 from lyceum_ml.dfm import DFM, TaskVocab, inference
 from lyceum_ml.dfm.inference import Feedback
 from lyceum_ml.dfm.vocab import UnknownTask
-from lyceum_predictor.cache import HITS, MISSES, REBUILD_SECONDS, REBUILDS, Entry, LearnerCaches
+from lyceum_predictor.cache import HITS, MISSES, REBUILD_SECONDS, REBUILDS, Entry, LearnerCaches, LearnerKey
 
 log = logging.getLogger(__name__)
-LEARNER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 APPEND_RETRIES = 3
 
 
@@ -119,48 +119,53 @@ class PredictorEngine:
         return Served(loaded.model, loaded.vocab, dict(loaded.metadata), generation, limit)
 
     # --- operations -------------------------------------------------------------------------------
-    def register(self, learner_id: str, history: Sequence[tuple[str, float]]) -> Learner:
-        _check_learner_id(learner_id)
+    def register(self, tenant: str, learner_id: str, history: Sequence[tuple[str, float]]) -> Learner:
+        key = _key(tenant, learner_id)
         s = self.served
         rows, outcomes = self._events(s, history, "history")
         if len(history) > s.max_history_len:
             raise InvalidArgument(
                 f"history has {len(history)} events; the limit is {s.max_history_len}", field="history"
             )
-        with self._lock(learner_id):
-            if self.repo.get(learner_id) is not None:
+        with self._lock(key):
+            if self.repo.get(tenant, learner_id) is not None:
                 raise _exists(learner_id)
             kv = inference.prefill(s.model, rows, outcomes, chunk=self.chunk)
-            record = self.repo.create(learner_id, list(history))
-            self.caches.put(learner_id, Entry(kv, record.history_len, record.created_at, s.generation))
+            record = self.repo.create(tenant, learner_id, list(history))
+            self.caches.put(key, Entry(kv, record.history_len, record.created_at, s.generation))
         return Learner.of(record)
 
-    def get(self, learner_id: str) -> Learner:
-        _check_learner_id(learner_id)
-        return Learner.of(self._record(learner_id))
+    def get(self, tenant: str, learner_id: str) -> Learner:
+        return Learner.of(self._record(_key(tenant, learner_id)))
 
-    def predict(self, learner_id: str, tasks: Sequence[str]) -> tuple[list[float], int]:
+    def predict(self, tenant: str, learner_id: str, tasks: Sequence[str]) -> tuple[list[float], int]:
         """P(success) per task given the committed history, and that history's length."""
-        _check_learner_id(learner_id)
+        key = _key(tenant, learner_id)
         s = self.served
         rows = self._tasks(s, tasks, "tasks", self.limits.max_tasks_per_request)
-        with self._lock(learner_id):
-            entry = self._resident(s, learner_id)
+        with self._lock(key):
+            entry = self._resident(s, key)
             probs = inference.predict(s.model, entry.kv, rows)
             return probs.tolist(), entry.history_len
 
     def append(
-        self, learner_id: str, events: Sequence[tuple[str, float]], expected_len: int | None = None
+        self,
+        tenant: str,
+        learner_id: str,
+        events: Sequence[tuple[str, float]],
+        expected_len: int | None = None,
     ) -> tuple[Learner, list[float]]:
         """Appends events (durably, then to the cache); returns the learner and each event's prior P."""
-        _check_learner_id(learner_id)
+        key = _key(tenant, learner_id)
         if not events:
             raise InvalidArgument("events must not be empty", field="events")
+        if expected_len is not None and expected_len < 0:
+            raise InvalidArgument("expected_history_len must be >= 0", field="expected_history_len")
         s = self.served
         rows, outcomes = self._events(s, events, "events")
-        with self._lock(learner_id):
+        with self._lock(key):
             for attempt in range(APPEND_RETRIES):
-                entry = self._resident(s, learner_id)
+                entry = self._resident(s, key)
                 if expected_len is not None and expected_len != entry.history_len:
                     raise FailedPrecondition(
                         f"learner {learner_id!r} has {entry.history_len} events, "
@@ -176,11 +181,13 @@ class PredictorEngine:
                     )
                 priors, new_kv = inference.extend(s.model, entry.kv, rows, outcomes)
                 try:
-                    record = self.repo.append(learner_id, list(events), expected_len=entry.history_len)
+                    record = self.repo.append(
+                        tenant, learner_id, list(events), expected_len=entry.history_len
+                    )
                 except Aborted:
                     # another writer (e.g. a failover pod) got there first: rebuild and retry, unless the
                     # caller pinned the length, in which case its precondition has failed
-                    self.caches.drop(learner_id)
+                    self.caches.drop(key)
                     if expected_len is not None:
                         raise FailedPrecondition(
                             f"learner {learner_id!r} changed concurrently; "
@@ -193,22 +200,23 @@ class PredictorEngine:
                 try:
                     entry.kv.append(new_kv)
                     entry.history_len = record.history_len
-                    self.caches.resized(learner_id)
+                    self.caches.resized(key)
                 except Exception:
-                    self.caches.drop(learner_id)  # committed already; the cache rebuilds on next use
+                    self.caches.drop(key)  # committed already; the cache rebuilds on next use
                     raise
                 return Learner.of(record), priors.tolist()
         raise AssertionError("unreachable")
 
     def forecast(
         self,
+        tenant: str,
         learner_id: str,
         sequences: Sequence[Sequence[str]],
         feedback: Feedback = Feedback.EXPECTED,
         seed: int = 0,
     ) -> list[list[float]]:
         """S x L roll-out probabilities from the learner's state; never changes it."""
-        _check_learner_id(learner_id)
+        key = _key(tenant, learner_id)
         lim = self.limits
         if len(sequences) > lim.max_forecast_sequences:
             raise InvalidArgument(
@@ -225,8 +233,8 @@ class PredictorEngine:
             )
         s = self.served
         flat = self._tasks(s, [t for seq in sequences for t in seq], "task_sequences", None, allow_empty=True)
-        with self._lock(learner_id):
-            entry = self._resident(s, learner_id)
+        with self._lock(key):
+            entry = self._resident(s, key)
             if L and entry.history_len + L - 1 > s.max_history_len:
                 raise InvalidArgument(
                     f"a roll-out of {L} tasks after {entry.history_len} events runs past the limit of "
@@ -238,11 +246,11 @@ class PredictorEngine:
             probs = inference.forecast(s.model, entry.kv, flat.view(len(sequences), L), feedback, seed)
             return probs.tolist()
 
-    def delete(self, learner_id: str) -> None:
-        _check_learner_id(learner_id)
-        with self._lock(learner_id):
-            self.caches.drop(learner_id)
-            if not self.repo.delete(learner_id):
+    def delete(self, tenant: str, learner_id: str) -> None:
+        key = _key(tenant, learner_id)
+        with self._lock(key):
+            self.caches.drop(key)
+            if not self.repo.delete(tenant, learner_id):
                 raise _not_found(learner_id)
 
     def tasks(self) -> list[str]:
@@ -267,23 +275,24 @@ class PredictorEngine:
         )
 
     # --- cache consistency ------------------------------------------------------------------------
-    def _record(self, learner_id: str) -> LearnerRecord:
-        record = self.repo.get(learner_id)
+    def _record(self, key: LearnerKey) -> LearnerRecord:
+        record = self.repo.get(key.tenant, key.learner_id)
         if record is None:
-            raise _not_found(learner_id)
+            raise _not_found(key.learner_id)
         return record
 
-    def _resident(self, s: Served, learner_id: str) -> Entry:
+    def _resident(self, s: Served, key: LearnerKey) -> Entry:
         """The learner's cache, rebuilt if missing or unlike the stored history. Caller holds the lock."""
-        record = self._record(learner_id)
-        entry = self.caches.get(learner_id)
+        record = self._record(key)
+        learner_id = key.learner_id
+        entry = self.caches.get(key)
         if entry is not None and _holds(entry, record, s):
             HITS.inc()
             return entry
         MISSES.inc()
-        reason = rebuild_reason(entry is not None, self.caches.was_evicted(learner_id))
+        reason = rebuild_reason(entry is not None, self.caches.was_evicted(key))
         start = time.perf_counter()
-        history = self.repo.history(learner_id)
+        history = self.repo.history(key.tenant, learner_id)
         try:
             task_rows = s.vocab.encode([t for t, _ in history])
         except UnknownTask as e:  # only after a swap to a model that lacks a task this learner practised
@@ -295,13 +304,13 @@ class PredictorEngine:
         outcomes = torch.tensor([o for _, o in history], dtype=torch.float32, device=s.model.device)
         kv = inference.prefill(s.model, rows, outcomes, chunk=self.chunk)
         entry = Entry(kv, len(history), record.created_at, s.generation)
-        self.caches.put(learner_id, entry)
+        self.caches.put(key, entry)
         REBUILDS.labels(reason).inc()
         REBUILD_SECONDS.observe(time.perf_counter() - start)
         return entry
 
-    def _lock(self, learner_id: str) -> threading.Lock:
-        return self._locks[hash(learner_id) % len(self._locks)]
+    def _lock(self, key: LearnerKey) -> threading.Lock:
+        return self._locks[zlib.crc32(f"{key.tenant}/{key.learner_id}".encode()) % len(self._locks)]
 
     # --- validation ---------------------------------------------------------------------------------
     def _tasks(
@@ -314,7 +323,7 @@ class PredictorEngine:
         try:
             rows = s.vocab.encode(tasks)
         except UnknownTask as e:
-            raise InvalidArgument(f"unknown task {e.task!r}", field=field) from None
+            raise InvalidArgument(f"unknown task {_clip(e.task)!r}", field=field) from None
         return torch.tensor(rows, dtype=torch.long, device=s.model.device)
 
     def _events(
@@ -343,11 +352,14 @@ def _holds(entry: Entry, record: LearnerRecord, s: Served) -> bool:
     )
 
 
-def _check_learner_id(learner_id: str) -> None:
-    if not LEARNER_ID.fullmatch(learner_id):
-        raise InvalidArgument(
-            "learner_id must be 1-128 characters of letters, digits and ._:@-", field="learner_id"
-        )
+def _key(tenant: str, learner_id: str) -> LearnerKey:
+    """The checked cache/lock key of a learner: equal ids in two tenants are two learners."""
+    return LearnerKey(tenant, check_learner_id(learner_id))
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """User input as echoed in an error message: bounded, so a huge value cannot bloat the reply."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _not_found(learner_id: str) -> NotFound:

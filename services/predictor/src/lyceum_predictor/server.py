@@ -36,6 +36,7 @@ def model_source(settings: Settings) -> ModelSource:
         cache_dir=settings.model_cache_dir,
         device=device,
         dtype=resolve_dtype(settings.dtype, device),
+        tenant=settings.model_tenant,
     )
 
 

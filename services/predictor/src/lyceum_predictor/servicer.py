@@ -1,5 +1,6 @@
-"""The thin gRPC edge of the predictor: converts protos to plain values, runs the engine off the event loop,
-converts results back. Errors are mapped by lyceum_core's interceptor."""
+"""The thin gRPC edge of the predictor: converts protos to plain values, runs the engine off the event loop
+for the caller's tenant (the bound request context), converts results back. Errors are mapped by
+lyceum_core's interceptor."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from lyceum_api.predictor.v1 import predictor_pb2 as pb
 from lyceum_api.predictor.v1 import predictor_pb2_grpc
+from lyceum_core.context import current_context
 from lyceum_core.errors import InvalidArgument
 from lyceum_ml.dfm.inference import Feedback
 from lyceum_predictor.engine import Learner, PredictorEngine
@@ -42,6 +44,11 @@ def _learner(learner: Learner) -> pb.Learner:
     )
 
 
+def _tenant() -> str:
+    """The caller's tenant, from the request context the server's interceptor bound for this call."""
+    return current_context().tenant
+
+
 def _events(events: Any) -> list[tuple[str, float]]:
     return [(e.task, e.outcome) for e in events]
 
@@ -52,25 +59,31 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServiceServicer):
         self.executor = executor
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Runs engine work on the executor, in the call's context (its route hint included)."""
+        """Runs engine work on the executor, in the call's context (request context and route hint)."""
         call = contextvars.copy_context().run
         return await asyncio.get_running_loop().run_in_executor(self.executor, call, fn, *args)
 
     async def RegisterLearner(self, request: pb.RegisterLearnerRequest, context: grpc.aio.ServicerContext):
-        learner = await self._run(self.engine.register, request.learner_id, _events(request.history))
+        learner = await self._run(
+            self.engine.register, _tenant(), request.learner_id, _events(request.history)
+        )
         return pb.RegisterLearnerResponse(learner=_learner(learner))
 
     async def GetLearner(self, request: pb.GetLearnerRequest, context: grpc.aio.ServicerContext):
-        return pb.GetLearnerResponse(learner=_learner(await self._run(self.engine.get, request.learner_id)))
+        return pb.GetLearnerResponse(
+            learner=_learner(await self._run(self.engine.get, _tenant(), request.learner_id))
+        )
 
     async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext):
-        probs, history_len = await self._run(self.engine.predict, request.learner_id, list(request.tasks))
+        probs, history_len = await self._run(
+            self.engine.predict, _tenant(), request.learner_id, list(request.tasks)
+        )
         return pb.PredictResponse(learner_id=request.learner_id, probabilities=probs, history_len=history_len)
 
     async def AppendEvents(self, request: pb.AppendEventsRequest, context: grpc.aio.ServicerContext):
         expected = request.expected_history_len if request.HasField("expected_history_len") else None
         learner, priors = await self._run(
-            self.engine.append, request.learner_id, _events(request.events), expected
+            self.engine.append, _tenant(), request.learner_id, _events(request.events), expected
         )
         return pb.AppendEventsResponse(learner=_learner(learner), prior_probabilities=priors)
 
@@ -80,6 +93,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServiceServicer):
             raise InvalidArgument(f"unknown feedback mode {request.feedback}", field="feedback")
         probs = await self._run(
             self.engine.forecast,
+            _tenant(),
             request.learner_id,
             sequences,
             FEEDBACK[request.feedback],
@@ -91,7 +105,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServiceServicer):
         )
 
     async def DeleteLearner(self, request: pb.DeleteLearnerRequest, context: grpc.aio.ServicerContext):
-        await self._run(self.engine.delete, request.learner_id)
+        await self._run(self.engine.delete, _tenant(), request.learner_id)
         return pb.DeleteLearnerResponse(learner_id=request.learner_id)
 
     async def ListTasks(self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext):
@@ -99,4 +113,4 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServiceServicer):
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext):
         info = self.engine.info()
-        return pb.GetModelInfoResponse(**vars(info), resident_learners=len(self.engine.caches))
+        return pb.GetModelInfoResponse(**vars(info), resident_learners=self.engine.caches.count(_tenant()))

@@ -1,5 +1,5 @@
-"""Resident session caches: an LRU map session_id -> (KV cache, last logits) under a byte budget, with
-Prometheus metrics. Entries are only an accelerator: the session store holds the truth, and an entry is
+"""Resident session caches: an LRU map (tenant, session_id) -> (KV cache, last logits) under a byte budget,
+with Prometheus metrics. Entries are only an accelerator: the session store holds the truth, and an entry is
 used only if it holds exactly the session's current token ids (else it is rebuilt from them)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import Counter, Gauge, Histogram
 from torch import Tensor
@@ -36,6 +36,13 @@ def ids_digest(token_ids: Sequence[int]) -> bytes:
     return h.digest()
 
 
+class SessionKey(NamedTuple):
+    """A session as the caches and locks know it: equal ids in two tenants are two sessions."""
+
+    tenant: str
+    session_id: str
+
+
 @dataclass
 class Entry:
     cache: Any  # the model's KV cache, holding exactly `length` tokens
@@ -55,7 +62,7 @@ class Entry:
         )
 
 
-class SessionCaches(BudgetLRU[str, Entry]):
+class SessionCaches(BudgetLRU[SessionKey, Entry]):
     """Resident sessions' caches under a byte budget (LRU beyond it)."""
 
     def __init__(self, budget_bytes: int) -> None:

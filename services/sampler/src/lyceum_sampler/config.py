@@ -33,7 +33,9 @@ class Settings(ServiceSettings):
     dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")
     session_store_url: str = Field("memory://", description="memory:// (one process) or redis://host:port/db")
     session_key_prefix: str = Field(
-        "lyceum:sampler:session:", min_length=1, description="Redis key of a session: this + its id"
+        "lyceum:sampler:session:",
+        min_length=1,
+        description="Redis keys: this + `<tenant>:<id>` per session, this + `<tenant>` for its live set",
     )
     session_ttl_s: float = Field(3600.0, gt=0, description="idle lifetime of a session (refreshed on access)")
     cache_budget_bytes: int | None = Field(

@@ -1,6 +1,9 @@
 """The sampler's core: token-wheel sessions (state in the session store, KV caches in this pod) and
 stateless generation. Knows nothing of gRPC; every failure is a lyceum_core error.
 
+Every operation acts for a tenant: sessions are stored, cached and locked under (tenant, session id), so
+another tenant's session is NOT_FOUND like a missing one, and model references resolve in the caller's tenant.
+
 Consistency rule: the session store is the truth. A cache entry is used only if it holds exactly the
 session's current token ids (and was built by the loaded model); otherwise it is rebuilt from them with one
 forward pass. Every request is validated in full before anything changes; writes are committed to the store
@@ -10,24 +13,34 @@ forward pass. Every request is validated in full before anything changes; writes
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import threading
+import time
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from lyceum_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from lyceum_core.grpc.route_hint import rebuild_reason
+from lyceum_core.identity import ALIAS_MAX_LEN, MODEL_NAME_MAX_LEN, check_session_id
 from lyceum_ml import sampling
 from lyceum_ml.causal_lm import CausalLM
 from lyceum_ml.sampling import EmptyOther, SamplingParams
-from lyceum_sampler.cache import HITS, MISSES, REBUILD_SECONDS, REBUILDS, Entry, SessionCaches, ids_digest
+from lyceum_sampler.cache import (
+    HITS,
+    MISSES,
+    REBUILD_SECONDS,
+    REBUILDS,
+    Entry,
+    SessionCaches,
+    SessionKey,
+    ids_digest,
+)
 from lyceum_sampler.models import Loaded, ModelDescription, ModelPool
-from lyceum_sampler.sessions import Generated, SessionState, SessionStore
+from lyceum_sampler.sessions import Generated, SessionState, SessionStore, Shown
 from lyceum_sampler.views import (
     Distribution,
     GenEvent,
@@ -39,10 +52,10 @@ from lyceum_sampler.views import (
 )
 
 log = logging.getLogger(__name__)
-SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 STRATEGIES = ("greedy", "sample", "beam")
 MAX_STOP_STRINGS = 16
 MAX_OTHER_TOP_K = 1000
+MAX_MODEL_LEN = MODEL_NAME_MAX_LEN + 1 + ALIAS_MAX_LEN  # `name@alias`, the longest a model may be named
 
 
 @dataclass(frozen=True)
@@ -63,68 +76,96 @@ class Choice:
 
 
 class SamplerEngine:
-    def __init__(self, pool: ModelPool, store: SessionStore, caches: SessionCaches, limits: Limits) -> None:
-        self.pool, self.store, self.caches, self.limits = pool, store, caches, limits
+    def __init__(
+        self,
+        pool: ModelPool,
+        store: SessionStore,
+        caches: SessionCaches,
+        limits: Limits,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pool, self.store, self.caches, self.limits, self.clock = pool, store, caches, limits, clock
         self._locks = [threading.Lock() for _ in range(1024)]  # striped per-session locks (this pod)
 
     # --- sessions ---------------------------------------------------------------------------------
-    def create(self, model: str, prompt: str | None = None) -> SessionView:
-        """A new session of `model`, optionally with a prompt (its cache is built right away)."""
-        key = self.pool.pin(model)
-        loaded = self.pool.get(key)
-        state = SessionState(session_id=uuid.uuid4().hex, model=model, model_key=key)
+    def create(self, tenant: str, model: str, prompt: str | None = None, max_live: int = 0) -> SessionView:
+        """A new session of `model` for `tenant`, optionally with a prompt (its cache is built right away).
+        With `max_live` > 0: ResourceExhausted (field max_sessions) if the tenant has that many live."""
+        if max_live < 0:
+            raise InvalidArgument("max_live_sessions must be >= 0 (0 = no limit)", field="max_live_sessions")
+        model_key = self.pool.pin(tenant, _check_model(model))
+        loaded = self.pool.get(model_key)
+        now = self.clock()
+        state = SessionState(
+            tenant=tenant,
+            session_id=uuid.uuid4().hex,
+            model=model,
+            model_key=model_key,
+            created_at=now,
+            updated_at=now,
+        )
         entry = None
         if prompt is not None:
             ids = self._prompt_ids(loaded.lm, prompt)
-            state = state.evolve(prompt=prompt, prompt_ids=tuple(ids))
+            state = state.evolve(now=now, prompt=prompt, prompt_ids=tuple(ids))
             entry = self._build(loaded, ids)
-        self.store.create(state)
+        self.store.create(state, max_live)
         if entry is not None:
-            self.caches.put(state.session_id, entry)
+            self.caches.put(SessionKey(tenant, state.session_id), entry)
         return view(state, loaded.tokens)
 
-    def get(self, session_id: str) -> SessionView:
-        state = self._state(session_id)
+    def get(self, tenant: str, session_id: str) -> SessionView:
+        state = self._state(_key(tenant, session_id))
         return view(state, self.pool.get(state.model_key).tokens)
 
-    def set_prompt(self, session_id: str, prompt: str) -> SessionView:
+    def set_prompt(self, tenant: str, session_id: str, prompt: str) -> SessionView:
         """Replaces the prompt and clears the generated tokens (the cache keeps the common prefix)."""
-        with self._lock(session_id):
-            state = self._state(session_id)
+        key = _key(tenant, session_id)
+        with self._lock(key):
+            state = self._state(key)
             loaded = self.pool.get(state.model_key)
             ids = self._prompt_ids(loaded.lm, prompt)
-            old = self.caches.get(session_id)
-            committed = self.store.update(state.evolve(prompt=prompt, prompt_ids=tuple(ids), generated=()))
+            old = self.caches.get(key)
+            committed = self.store.update(
+                state.evolve(now=self.clock(), prompt=prompt, prompt_ids=tuple(ids), generated=())
+            )
             try:
                 if old is not None and old.holds(state.token_ids, loaded.key, loaded.generation):
                     keep = min(_common_prefix(state.token_ids, ids), len(ids) - 1)
-                    self._advance(session_id, loaded.lm, old, ids, keep)
+                    self._advance(key, loaded.lm, old, ids, keep)
                 else:
-                    self.caches.put(session_id, self._build(loaded, ids))
+                    self.caches.put(key, self._build(loaded, ids))
             except Exception:  # noqa: BLE001 - committed already; the cache is rebuilt on next use
                 log.exception("could not update the cache of session %s", session_id)
-                self.caches.drop(session_id)
+                self.caches.drop(key)
             return view(committed, loaded.tokens)
 
     def distribution(
         self,
+        tenant: str,
         session_id: str,
         threshold: float | None = None,
         other_top_k: int | None = None,
         params: SamplingParams | None = None,
+        record_shown: bool = False,
     ) -> Distribution:
-        """The next-token distribution, split at `threshold` into tokens shown and the Other bucket."""
+        """The next-token distribution, split at `threshold` into tokens shown and the Other bucket. With
+        `record_shown`, the threshold and params are stored as the session's last shown settings."""
+        key = _key(tenant, session_id)
         threshold = self._threshold(threshold)
         other_top_k = self.limits.default_other_top_k if other_top_k is None else other_top_k
         if not 0 <= other_top_k <= MAX_OTHER_TOP_K:
             raise InvalidArgument(f"other_top_k must be in [0, {MAX_OTHER_TOP_K}]", field="other_top_k")
         params = check_params(params)
-        with self._lock(session_id):
-            state, loaded, entry = self._resident(session_id)
+        with self._lock(key):
+            state, loaded, entry = self._resident(key)
             tokens = loaded.tokens
             split = sampling.split(
                 sampling.shape(entry.logits, params, state.token_ids), threshold, other_top_k
             )
+            if record_shown:
+                now = self.clock()
+                self.store.update(state.evolve(now=now, shown=Shown(threshold, params, now)))
             return Distribution(
                 session_id=session_id,
                 above=[TokenProb(tokens(i), p) for i, p in split.above],
@@ -137,6 +178,7 @@ class SamplerEngine:
 
     def append(
         self,
+        tenant: str,
         session_id: str,
         choice: Choice,
         threshold: float | None = None,
@@ -147,10 +189,13 @@ class SamplerEngine:
         """Appends a token, recording the probability, category and rank it has under the request's
         threshold and params (what the user was shown). One forward pass of the new token. With
         `expected_context_len`, only if the session holds exactly that many tokens (FAILED_PRECONDITION)."""
+        key = _key(tenant, session_id)
         threshold, params = self._threshold(threshold), check_params(params)
         _check_choice(choice)
-        with self._lock(session_id):
-            state = self._state(session_id)
+        if expected_context_len is not None and expected_context_len < 0:
+            raise InvalidArgument("expected_context_len must be >= 0", field="expected_context_len")
+        with self._lock(key):
+            state = self._state(key)
             _require_prompt(state)
             loaded = self.pool.get(state.model_key)
             lm, ids = loaded.lm, state.token_ids
@@ -165,7 +210,7 @@ class SamplerEngine:
                     field="session_id",
                 )
             token_id = _chosen_token(lm, choice)
-            _, _, entry = self._resident(session_id, state, loaded)
+            _, _, entry = self._resident(key, state, loaded)
             probs = sampling.shape(entry.logits, params, ids)
             draws = state.draws
             if choice.from_other:
@@ -177,25 +222,31 @@ class SamplerEngine:
                 except EmptyOther:
                     raise InvalidArgument("the Other bucket is empty", field="from_other") from None
             assert token_id is not None
+            now = self.clock()
             record = Generated(
                 token_id=token_id,
                 probability=float(probs[token_id]),
                 category=sampling.category(probs, token_id, threshold),
                 rank=int(sampling.rank_of(probs, token_id)),
+                chosen_at=now,
+                from_other=choice.from_other,
             )
-            committed = self.store.update(state.evolve(generated=(*state.generated, record), draws=draws))
+            committed = self.store.update(
+                state.evolve(now=now, generated=(*state.generated, record), draws=draws)
+            )
             try:
-                self._advance(session_id, lm, entry, [*ids, token_id], len(ids))
+                self._advance(key, lm, entry, [*ids, token_id], len(ids))
             except Exception:  # noqa: BLE001 - committed already; the cache is rebuilt on next use
                 log.exception("could not extend the cache of session %s", session_id)
-                self.caches.drop(session_id)
+                self.caches.drop(key)
             session = view(committed, loaded.tokens)
             return session, session.generated[-1]
 
-    def undo(self, session_id: str) -> tuple[SessionView, HistoryItem]:
+    def undo(self, tenant: str, session_id: str) -> tuple[SessionView, HistoryItem]:
         """Removes the last generated token (never the prompt); FailedPrecondition if there is none."""
-        with self._lock(session_id):
-            state = self._state(session_id)
+        key = _key(tenant, session_id)
+        with self._lock(key):
+            state = self._state(key)
             if not state.generated:
                 raise FailedPrecondition(
                     "nothing to undo: the session has no generated tokens (the prompt is never undone)",
@@ -203,31 +254,32 @@ class SamplerEngine:
                 )
             loaded = self.pool.get(state.model_key)
             removed = view(state, loaded.tokens).generated[-1]
-            entry = self.caches.get(session_id)
-            committed = self.store.update(state.evolve(generated=state.generated[:-1]))
+            entry = self.caches.get(key)
+            committed = self.store.update(state.evolve(now=self.clock(), generated=state.generated[:-1]))
             ids = committed.token_ids
             try:
                 if entry is not None and entry.holds(state.token_ids, loaded.key, loaded.generation):
                     # the logits after ids need the last of them fed again: keep len - 1, extend by one
-                    self._advance(session_id, loaded.lm, entry, ids, len(ids) - 1)
+                    self._advance(key, loaded.lm, entry, ids, len(ids) - 1)
             except Exception:  # noqa: BLE001 - committed already; the cache is rebuilt on next use
                 log.exception("could not truncate the cache of session %s", session_id)
-                self.caches.drop(session_id)
+                self.caches.drop(key)
             return view(committed, loaded.tokens), removed
 
-    def delete(self, session_id: str) -> None:
-        _check_session_id(session_id)
-        with self._lock(session_id):
-            self.caches.drop(session_id)
-            if not self.store.delete(session_id):
+    def delete(self, tenant: str, session_id: str) -> None:
+        key = _key(tenant, session_id)
+        with self._lock(key):
+            self.caches.drop(key)
+            if not self.store.delete(tenant, session_id):
                 raise _not_found(session_id)
 
-    def list_models(self) -> list[ModelDescription]:
-        return self.pool.describe()
+    def list_models(self, tenant: str) -> list[ModelDescription]:
+        return self.pool.describe(tenant)
 
     # --- generation -------------------------------------------------------------------------------
     def generate(
         self,
+        tenant: str,
         model: str,
         prompt: str,
         strategy: str = "sample",
@@ -250,7 +302,7 @@ class SamplerEngine:
             raise InvalidArgument("num_beams must be in [2, 16]", field="num_beams")
         if len(stop) > MAX_STOP_STRINGS or any(not s for s in stop):
             raise InvalidArgument(f"at most {MAX_STOP_STRINGS} non-empty stop strings", field="stop")
-        loaded = self.pool.get(self.pool.pin(model))
+        loaded = self.pool.get(self.pool.pin(tenant, _check_model(model)))
         ids = self._prompt_ids(loaded.lm, prompt)
         room = loaded.lm.max_context - len(ids) + 1  # the last new token is chosen, never fed
         seed = secrets.randbits(63) if seed is None else seed
@@ -291,35 +343,33 @@ class SamplerEngine:
         return ids
 
     # --- state and cache --------------------------------------------------------------------------
-    def _lock(self, session_id: str) -> threading.Lock:
-        _check_session_id(session_id)
-        return self._locks[zlib.crc32(session_id.encode()) % len(self._locks)]
+    def _lock(self, key: SessionKey) -> threading.Lock:
+        return self._locks[zlib.crc32(f"{key.tenant}/{key.session_id}".encode()) % len(self._locks)]
 
-    def _state(self, session_id: str) -> SessionState:
-        _check_session_id(session_id)
-        state = self.store.get(session_id)
+    def _state(self, key: SessionKey) -> SessionState:
+        state = self.store.get(key.tenant, key.session_id)
         if state is None:
-            raise _not_found(session_id)
+            raise _not_found(key.session_id)
         return state
 
     def _resident(
-        self, session_id: str, state: SessionState | None = None, loaded: Loaded | None = None
+        self, key: SessionKey, state: SessionState | None = None, loaded: Loaded | None = None
     ) -> tuple[SessionState, Loaded, Entry]:
         """The session, its model and a cache holding exactly its tokens (rebuilt if needed). Caller locks."""
-        state = state or self._state(session_id)
+        state = state or self._state(key)
         _require_prompt(state)
         loaded = loaded or self.pool.get(state.model_key)
         ids = state.token_ids
-        entry = self.caches.get(session_id)
+        entry = self.caches.get(key)
         if entry is not None and entry.holds(ids, loaded.key, loaded.generation):
             HITS.inc()
             return state, loaded, entry
         MISSES.inc()
-        reason = rebuild_reason(entry is not None, self.caches.was_evicted(session_id))
+        reason = rebuild_reason(entry is not None, self.caches.was_evicted(key))
         REBUILDS.labels(reason).inc()
         with REBUILD_SECONDS.time():
             entry = self._build(loaded, ids)
-        self.caches.put(session_id, entry)
+        self.caches.put(key, entry)
         return state, loaded, entry
 
     def _build(self, loaded: Loaded, ids: list[int]) -> Entry:
@@ -331,7 +381,7 @@ class SamplerEngine:
         entry.nbytes = lm.cache_nbytes(cache) + logits.numel() * logits.element_size()
         return entry
 
-    def _advance(self, session_id: str, lm: CausalLM, entry: Entry, ids: list[int], keep: int) -> None:
+    def _advance(self, key: SessionKey, lm: CausalLM, entry: Entry, ids: list[int], keep: int) -> None:
         """Makes `entry` hold `ids`: keeps its first `keep` tokens (a prefix of ids) and feeds the rest."""
         lm.truncate(entry.cache, keep)
         entry.length = keep  # until the extend below succeeds, the entry matches nothing
@@ -339,7 +389,7 @@ class SamplerEngine:
         entry.logits = lm.extend(entry.cache, list(ids[keep:]))
         entry.length, entry.digest = len(ids), ids_digest(ids)
         entry.nbytes = lm.cache_nbytes(entry.cache) + entry.logits.numel() * entry.logits.element_size()
-        self.caches.resized(session_id)
+        self.caches.resized(key)
 
 
 def check_params(params: SamplingParams | None) -> SamplingParams:
@@ -381,7 +431,8 @@ def _chosen_token(lm: CausalLM, choice: Choice) -> int | None:
         ids = lm.encode(choice.token_text) if choice.token_text else []
         if len(ids) != 1:
             raise InvalidArgument(
-                f"token_text must encode to exactly one token; {choice.token_text!r} encodes to {len(ids)}",
+                f"token_text must encode to exactly one token; {_clip(choice.token_text)!r} encodes to "
+                f"{len(ids)}",
                 field="token_text",
             )
         return ids[0]
@@ -393,9 +444,22 @@ def _require_prompt(state: SessionState) -> None:
         raise FailedPrecondition("the session has no prompt yet; set one first", field="prompt")
 
 
-def _check_session_id(session_id: str) -> None:
-    if not SESSION_ID.fullmatch(session_id):
-        raise InvalidArgument("session_id must be 1-64 characters of [A-Za-z0-9_-]", field="session_id")
+def _key(tenant: str, session_id: str) -> SessionKey:
+    """The checked cache/lock key of a session: equal ids in two tenants are two sessions."""
+    return SessionKey(tenant, check_session_id(session_id))
+
+
+def _check_model(model: str) -> str:
+    if not model:
+        raise InvalidArgument("model must not be empty; see ListModels", field="model")
+    if len(model) > MAX_MODEL_LEN:
+        raise InvalidArgument(f"model must be at most {MAX_MODEL_LEN} characters", field="model")
+    return model
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """User input as echoed in an error message: bounded, so a huge value cannot bloat the reply."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _not_found(session_id: str) -> NotFound:

@@ -1,9 +1,10 @@
 """The models a sampler pod serves: local directories (`name=/path`) and registry references (`name@alias`),
 loaded lazily on first use and unloaded least-recently-used beyond a byte budget.
 
-A registry reference is resolved when a session is created and the session is pinned to that version
-(`name@<version>`): its token ids only make sense for that model, so moving the alias affects new sessions
-only."""
+A registry reference is resolved in the caller's tenant (its own model of that name first, then a public
+one) when a session is created, and the session is pinned to that artifact (`<owner>/<name>@<version>`): its
+token ids only make sense for that model, so moving the alias affects new sessions only. Loaded models are
+keyed by the artifact, so two tenants' same-named models never mix."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 from prometheus_client import Counter, Gauge
 
 from lyceum_core.errors import FailedPrecondition, InvalidArgument, NotFound
+from lyceum_core.identity import ModelRef
 from lyceum_core.storage import ArtifactStore
 from lyceum_db.engine import create_engine
 from lyceum_db.repositories.registry import ModelRepository
@@ -32,7 +34,6 @@ LOADS = Counter("lyceum_sampler_model_loads_total", "Models loaded")
 UNLOADS = Counter("lyceum_sampler_model_unloads_total", "Models unloaded to stay under the budget")
 
 LOCAL = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)=(?P<path>.+)$")
-REFERENCE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]*)@(?P<ref>[A-Za-z0-9._-]+)$")
 Loader = Callable[..., CausalLM]  # load_causal_lm(path, name=..., device=..., dtype=...)
 
 
@@ -49,8 +50,12 @@ class ModelSpec:
     def parse(cls, text: str) -> ModelSpec:
         if match := LOCAL.match(text.strip()):
             return cls(match["name"], path=Path(match["path"]))
-        if match := REFERENCE.match(text.strip()):
-            return cls(text.strip(), registry_name=match["name"], ref=match["ref"])
+        try:
+            ref = ModelRef.parse(text.strip())
+        except InvalidArgument:
+            pass
+        else:
+            return cls(str(ref), registry_name=ref.name, ref=ref.ref)
         raise ValueError(f"model {text!r} is neither name=/path nor name@alias")
 
 
@@ -83,8 +88,23 @@ def module_nbytes(lm: object) -> int:
     return sum(seen.values())
 
 
+def registry_key(owner: str, name: str, version: int) -> str:
+    """The pool key of a registry artifact: its owner tenant, name and version (`acme/story-lm@3`)."""
+    return f"{owner}/{name}@{version}"
+
+
+def parse_registry_key(key: str) -> tuple[str, str, int] | None:
+    """(owner, name, version) of a registry key; None for a local model's key (a plain served name)."""
+    owner, slash, rest = key.partition("/")
+    name, at, version = rest.partition("@")
+    if not (slash and at and version.isdecimal()):
+        return None
+    return owner, name, int(version)
+
+
 class ModelPool:
-    """Thread-safe lazy pool of CausalLMs keyed by served name (or pinned `name@version`)."""
+    """Thread-safe lazy pool of CausalLMs keyed by served name (local models, served to every tenant) or by
+    resolved registry artifact (`owner/name@version`)."""
 
     def __init__(
         self,
@@ -105,6 +125,7 @@ class ModelPool:
         self.cache_dir, self.on_unload = cache_dir, on_unload
         self._models: OrderedDict[str, Loaded] = OrderedDict()
         self._known: dict[str, ModelDescription] = {}  # facts of models loaded at some point
+        self._public: dict[str, bool] = {}  # registry keys resolved so far: whether every tenant may read it
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
         self._generation = 0
@@ -115,19 +136,25 @@ class ModelPool:
             self._registry = ModelRepository(create_engine(database_url))
             self._store = ArtifactStore(registry_url)
 
-    def pin(self, name: str) -> str:
-        """The key a new session of model `name` is pinned to. NotFound(field=model) if not served."""
+    def pin(self, tenant: str, name: str) -> str:
+        """The key a new session of model `name` is pinned to, resolved in `tenant` (its own model first,
+        then a public one). NotFound(field=model) if not served, or not resolvable for the tenant."""
         spec = self.specs.get(name)
         if spec is None:
+            if isinstance(name, str) and "@" in name:
+                ModelRef.parse(name)  # a malformed reference is INVALID_ARGUMENT, a well-formed one unknown
             raise NotFound(f"model {name!r} is not served here; see ListModels", field="model")
         if spec.registry_name is None:
             return spec.name
         assert self._registry is not None and spec.ref is not None
         try:
-            record = self._registry.resolve(spec.registry_name, spec.ref)
+            record = self._registry.resolve(tenant, spec.registry_name, spec.ref)
         except NotFound as exc:
             raise NotFound(f"model {name!r}: {exc.message}", field="model") from None
-        return f"{record.name}@{record.version}"
+        key = registry_key(record.tenant, record.name, record.version)
+        with self._lock:
+            self._public[key] = bool(record.public)
+        return key
 
     def get(self, key: str) -> Loaded:
         """The loaded model for a served name or a pinned key, loading it (and unloading others) if needed."""
@@ -156,12 +183,13 @@ class ModelPool:
                 self.on_unload(gone)
         return loaded
 
-    def describe(self) -> list[ModelDescription]:
-        """The configured models, with what is known of them (unloaded, never-loaded models show zeros)."""
+    def describe(self, tenant: str) -> list[ModelDescription]:
+        """The configured models, with what is known of them as `tenant` sees them (unloaded, never-loaded
+        models show zeros; a registry name shows the tenant's own artifact, else a public one)."""
         with self._lock:
             out = []
             for name, spec in self.specs.items():
-                key = name if spec.registry_name is None else self._latest_key(spec.registry_name)
+                key = name if spec.registry_name is None else self._latest_key(tenant, spec.registry_name)
                 known = self._known.get(key) if key else None
                 if known is None:
                     out.append(ModelDescription(name, "", 0, 0, False))
@@ -172,9 +200,18 @@ class ModelPool:
                     )
             return out
 
-    def _latest_key(self, registry_name: str) -> str | None:
-        keys = [k for k in self._known if k.split("@", 1)[0] == registry_name]
-        return keys[-1] if keys else None
+    def _latest_key(self, tenant: str, registry_name: str) -> str | None:
+        """The most recently loaded artifact of `registry_name` the tenant may see: its own, else public."""
+        own, public = None, None
+        for key in self._known:
+            parsed = parse_registry_key(key)
+            if parsed is None or parsed[1] != registry_name:
+                continue
+            if parsed[0] == tenant:
+                own = key
+            elif self._public.get(key):
+                public = key
+        return own or public
 
     def _load(self, key: str) -> CausalLM:
         path = self._path(key)
@@ -188,15 +225,17 @@ class ModelPool:
         spec = self.specs.get(key)
         if spec is not None and spec.path is not None:
             return spec.path
-        name, _, version = key.partition("@")
-        if name not in self.registry_names or not version.isdecimal():
+        parsed = parse_registry_key(key)
+        if parsed is None or parsed[1] not in self.registry_names:
             raise NotFound(f"model {key!r} is not served here; see ListModels", field="model")
+        owner, name, version = parsed
         assert self._registry is not None and self._store is not None
-        try:
-            record = self._registry.resolve(name, version)
-        except NotFound as exc:
-            raise NotFound(f"model {key!r}: {exc.message}", field="model") from None
-        return self._store.get_dir(record.uri, self.cache_dir / name / version)
+        record = self._registry.get(owner, name, version)
+        if record is None:
+            raise NotFound(f"model {key!r} is not in the registry", field="model")
+        with self._lock:
+            self._public[key] = bool(record.public)
+        return self._store.get_dir(record.uri, self.cache_dir / owner / name / str(version))
 
     def _evict(self) -> list[str]:
         """Unloads least recently used models beyond the budget (the newest always stays). Holds _lock."""

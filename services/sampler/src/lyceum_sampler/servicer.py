@@ -1,6 +1,7 @@
-"""The thin gRPC edge of the sampler: converts protos to plain values, runs the engine off the event loop,
-converts results back. Unary errors are mapped by lyceum_core's interceptor; the interceptors do not wrap
-server-streaming methods, so Generate maps its own (with the same `to_status`) and counts its own calls."""
+"""The thin gRPC edge of the sampler: converts protos to plain values, runs the engine off the event loop
+for the caller's tenant (the bound request context), converts results back. Unary errors are mapped by
+lyceum_core's interceptor; the interceptors do not wrap server-streaming methods, so Generate maps its own
+(with the same `to_status`) and counts its own calls."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from lyceum_api.sampler.v1 import sampler_pb2 as pb
 from lyceum_api.sampler.v1 import sampler_pb2_grpc
+from lyceum_core.context import current_context
 from lyceum_core.errors import Internal, InvalidArgument, LyceumError
 from lyceum_core.grpc.errors import GRPC_CODE, to_status
 from lyceum_core.metrics import GRPC_LATENCY, GRPC_REQUESTS
 from lyceum_ml.sampling import SamplingParams
 from lyceum_sampler.engine import Choice, SamplerEngine
+from lyceum_sampler.sessions import Shown
 from lyceum_sampler.views import HistoryItem, SessionView, Token, TokenProb
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,31 @@ def _params(msg: pb.SamplingParams) -> SamplingParams:
     return SamplingParams(**{f: getattr(msg, f) for f in PARAM_FIELDS if msg.HasField(f)})
 
 
+def _tenant() -> str:
+    """The caller's tenant, from the request context the server's interceptor bound for this call."""
+    return current_context().tenant
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(round(seconds * 1e9))
+    return ts
+
+
+def _shown(shown: Shown) -> pb.ShownSettings:
+    p = shown.params
+    return pb.ShownSettings(
+        threshold=shown.threshold,
+        params=pb.SamplingParams(
+            temperature=p.temperature,
+            top_k=p.top_k,
+            top_p=p.top_p,
+            repetition_penalty=p.repetition_penalty,
+        ),
+        shown_at=_timestamp(shown.shown_at),
+    )
+
+
 def _optional(msg: Any, field: str) -> Any:
     return getattr(msg, field) if msg.HasField(field) else None
 
@@ -59,6 +88,8 @@ def _history(item: HistoryItem) -> pb.HistoryEntry:
         probability=item.probability,
         category=CATEGORY[item.category],
         rank=item.rank,
+        chosen_at=_timestamp(item.chosen_at),
+        from_other=item.from_other,
     )
 
 
@@ -72,6 +103,9 @@ def _session(s: SessionView) -> pb.Session:
         text=s.text,
         context_len=s.context_len,
         max_context_len=s.max_context_len,
+        created_at=_timestamp(s.created_at),
+        updated_at=_timestamp(s.updated_at),
+        last_shown=_shown(s.shown) if s.shown is not None else None,
     )
 
 
@@ -99,23 +133,33 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
         return await asyncio.get_running_loop().run_in_executor(self.executor, call, fn, *args)
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
-        session = await self._run(self.engine.create, request.model, _optional(request, "prompt"))
+        session = await self._run(
+            self.engine.create,
+            _tenant(),
+            request.model,
+            _optional(request, "prompt"),
+            request.max_live_sessions,
+        )
         return pb.CreateSessionResponse(session=_session(session))
 
     async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext):
-        return pb.GetSessionResponse(session=_session(await self._run(self.engine.get, request.session_id)))
+        return pb.GetSessionResponse(
+            session=_session(await self._run(self.engine.get, _tenant(), request.session_id))
+        )
 
     async def SetPrompt(self, request: pb.SetPromptRequest, context: grpc.aio.ServicerContext):
-        session = await self._run(self.engine.set_prompt, request.session_id, request.prompt)
+        session = await self._run(self.engine.set_prompt, _tenant(), request.session_id, request.prompt)
         return pb.SetPromptResponse(session=_session(session))
 
     async def GetDistribution(self, request: pb.GetDistributionRequest, context: grpc.aio.ServicerContext):
         d = await self._run(
             self.engine.distribution,
+            _tenant(),
             request.session_id,
             _optional(request, "threshold"),
             _optional(request, "other_top_k"),
             _params(request.params),
+            request.record_shown,
         )
         return pb.GetDistributionResponse(
             session_id=d.session_id,
@@ -132,6 +176,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
     async def AppendToken(self, request: pb.AppendTokenRequest, context: grpc.aio.ServicerContext):
         session, appended = await self._run(
             self.engine.append,
+            _tenant(),
             request.session_id,
             _choice(request),
             _optional(request, "threshold"),
@@ -142,15 +187,15 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
         return pb.AppendTokenResponse(session=_session(session), appended=_history(appended))
 
     async def Undo(self, request: pb.UndoRequest, context: grpc.aio.ServicerContext):
-        session, removed = await self._run(self.engine.undo, request.session_id)
+        session, removed = await self._run(self.engine.undo, _tenant(), request.session_id)
         return pb.UndoResponse(session=_session(session), removed=_history(removed))
 
     async def DeleteSession(self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext):
-        await self._run(self.engine.delete, request.session_id)
+        await self._run(self.engine.delete, _tenant(), request.session_id)
         return pb.DeleteSessionResponse(session_id=request.session_id)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext):
-        models = self.engine.list_models()
+        models = self.engine.list_models(_tenant())
         return pb.ListModelsResponse(
             models=[
                 pb.ModelDescription(
@@ -173,6 +218,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
                 raise InvalidArgument(f"unknown decoding strategy {request.strategy}", field="strategy")
             events = await self._run(
                 self.engine.generate,
+                _tenant(),
                 request.model,
                 request.prompt,
                 STRATEGY[request.strategy],

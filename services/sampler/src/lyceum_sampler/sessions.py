@@ -1,6 +1,10 @@
 """Durable session state: a small dataclass stored as JSON in a `SessionStore` (in memory for one process,
 Redis in deployments) with an idle TTL refreshed on every access. Writes are compare-and-set on `version`,
-so two pods serving one session can never lose each other's appends."""
+so two pods serving one session can never lose each other's appends.
+
+A session belongs to a tenant: the store's keys include it, so another tenant's session id is simply not
+there. Each tenant's live sessions are also kept in a set scored by expiry time, so that its quota of live
+sessions counts only unexpired ones."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
@@ -17,32 +21,52 @@ from typing import Any, Protocol
 import redis
 from redis.exceptions import RedisError, WatchError
 
-from lyceum_core.errors import Aborted, InvalidArgument, Unavailable
+from lyceum_core.errors import Aborted, InvalidArgument, ResourceExhausted, Unavailable
+from lyceum_ml.sampling import SamplingParams
 
-SCHEMA = 1
+SCHEMA = 2
 KEY_PREFIX = "lyceum:sampler:session:"
+QUOTA_FIELD = "max_sessions"
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
 class Generated:
-    """A generated token and how it was shown: probability, "above"/"other", rank (0 = most likely)."""
+    """A generated token and how it was shown: probability, "above"/"other", rank (0 = most likely); when it
+    was chosen and whether it was drawn from the Other bucket."""
 
     token_id: int
     probability: float
     category: str
     rank: int
+    chosen_at: float = 0.0  # time.time() seconds
+    from_other: bool = False
+
+
+@dataclass(frozen=True)
+class Shown:
+    """The settings a session's distribution was last shown with (so any front end can score an append
+    under them)."""
+
+    threshold: float
+    params: SamplingParams
+    shown_at: float  # time.time() seconds
 
 
 @dataclass(frozen=True)
 class SessionState:
+    tenant: str  # the owner: another tenant never sees the session
     session_id: str
     model: str  # as the client named it (e.g. "lm@production")
-    model_key: str  # what it was pinned to at creation (e.g. "lm@3"): token ids only make sense for it
+    model_key: (
+        str  # what it was pinned to at creation (e.g. "platform/lm@3"): token ids only make sense for it
+    )
     prompt: str = ""
     prompt_ids: tuple[int, ...] = ()
     generated: tuple[Generated, ...] = ()
     seed: int = field(default_factory=lambda: secrets.randbits(63))  # the Other-sampling RNG stream
     draws: int = 0  # Other samples taken from the stream so far (never rewound: undo + redraw differs)
+    shown: Shown | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     version: int = 0  # bumped by every write
@@ -56,8 +80,9 @@ class SessionState:
         digest = hashlib.blake2b(f"{self.seed}:{self.draws}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") >> 1
 
-    def evolve(self, **changes: Any) -> SessionState:
-        return replace(self, **changes, updated_at=time.time())
+    def evolve(self, *, now: float | None = None, **changes: Any) -> SessionState:
+        """The state with `changes`, stamped as updated `now` (default: time.time())."""
+        return replace(self, **changes, updated_at=time.time() if now is None else now)
 
     def to_json(self) -> str:
         doc = asdict(self)
@@ -70,16 +95,20 @@ class SessionState:
         doc.pop("schema", None)
         doc["prompt_ids"] = tuple(doc["prompt_ids"])
         doc["generated"] = tuple(Generated(**g) for g in doc["generated"])
+        if doc.get("shown") is not None:
+            shown = doc["shown"]
+            doc["shown"] = Shown(shown["threshold"], SamplingParams(**shown["params"]), shown["shown_at"])
         return cls(**doc)
 
 
 class SessionStore(Protocol):
-    def create(self, state: SessionState) -> None:
-        """Stores a new session (its id is fresh)."""
+    def create(self, state: SessionState, max_live: int = 0) -> None:
+        """Stores a new session (its id is fresh). With `max_live` > 0, ResourceExhausted (field
+        "max_sessions") if its tenant already has that many live sessions."""
         ...
 
-    def get(self, session_id: str) -> SessionState | None:
-        """The session, or None if unknown or expired; refreshes its TTL."""
+    def get(self, tenant: str, session_id: str) -> SessionState | None:
+        """The tenant's session, or None if unknown, expired or another tenant's; refreshes its TTL."""
         ...
 
     def update(self, state: SessionState) -> SessionState:
@@ -87,7 +116,11 @@ class SessionStore(Protocol):
         session is at another version (a concurrent write won) or is gone."""
         ...
 
-    def delete(self, session_id: str) -> bool: ...
+    def delete(self, tenant: str, session_id: str) -> bool: ...
+
+    def live_count(self, tenant: str) -> int:
+        """How many unexpired sessions the tenant has."""
+        ...
 
     def ping(self) -> None: ...
 
@@ -104,51 +137,79 @@ def open_store(url: str, ttl_s: float, key_prefix: str = KEY_PREFIX) -> SessionS
 
 
 class MemorySessionStore:
-    """One process's sessions, kept as JSON (so it behaves exactly like the Redis store)."""
+    """One process's sessions, kept as JSON (so it behaves exactly like the Redis store). `clock` gives the
+    seconds the idle TTL is measured in (monotonic by default)."""
 
-    def __init__(self, ttl_s: float) -> None:
-        self.ttl_s = ttl_s
-        self._items: dict[str, tuple[str, float]] = {}  # id -> (json, expires at, monotonic)
+    def __init__(self, ttl_s: float, clock: Clock = time.monotonic) -> None:
+        self.ttl_s, self.clock = ttl_s, clock
+        self._items: dict[tuple[str, str], tuple[str, float]] = {}  # (tenant, id) -> (json, expires at)
+        self._live: dict[str, dict[str, float]] = {}  # tenant -> {id: expires at}
         self._lock = threading.Lock()
 
-    def _live(self, session_id: str, now: float) -> str | None:
-        item = self._items.get(session_id)
+    def _text(self, key: tuple[str, str], now: float) -> str | None:
+        item = self._items.get(key)
         if item is None or item[1] <= now:
-            self._items.pop(session_id, None)
+            self._forget(key)
             return None
         return item[0]
 
-    def create(self, state: SessionState) -> None:
-        with self._lock:
-            now = time.monotonic()
-            for expired in [k for k, (_, exp) in self._items.items() if exp <= now]:
-                del self._items[expired]
-            self._items[state.session_id] = (state.to_json(), now + self.ttl_s)
+    def _put(self, key: tuple[str, str], text: str, now: float) -> None:
+        expires = now + self.ttl_s
+        self._items[key] = (text, expires)
+        self._live.setdefault(key[0], {})[key[1]] = expires
 
-    def get(self, session_id: str) -> SessionState | None:
+    def _forget(self, key: tuple[str, str]) -> None:
+        self._items.pop(key, None)
+        live = self._live.get(key[0])
+        if live is not None:
+            live.pop(key[1], None)
+            if not live:
+                del self._live[key[0]]
+
+    def _count(self, tenant: str, now: float) -> int:
+        live = self._live.get(tenant, {})
+        for expired in [sid for sid, exp in live.items() if exp <= now]:
+            self._forget((tenant, expired))
+        return len(live)
+
+    def create(self, state: SessionState, max_live: int = 0) -> None:
         with self._lock:
-            now = time.monotonic()
-            text = self._live(session_id, now)
+            now = self.clock()
+            for expired in [k for k, (_, exp) in self._items.items() if exp <= now]:
+                self._forget(expired)
+            if max_live > 0 and self._count(state.tenant, now) >= max_live:
+                raise _exhausted(state.tenant, max_live)
+            self._put((state.tenant, state.session_id), state.to_json(), now)
+
+    def get(self, tenant: str, session_id: str) -> SessionState | None:
+        with self._lock:
+            now, key = self.clock(), (tenant, session_id)
+            text = self._text(key, now)
             if text is None:
                 return None
-            self._items[session_id] = (text, now + self.ttl_s)
+            self._put(key, text, now)
             return SessionState.from_json(text)
 
     def update(self, state: SessionState) -> SessionState:
         with self._lock:
-            now = time.monotonic()
-            text = self._live(state.session_id, now)
+            now, key = self.clock(), (state.tenant, state.session_id)
+            text = self._text(key, now)
             if text is None or SessionState.from_json(text).version != state.version:
                 raise _conflict(state.session_id)
             new = replace(state, version=state.version + 1)
-            self._items[state.session_id] = (new.to_json(), now + self.ttl_s)
+            self._put(key, new.to_json(), now)
             return new
 
-    def delete(self, session_id: str) -> bool:
+    def delete(self, tenant: str, session_id: str) -> bool:
         with self._lock:
-            found = self._live(session_id, time.monotonic()) is not None
-            self._items.pop(session_id, None)
+            key = (tenant, session_id)
+            found = self._text(key, self.clock()) is not None
+            self._forget(key)
             return found
+
+    def live_count(self, tenant: str) -> int:
+        with self._lock:
+            return self._count(tenant, self.clock())
 
     def ping(self) -> None:
         pass
@@ -157,25 +218,66 @@ class MemorySessionStore:
         pass
 
 
+# Atomically: forget the tenant's expired sessions, check its quota, store the session and count it live.
+# KEYS: the session, the tenant's live set; ARGV: json, ttl ms, now ms, limit (0 = none), session id.
+CREATE_SCRIPT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+local limit = tonumber(ARGV[4])
+if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+
 class RedisSessionStore:
-    """Sessions at `lyceum:sampler:session:<id>` with a millisecond TTL; updates are WATCH/MULTI/EXEC."""
+    """Sessions at `<prefix><tenant>:<id>` with a millisecond TTL; updates are WATCH/MULTI/EXEC. Each
+    tenant's live sessions are a sorted set at `<prefix><tenant>` scored by expiry time (`clock()` ms; the
+    set itself expires with its last member). Tenant ids hold no ':', so the two kinds of key never meet."""
 
-    def __init__(self, url: str, ttl_s: float, key_prefix: str = KEY_PREFIX) -> None:
+    def __init__(
+        self, url: str, ttl_s: float, key_prefix: str = KEY_PREFIX, clock: Clock = time.time
+    ) -> None:
         self.ttl_ms = max(1, round(ttl_s * 1000))
-        self.key_prefix = key_prefix
+        self.key_prefix, self.clock = key_prefix, clock
         self.redis = redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        self._create = self.redis.register_script(CREATE_SCRIPT)
 
-    def create(self, state: SessionState) -> None:
-        with _unavailable():
-            self.redis.set(self.key_prefix + state.session_id, state.to_json(), px=self.ttl_ms)
+    def _key(self, tenant: str, session_id: str) -> str:
+        return f"{self.key_prefix}{tenant}:{session_id}"
 
-    def get(self, session_id: str) -> SessionState | None:
+    def _live_key(self, tenant: str) -> str:
+        return self.key_prefix + tenant
+
+    def _now_ms(self) -> int:
+        return round(self.clock() * 1000)
+
+    def create(self, state: SessionState, max_live: int = 0) -> None:
+        keys = [self._key(state.tenant, state.session_id), self._live_key(state.tenant)]
+        args = [state.to_json(), self.ttl_ms, self._now_ms(), max(0, max_live), state.session_id]
         with _unavailable():
-            raw = self.redis.getex(self.key_prefix + session_id, px=self.ttl_ms)
-        return None if raw is None else SessionState.from_json(raw)
+            stored = self._create(keys=keys, args=args)
+        if not stored:
+            raise _exhausted(state.tenant, max_live)
+
+    def get(self, tenant: str, session_id: str) -> SessionState | None:
+        live = self._live_key(tenant)
+        with _unavailable(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.getex(self._key(tenant, session_id), px=self.ttl_ms)
+            pipe.zadd(live, {session_id: self._now_ms() + self.ttl_ms}, xx=True)
+            pipe.pexpire(live, self.ttl_ms)
+            raw, _, _ = pipe.execute()
+        if raw is None:
+            with _unavailable():
+                self.redis.zrem(live, session_id)
+            return None
+        return SessionState.from_json(raw)
 
     def update(self, state: SessionState) -> SessionState:
-        key = self.key_prefix + state.session_id
+        key, live = self._key(state.tenant, state.session_id), self._live_key(state.tenant)
         new = replace(state, version=state.version + 1)
         with _unavailable(), self.redis.pipeline() as pipe:
             try:
@@ -185,14 +287,27 @@ class RedisSessionStore:
                     raise _conflict(state.session_id)
                 pipe.multi()
                 pipe.set(key, new.to_json(), px=self.ttl_ms)
+                pipe.zadd(live, {state.session_id: self._now_ms() + self.ttl_ms})
+                pipe.pexpire(live, self.ttl_ms)
                 pipe.execute()
             except WatchError:
                 raise _conflict(state.session_id) from None
         return new
 
-    def delete(self, session_id: str) -> bool:
-        with _unavailable():
-            return bool(self.redis.delete(self.key_prefix + session_id))
+    def delete(self, tenant: str, session_id: str) -> bool:
+        with _unavailable(), self.redis.pipeline() as pipe:
+            pipe.delete(self._key(tenant, session_id))
+            pipe.zrem(self._live_key(tenant), session_id)
+            deleted, _ = pipe.execute()
+        return bool(deleted)
+
+    def live_count(self, tenant: str) -> int:
+        live = self._live_key(tenant)
+        with _unavailable(), self.redis.pipeline() as pipe:
+            pipe.zremrangebyscore(live, "-inf", self._now_ms())
+            pipe.zcard(live)
+            _, count = pipe.execute()
+        return int(count)
 
     def ping(self) -> None:
         with _unavailable():
@@ -204,6 +319,13 @@ class RedisSessionStore:
 
 def _conflict(session_id: str) -> Aborted:
     return Aborted(f"session {session_id!r} was changed or deleted concurrently; retry", field="session_id")
+
+
+def _exhausted(tenant: str, limit: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"tenant {tenant!r} has {limit} live sessions, its limit; delete one or wait for one to expire",
+        field=QUOTA_FIELD,
+    )
 
 
 @contextmanager

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from lyceum_ml.causal_lm import CausalLM
-from lyceum_sampler.sessions import SessionState
+from lyceum_sampler.sessions import SessionState, Shown
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class HistoryItem:
     probability: float
     category: str  # "above" | "other"
     rank: int
+    chosen_at: float  # time.time() seconds
+    from_other: bool
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class SessionView:
     text: str  # prompt + generated, decoded (an incomplete UTF-8 tail shows as U+FFFD)
     context_len: int
     max_context_len: int
+    created_at: float  # time.time() seconds
+    updated_at: float
+    shown: Shown | None  # the settings a distribution was last recorded as shown with
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,10 @@ class Tokens:
 
 def view(state: SessionState, tokens: Tokens) -> SessionView:
     lm = tokens.lm
-    generated = [HistoryItem(tokens(g.token_id), g.probability, g.category, g.rank) for g in state.generated]
+    generated = [
+        HistoryItem(tokens(g.token_id), g.probability, g.category, g.rank, g.chosen_at, g.from_other)
+        for g in state.generated
+    ]
     continuation = b"".join(item.token.raw for item in generated).decode("utf-8", errors="replace")
     return SessionView(
         session_id=state.session_id,
@@ -103,4 +111,7 @@ def view(state: SessionState, tokens: Tokens) -> SessionView:
         text=state.prompt + continuation,
         context_len=len(state.prompt_ids) + len(state.generated),
         max_context_len=lm.max_context,
+        created_at=state.created_at,
+        updated_at=state.updated_at,
+        shown=state.shown,
     )

@@ -5,6 +5,9 @@ Why slices: a broker redelivers a message that stays unacked too long (Redis: af
 so no message is held for longer than `slice_s`. Why a lease: a duplicate or redelivered message finds the
 job claimed and does nothing; a worker that dies stops renewing, and the reconciler re-sends the job, whose
 next claim resumes from the last checkpoint. The job table, not the broker, is the truth.
+
+A job acts for its tenant: the slice runs with `RequestContext.system(tenant=job.tenant)` bound, so its log
+lines carry the context's request id and any call it makes carries the tenant; its model is the tenant's.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from lyceum_core.context import RequestContext, bound
 from lyceum_core.errors import Aborted, LyceumError
 from lyceum_core.storage import ArtifactStore
 from lyceum_db.models.job import JobState
 from lyceum_db.repositories.jobs import JobRecord, JobRepository
 from lyceum_db.repositories.registry import ModelRepository
-from lyceum_jobs.kinds import parse_config
-from lyceum_trainer.jobs import HANDLERS
+from lyceum_jobs.kinds import KINDS, JobKind, parse_config
+from lyceum_trainer.jobs import BUILDERS
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +108,15 @@ class JobRunner:
         if job is None:
             return "not-claimed"  # terminal, or a live worker holds it: a duplicate message
         RUNNING.inc()
+        ctx = RequestContext.system(tenant=job.tenant)
         try:
-            with LeaseKeeper(
-                self.jobs, job_id, self.cfg.owner, self.cfg.lease_s, self.cfg.heartbeat_s
-            ) as lease:
+            with (
+                bound(ctx),
+                LeaseKeeper(
+                    self.jobs, job_id, self.cfg.owner, self.cfg.lease_s, self.cfg.heartbeat_s
+                ) as lease,
+            ):
+                log.info("job %s (%s, tenant %s) slice started", job_id, job.kind, job.tenant)
                 outcome = self._run_claimed(job, lease)
         except Aborted:
             outcome = "lease-lost"  # another worker took over after our lease expired; it owns the job now
@@ -130,12 +139,12 @@ class JobRunner:
         if job.state == JobState.CANCELLING:  # its worker died while stopping: finish the stop
             self.jobs.finish(job.job_id, owner, JobState.CANCELLED)
             return "cancelled"
-        handler = HANDLERS[job.kind]
+        kind = KINDS[job.kind]
         config = parse_config(job.kind, job.config)
         workdir = self.cfg.work_dir / job.job_id
         workdir.mkdir(parents=True, exist_ok=True)
         resume = self.store.get_dir(job.checkpoint_uri, workdir / "resume") if job.checkpoint_uri else None
-        trainer, final_metrics = handler.build(config, workdir, resume)
+        trainer, final_metrics = BUILDERS[job.kind](config, workdir, resume)
         if resume is not None:
             trainer.load(resume)
             log.info("job %s resumed at step %d/%d", job.job_id, trainer.step, trainer.total_steps)
@@ -159,7 +168,7 @@ class JobRunner:
                 self.jobs.record_metrics(job.job_id, step, metrics)
                 self.jobs.set_metrics(job.job_id, owner, metrics)
             elapsed = time.monotonic() - started
-            progress = _progress(trainer, figures, start_step, elapsed, progress, handler.unit)
+            progress = _progress(trainer, figures, start_step, elapsed, progress, kind.unit)
             lease.progress = progress
             if lease.lost:
                 raise Aborted(f"lease on job {job.job_id} lost")
@@ -178,18 +187,24 @@ class JobRunner:
                 self.jobs.finish(job.job_id, owner, JobState.CANCELLED)  # a cancel came in meanwhile
                 return "cancelled"
         self.jobs.heartbeat(job.job_id, owner, self.cfg.lease_s, progress)  # the final progress
-        return self._complete(job, trainer, handler, config, final_metrics)
+        return self._complete(job, trainer, kind, config, final_metrics)
 
-    def _complete(self, job: JobRecord, trainer: Any, handler: Any, config: Any, final_metrics: Any) -> str:
-        """Final evaluation, export to the registry (idempotent per job), and success."""
+    def _complete(self, job: JobRecord, trainer: Any, kind: JobKind, config: Any, final_metrics: Any) -> str:
+        """Final evaluation, export to the job's tenant's registry (idempotent per job), and success."""
         metrics = trainer.evaluate() | final_metrics()
         self.jobs.record_metrics(job.job_id, trainer.step, metrics)
         self.jobs.set_metrics(job.job_id, self.cfg.owner, metrics)
         export_dir = Path(tempfile.mkdtemp(prefix="export-", dir=self.cfg.work_dir / job.job_id))
         metadata = trainer.export(export_dir)
-        uri = self.store.put_dir(export_dir, f"models/{config.register_as}/{job.job_id}")
+        uri = self.store.put_dir(export_dir, f"models/{job.tenant}/{config.register_as}/{job.job_id}")
         model = self.models.register(
-            config.register_as, handler.model_kind, uri, metrics, job_id=job.job_id, metadata=metadata
+            job.tenant,
+            config.register_as,
+            kind.model_kind,
+            uri,
+            metrics,
+            job_id=job.job_id,
+            metadata=metadata,
         )
         result = {"model": {"name": model.name, "version": model.version, "uri": uri}}
         self.jobs.finish(job.job_id, self.cfg.owner, JobState.SUCCEEDED, result=result)
@@ -201,7 +216,7 @@ class JobRunner:
         local = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self.cfg.work_dir / job.job_id))
         trainer.save(local)
         uri = self.store.put_dir(local, f"jobs/{job.job_id}/checkpoint-{trainer.step:09d}")
-        previous = self.jobs.get(job.job_id)
+        previous = self.jobs.get(job.tenant, job.job_id)
         progress = progress | {"last_checkpoint": trainer.step}
         self.jobs.save_checkpoint(job.job_id, self.cfg.owner, uri, progress)
         if previous is not None and previous.checkpoint_uri and previous.checkpoint_uri != uri:

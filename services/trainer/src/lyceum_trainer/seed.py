@@ -1,7 +1,8 @@
 """Seeds a fresh deployment with the demo models: the demo DFM (`dfm-demo`) and demo language model
 (`lm-demo`), each trained now if no checkpoint is at hand, stored in the artifact store and registered with
-the alias `production`, which the predictors and samplers serve. Models already registered are left alone,
-so seeding is idempotent (`make run` and the deployments' seed job run it on every start)."""
+the alias `production`, which the predictors and samplers serve. The platform tenant publishes them (public:
+every tenant may read them). Models already registered are left alone, so seeding is idempotent (`make run`
+and the deployments' seed job run it on every start)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from lyceum_core.context import RequestContext, bound
+from lyceum_core.identity import PLATFORM_TENANT
 from lyceum_core.storage import ArtifactStore
 from lyceum_db.engine import create_engine
 from lyceum_db.repositories.registry import ModelRepository
@@ -39,22 +42,40 @@ def seed_demos(
 ) -> list[str]:
     """Registers each demo not yet in the registry, from `checkpoints[name]` (trained there when missing;
     the demo LM on `lm_corpus` if given, else on its default corpus); returns the names registered now."""
-    models = ModelRepository(create_engine(database_url))
-    store = ArtifactStore(registry_url)
+    engine = create_engine(database_url)
+    models, store = ModelRepository(engine), ArtifactStore(registry_url)
     seeded = []
-    for demo in DEMOS:
-        if models.list(demo.name):
-            continue
-        checkpoint = checkpoints[demo.name]
-        if not (checkpoint / "config.json").exists():
-            log.info("training %s into %s", demo.name, checkpoint)
-            command = [sys.executable, "-m", demo.builder, "--out", str(checkpoint)]
-            if demo.kind == "lm" and lm_corpus is not None:
-                command += ["--corpus", str(lm_corpus)]
-            subprocess.run(command, check=True)
-        uri = store.put_dir(checkpoint, f"models/{demo.name}/demo")
-        record = models.register(demo.name, demo.kind, uri, {}, metadata={"source": demo.builder})
-        models.set_alias(demo.name, alias, record.version)
-        log.info("registered %s version %s as %s", demo.name, record.version, alias)
-        seeded.append(demo.name)
+    try:
+        with bound(RequestContext.system()):
+            for demo in DEMOS:
+                if _seed(models, store, demo, checkpoints[demo.name], alias, lm_corpus):
+                    seeded.append(demo.name)
+    finally:
+        engine.dispose()
     return seeded
+
+
+def _seed(
+    models: ModelRepository,
+    store: ArtifactStore,
+    demo: Demo,
+    checkpoint: Path,
+    alias: str,
+    lm_corpus: Path | None,
+) -> bool:
+    """Registers one demo as the platform's public model unless the platform has it already."""
+    if any(record.tenant == PLATFORM_TENANT for record in models.list(PLATFORM_TENANT, demo.name)):
+        return False
+    if not (checkpoint / "config.json").exists():
+        log.info("training %s into %s", demo.name, checkpoint)
+        command = [sys.executable, "-m", demo.builder, "--out", str(checkpoint)]
+        if demo.kind == "lm" and lm_corpus is not None:
+            command += ["--corpus", str(lm_corpus)]
+        subprocess.run(command, check=True)
+    uri = store.put_dir(checkpoint, f"models/{PLATFORM_TENANT}/{demo.name}/demo")
+    record = models.register(
+        PLATFORM_TENANT, demo.name, demo.kind, uri, {}, metadata={"source": demo.builder}, public=True
+    )
+    models.set_alias(PLATFORM_TENANT, demo.name, alias, record.version)
+    log.info("registered %s version %s as %s (public)", demo.name, record.version, alias)
+    return True

@@ -18,11 +18,13 @@ EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
 def _context(context: grpc.aio.ServicerContext) -> RequestContext:
-    return RequestContext.from_metadata(context.invocation_metadata(), time_remaining=context.time_remaining())
+    metadata = context.invocation_metadata()
+    return RequestContext.from_metadata(metadata, time_remaining=context.time_remaining())
 
 
 class RequestContextInterceptor(grpc.aio.ServerInterceptor):
-    """Binds each call's `RequestContext`; a call without a valid one ends UNAUTHENTICATED/INVALID_ARGUMENT."""
+    """Binds each call's `RequestContext`; a call without a valid one ends UNAUTHENTICATED (no tenant) or
+    INVALID_ARGUMENT (a malformed one)."""
 
     async def intercept_service(
         self,

@@ -56,10 +56,25 @@ def run_migrations_offline() -> None:
 
 
 def _run_on(connection: Connection) -> None:
-    # SQLite cannot ALTER most things in place; batch mode rebuilds the table instead.
-    _configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
-    with context.begin_transaction():
-        context.run_migrations()
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # SQLite cannot ALTER most things in place; batch mode rebuilds a table instead, and dropping the old
+        # copy of a parent table would cascade-delete its children's rows. The pragma only takes effect
+        # outside a transaction, hence the commit before it.
+        connection.commit()
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    try:
+        _configure(connection=connection, render_as_batch=sqlite)
+        with context.begin_transaction():
+            context.run_migrations()
+            if sqlite:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migration left rows violating foreign keys: {broken[:5]}")
+    finally:
+        if sqlite:
+            connection.commit()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 def run_migrations_online() -> None:

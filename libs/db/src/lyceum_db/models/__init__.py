@@ -4,11 +4,13 @@ from lyceum_db.models.base import NAMING_CONVENTION, Base, UTCDateTime
 from lyceum_db.models.job import TERMINAL, Job, JobMetric, JobState
 from lyceum_db.models.learner import Learner, LearnerEvent
 from lyceum_db.models.registry import AliasMove, ModelAlias, ModelAliasEvent, ModelVersion
+from lyceum_db.models.tenant import ApiKey, Tenant
 
 __all__ = [
     "NAMING_CONVENTION",
     "TERMINAL",
     "AliasMove",
+    "ApiKey",
     "Base",
     "Job",
     "JobMetric",
@@ -18,5 +20,6 @@ __all__ = [
     "ModelAlias",
     "ModelAliasEvent",
     "ModelVersion",
+    "Tenant",
     "UTCDateTime",
 ]

@@ -7,9 +7,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from lyceum_core.identity import TENANT_ID_MAX_LEN
 from lyceum_db.models.base import Base, UTCDateTime
 
 JOB_ID_LEN = 32  # uuid4().hex
@@ -42,13 +43,18 @@ ACTIVE: frozenset[JobState] = frozenset({JobState.RUNNING, JobState.CANCELLING})
 
 
 class Job(Base):
-    """A background job. The lease (`lease_owner`, `lease_expires_at`) says which worker runs it; a lease
-    that expired means that worker died and the job may be claimed again, resuming from `checkpoint_uri`."""
+    """A background job of one tenant. The lease (`lease_owner`, `lease_expires_at`) says which worker runs
+    it; a lease that expired means that worker died and the job may be claimed again, resuming from
+    `checkpoint_uri`."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_created_at_job_id", "created_at", "job_id"),)
+    __table_args__ = (
+        Index("ix_jobs_tenant_created_at_job_id", "tenant", "created_at", "job_id"),
+        UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+    )
 
     job_id: Mapped[str] = mapped_column(String(JOB_ID_LEN), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT_ID_MAX_LEN), nullable=False)
     kind: Mapped[str] = mapped_column(String(KIND_MAX_LEN), nullable=False)
     queue: Mapped[str] = mapped_column(String(QUEUE_MAX_LEN), nullable=False)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
@@ -59,9 +65,8 @@ class Job(Base):
     # The latest evaluation metrics; their history is in job_metrics.
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    idempotency_key: Mapped[str | None] = mapped_column(
-        String(IDEMPOTENCY_KEY_MAX_LEN), nullable=True, unique=True
-    )
+    # Unique per tenant (a NULL key never collides).
+    idempotency_key: Mapped[str | None] = mapped_column(String(IDEMPOTENCY_KEY_MAX_LEN), nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(LEASE_OWNER_MAX_LEN), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -1,23 +1,25 @@
-"""Learner tables: one row per learner plus its append-only history of (task, outcome) events."""
+"""Learner tables: one row per (tenant, learner) plus its append-only history of (task, outcome) events."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Float, ForeignKey, Integer, String, text
+from sqlalchemy import Float, ForeignKeyConstraint, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from lyceum_core.identity import LEARNER_ID_MAX_LEN, TENANT_ID_MAX_LEN
 from lyceum_db.models.base import Base, UTCDateTime
 
-LEARNER_ID_MAX_LEN = 128
 TASK_MAX_LEN = 256
 
 
 class Learner(Base):
-    """A learner. `history_len` is the number of events and doubles as the optimistic-concurrency version."""
+    """A learner of one tenant. `history_len` is the number of events and doubles as the
+    optimistic-concurrency version."""
 
     __tablename__ = "learners"
 
+    tenant: Mapped[str] = mapped_column(String(TENANT_ID_MAX_LEN), primary_key=True)
     learner_id: Mapped[str] = mapped_column(String(LEARNER_ID_MAX_LEN), primary_key=True)
     history_len: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
@@ -28,12 +30,17 @@ class LearnerEvent(Base):
     """One event of a learner's history; `seq` counts from 0 in append order."""
 
     __tablename__ = "learner_events"
-
-    learner_id: Mapped[str] = mapped_column(
-        String(LEARNER_ID_MAX_LEN),
-        ForeignKey("learners.learner_id", ondelete="CASCADE"),
-        primary_key=True,
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant", "learner_id"],
+            ["learners.tenant", "learners.learner_id"],
+            name="fk_learner_events_tenant_learners",
+            ondelete="CASCADE",
+        ),
     )
+
+    tenant: Mapped[str] = mapped_column(String(TENANT_ID_MAX_LEN), primary_key=True)
+    learner_id: Mapped[str] = mapped_column(String(LEARNER_ID_MAX_LEN), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     task: Mapped[str] = mapped_column(String(TASK_MAX_LEN), nullable=False)
     outcome: Mapped[float] = mapped_column(Float, nullable=False)

@@ -1,4 +1,4 @@
-"""Helpers shared by the job and registry repositories: the clock, a read-only engine, input validation."""
+"""Helpers shared by the repositories: the clock, a read-only engine, input validation."""
 
 from __future__ import annotations
 

@@ -3,6 +3,10 @@ cancellation and resumption, plus the queries a reconciler and a metrics exporte
 
 Leases compare timestamps from the repository's clock on every worker, so `lease_s` must stay well above
 the clock skew between hosts. A lease owner must be unique per claim (host, pid and a random suffix).
+
+Methods a caller uses (create, get, list, cancel, resume, metrics history, active count) take the tenant first
+and see only its jobs; another tenant's job is missing. Worker-side methods (claim, heartbeat, checkpoint,
+finish, ...) address jobs by id alone: the job id came from a committed row.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from sqlalchemy import Connection, Engine, Row, and_, case, func, insert, litera
 from sqlalchemy.exc import IntegrityError
 
 from lyceum_core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from lyceum_core.identity import check_tenant_id
 from lyceum_db.models.base import UTCDateTime
 from lyceum_db.models.job import (
     ACTIVE,
@@ -46,6 +51,7 @@ class JobRecord:
     """A job's row; timestamps are timezone-aware UTC, JSON columns are plain dicts."""
 
     job_id: str
+    tenant: str
     kind: str
     queue: str
     config: dict[str, Any]
@@ -81,19 +87,21 @@ class JobRepository:
 
     def create(
         self,
+        tenant: str,
         kind: str,
-        queue: str,
         config: Mapping[str, Any],
+        queue: str,
         idempotency_key: str | None = None,
     ) -> tuple[JobRecord, bool]:
-        """Creates a queued job; returns it and True. A repeated `idempotency_key` returns the existing job
-        and False if its kind and config are equal, else AlreadyExists."""
+        """Creates a queued job of `tenant`; returns it and True. An `idempotency_key` the tenant used before
+        returns the existing job and False if its kind and config are equal, else AlreadyExists."""
+        check_tenant_id(tenant)
         check_str(kind, "kind", KIND_MAX_LEN)
         check_str(queue, "queue", QUEUE_MAX_LEN)
         config = json_object(config, "config")
         if idempotency_key is not None:
             check_str(idempotency_key, "idempotency_key", IDEMPOTENCY_KEY_MAX_LEN)
-            existing = self._by_key(idempotency_key)
+            existing = self.find_by_idempotency_key(tenant, idempotency_key)
             if existing is not None:
                 return _same_request(existing, kind, config), False
         now = self._clock()
@@ -101,6 +109,7 @@ class JobRepository:
             insert(Job)
             .values(
                 job_id=uuid.uuid4().hex,
+                tenant=tenant,
                 kind=kind,
                 queue=queue,
                 config=config,
@@ -120,39 +129,64 @@ class JobRepository:
                 row = conn.execute(stmt).one()
         except IntegrityError:
             # Only the idempotency key can collide (a uuid4 does not): a concurrent create with it won.
-            existing = self._by_key(idempotency_key) if idempotency_key is not None else None
+            existing = (
+                self.find_by_idempotency_key(tenant, idempotency_key) if idempotency_key is not None else None
+            )
             if existing is None:
                 raise
             return _same_request(existing, kind, config), False
         return _record(row), True
 
-    def get(self, job_id: str) -> JobRecord | None:
-        """The job's record, or None if there is no such job."""
+    def get(self, tenant: str, job_id: str) -> JobRecord | None:
+        """The tenant's job, or None if it has no such job."""
         with self._reader.connect() as conn:
-            return _get(conn, job_id)
+            return _get(conn, job_id, tenant)
+
+    def find_by_idempotency_key(self, tenant: str, idempotency_key: str) -> JobRecord | None:
+        """The job of `tenant` that a create with `idempotency_key` made, or None (another tenant's keys are
+        its own)."""
+        stmt = select(*_COLUMNS).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key)
+        with self._reader.connect() as conn:
+            row = conn.execute(stmt).one_or_none()
+        return None if row is None else _record(row)
+
+    def active_count(self, tenant: str) -> int:
+        """How many of the tenant's jobs are queued, running or cancelling (what a job quota counts)."""
+        live = [JobState.QUEUED.value, *_ACTIVE]
+        stmt = select(func.count()).select_from(Job).where(Job.tenant == tenant, Job.state.in_(live))
+        with self._reader.connect() as conn:
+            return conn.execute(stmt).scalar_one()
 
     def list(
         self,
+        tenant: str,
         state: JobState | None = None,
         kind: str | None = None,
         limit: int = 50,
         before: str | None = None,
     ) -> builtins.list[JobRecord]:
-        """Up to `limit` jobs, newest first, optionally filtered by state and kind.
+        """Up to `limit` of the tenant's jobs, newest first, optionally filtered by state and kind.
 
         Paging: pass the `job_id` of the last job of a page as `before` to get the next page, i.e. the jobs
         ordered after it by (created_at, job_id) descending. An unknown `before` is InvalidArgument.
         """
         if not 1 <= limit <= 1000:
             raise InvalidArgument(f"limit must be 1 to 1000, got {limit}", field="limit")
-        stmt = select(*_COLUMNS).order_by(Job.created_at.desc(), Job.job_id.desc()).limit(limit)
+        stmt = (
+            select(*_COLUMNS)
+            .where(Job.tenant == tenant)
+            .order_by(Job.created_at.desc(), Job.job_id.desc())
+            .limit(limit)
+        )
         if state is not None:
             stmt = stmt.where(Job.state == _state(state).value)
         if kind is not None:
             stmt = stmt.where(Job.kind == kind)
         with self._reader.connect() as conn:
             if before is not None:
-                cursor = conn.execute(select(Job.created_at).where(Job.job_id == before)).scalar_one_or_none()
+                cursor = conn.execute(
+                    select(Job.created_at).where(Job.tenant == tenant, Job.job_id == before)
+                ).scalar_one_or_none()
                 if cursor is None:
                     raise InvalidArgument(f"unknown cursor job {before!r}", field="before")
                 stmt = stmt.where(
@@ -255,20 +289,22 @@ class JobRepository:
             raise _not_found(job_id) from exc  # the foreign key is the only constraint
 
     def metrics_history(
-        self, job_id: str, after_step: int | None = None
+        self, tenant: str, job_id: str, after_step: int | None = None
     ) -> builtins.list[tuple[int, dict[str, Any], datetime]]:
         """The job's (step, values, created_at) reports ordered by step, then report order; with `after_step`
-        only the later steps. NotFound if there is no such job. A step re-run after a resume appears twice."""
+        only the later steps. NotFound if the tenant has no such job. A step re-run after a resume appears
+        twice."""
         stmt = (
             select(JobMetric.step, JobMetric.values, JobMetric.created_at)
-            .where(JobMetric.job_id == job_id)
+            .join(Job, Job.job_id == JobMetric.job_id)
+            .where(JobMetric.job_id == job_id, Job.tenant == tenant)
             .order_by(JobMetric.step, JobMetric.id)
         )
         if after_step is not None:
             stmt = stmt.where(JobMetric.step > after_step)
         with self._reader.connect() as conn:
             rows = conn.execute(stmt).all()
-            if not rows and conn.execute(select(Job.job_id).where(Job.job_id == job_id)).first() is None:
+            if not rows and _get(conn, job_id, tenant) is None:
                 raise _not_found(job_id)
         return [(step, values, created_at) for step, values, created_at in rows]
 
@@ -337,14 +373,18 @@ class JobRepository:
             raise _not_found(job_id)
         raise _lease_lost(job, owner)
 
-    def request_cancel(self, job_id: str) -> JobRecord:
+    def request_cancel(self, tenant: str, job_id: str) -> JobRecord:
         """Cancels a queued job at once and asks a running one to stop (state cancelling); a job already
         cancelling or cancelled is returned unchanged. FailedPrecondition if it succeeded or failed."""
         queued = Job.state == JobState.QUEUED.value
         now = self._clock()
         stmt = (
             update(Job)
-            .where(Job.job_id == job_id, Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
+            .where(
+                Job.tenant == tenant,
+                Job.job_id == job_id,
+                Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
+            )
             .values(
                 state=case((queued, JobState.CANCELLED.value), else_=JobState.CANCELLING.value),
                 finished_at=case((queued, literal(now, UTCDateTime())), else_=Job.finished_at),
@@ -357,7 +397,7 @@ class JobRepository:
                 row = conn.execute(stmt).one_or_none()
                 if row is not None:
                     return _record(row)
-                job = _get(conn, job_id)
+                job = _get(conn, job_id, tenant)
             if job is None:
                 raise _not_found(job_id)
             if job.state in (JobState.CANCELLING, JobState.CANCELLED):
@@ -367,13 +407,17 @@ class JobRepository:
             # Queued or running again: a resume or claim slipped in between; try again.
         raise Aborted(f"job {job_id!r} kept changing state; retry the cancel", field="job_id")
 
-    def resume(self, job_id: str) -> JobRecord:
+    def resume(self, tenant: str, job_id: str) -> JobRecord:
         """Queues a cancelled or failed job again (from its checkpoint, which is kept), clearing its error,
         result and finished_at; FailedPrecondition in any other state."""
         now = self._clock()
         stmt = (
             update(Job)
-            .where(Job.job_id == job_id, Job.state.in_([JobState.CANCELLED.value, JobState.FAILED.value]))
+            .where(
+                Job.tenant == tenant,
+                Job.job_id == job_id,
+                Job.state.in_([JobState.CANCELLED.value, JobState.FAILED.value]),
+            )
             .values(
                 state=JobState.QUEUED.value,
                 error=None,
@@ -388,7 +432,7 @@ class JobRepository:
             row = conn.execute(stmt).one_or_none()
             if row is not None:
                 return _record(row)
-            job = _get(conn, job_id)
+            job = _get(conn, job_id, tenant)
         if job is None:
             raise _not_found(job_id)
         raise FailedPrecondition(
@@ -437,11 +481,6 @@ class JobRepository:
         with self._reader.connect() as conn:
             return {(kind, state): n for kind, state, n in conn.execute(stmt)}
 
-    def _by_key(self, idempotency_key: str) -> JobRecord | None:
-        with self._reader.connect() as conn:
-            row = conn.execute(select(*_COLUMNS).where(Job.idempotency_key == idempotency_key)).one_or_none()
-        return None if row is None else _record(row)
-
     @staticmethod
     def _touch(conn: Connection, job_id: str, owner: str, **values: Any) -> tuple[JobState, dict[str, Any]]:
         """Applies `values` if `owner` holds the job's lease and returns (state, progress) read under the row
@@ -467,8 +506,12 @@ def _record(row: Row[Any]) -> JobRecord:
     return JobRecord(**values)
 
 
-def _get(conn: Connection, job_id: str) -> JobRecord | None:
-    row = conn.execute(select(*_COLUMNS).where(Job.job_id == job_id)).one_or_none()
+def _get(conn: Connection, job_id: str, tenant: str | None = None) -> JobRecord | None:
+    """The job (of `tenant`, when given), or None."""
+    stmt = select(*_COLUMNS).where(Job.job_id == job_id)
+    if tenant is not None:
+        stmt = stmt.where(Job.tenant == tenant)
+    row = conn.execute(stmt).one_or_none()
     return None if row is None else _record(row)
 
 

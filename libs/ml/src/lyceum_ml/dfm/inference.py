@@ -40,7 +40,7 @@ def predict(model: DFM, cache: KVCache, task_idx: Tensor) -> Tensor:
     positions = torch.full((k,), cache.length, device=model.device)
     mask = torch.eye(k, dtype=torch.bool, device=model.device)
     h, _ = model.decode(x, positions, mask, [cache])
-    return torch.sigmoid(model.logits(h[0]))
+    return torch.sigmoid(model.logits(h[0], task_idx))
 
 
 @torch.no_grad()
@@ -52,7 +52,7 @@ def extend(
     x = model.embed_events(task_idx[None], outcomes[None])  # (1, 2N, d)
     positions = torch.arange(cache.length, cache.length + x.shape[1], device=model.device)
     h, new_kv = model.decode(x, positions, None, [cache])
-    return torch.sigmoid(model.logits(h[0, 0::2])), new_kv
+    return torch.sigmoid(model.logits(h[0, 0::2], task_idx)), new_kv
 
 
 @torch.no_grad()
@@ -79,13 +79,13 @@ def forecast(
         start = cache.length + rollout.length
         positions = torch.arange(start, start + x.shape[1], device=model.device)
         h, new_kv = model.decode(x, positions, None, [cache, rollout])
-        p = torch.sigmoid(model.logits(h[:, -1]))  # (S,)
+        p = torch.sigmoid(model.logits(h[:, -1], task_idx[:, j]))  # (S,)
         out[:, j] = p
         if j == L - 1:
             break
         rollout.append(new_kv)
         fed = p if feedback is Feedback.EXPECTED else torch.bernoulli(p, generator=generator)
         x = torch.stack(
-            [model.embed_outcomes(fed), model.embed_tasks(task_idx[:, j + 1])], dim=1
+            [model.embed_outcomes(fed, task_idx[:, j]), model.embed_tasks(task_idx[:, j + 1])], dim=1
         )  # (S, 2, d)
     return out

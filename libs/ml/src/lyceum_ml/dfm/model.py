@@ -2,7 +2,9 @@
 outcome of each task from the learner's history before it.
 
 Sequence: [BOS_task, BOS_outcome, task_0, outcome_0, task_1, outcome_1, ...]. The logit for event i is read
-at task_i's position, so P(success on task | history) costs one token on top of the cached history.
+at task_i's position, so P(success on task | history) costs one token on top of the cached history. An
+outcome token embeds the outcome together with its task (`DFMConfig.outcome_embedding`), and the logit adds a
+task-specific read-out of the hidden state (`DFMConfig.task_readout`).
 """
 
 from __future__ import annotations
@@ -119,17 +121,18 @@ class Block(nn.Module):
         self.attn = Attention(cfg)
         self.mlp_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mlp = MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)  # residual-branch dropout; the identity in eval mode (serving)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin)
-        return x + self.mlp(self.mlp_norm(x))
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
 
     def decode(
         self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, past: Sequence[tuple[Tensor, Tensor]]
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         a, kv = self.attn.decode(self.attn_norm(x), cos, sin, mask, past)
-        x = x + a
-        return x + self.mlp(self.mlp_norm(x)), kv
+        x = x + self.drop(a)
+        return x + self.drop(self.mlp(self.mlp_norm(x))), kv
 
 
 class TaskEncoder(nn.Module):
@@ -158,11 +161,16 @@ class DFM(nn.Module):
         self.cfg = cfg
         self.task_encoder = TaskEncoder(cfg)
         self.outcome_proj = nn.Linear(1, cfg.d_model)
+        if cfg.outcome_embedding == "task":  # task vector -> its (wrong, right) outcome embeddings
+            self.outcome_task = nn.Linear(cfg.d_model, 2 * cfg.d_model, bias=False)
+        self.drop = nn.Dropout(cfg.dropout)
         self.type_emb = nn.Embedding(2, cfg.d_model)
         self.bos = nn.Parameter(torch.zeros(2, cfg.d_model))  # the learned BOS (task, outcome) pair
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.d_model, 1)
+        if cfg.task_readout:  # task vector -> (read-out row (d), difficulty (1))
+            self.readout = nn.Linear(cfg.d_model, cfg.d_model + 1, bias=False)
         cos, sin = rotary_tables(cfg.head_dim, cfg.max_len, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -178,6 +186,10 @@ class DFM(nn.Module):
             )
             nn.init.normal_(p, std=std * scale)
         nn.init.normal_(self.bos, std=std)
+        if self.cfg.outcome_embedding == "task":  # a random rotation: task-carrying outcomes start at the
+            nn.init.normal_(self.outcome_task.weight, std=self.cfg.d_model**-0.5)  # task embeddings' scale
+        if self.cfg.task_readout:  # starts small next to the shared head (a logit of ~init_std**2)
+            nn.init.normal_(self.readout.weight, std=std * self.cfg.d_model**-0.5)
         nn.init.zeros_(self.head.bias)
         nn.init.zeros_(self.outcome_proj.bias)
 
@@ -194,9 +206,19 @@ class DFM(nn.Module):
         """(...,) long -> (..., d)."""
         return self.task_encoder(task_idx) + self.type_emb.weight[TASK]
 
-    def embed_outcomes(self, outcomes: Tensor) -> Tensor:
-        """(...,) in [0, 1] -> (..., d)."""
-        return self.outcome_proj(outcomes.to(self.dtype).unsqueeze(-1)) + self.type_emb.weight[OUTCOME]
+    def embed_outcomes(self, outcomes: Tensor, task_idx: Tensor) -> Tensor:
+        """(...,) outcomes in [0, 1] of the (...,) tasks -> (..., d)."""
+        return self._outcomes(outcomes, task_idx, None)
+
+    def _outcomes(self, outcomes: Tensor, task_idx: Tensor, task_vec: Tensor | None) -> Tensor:
+        o = outcomes.to(self.dtype).unsqueeze(-1)  # (..., 1)
+        x = self.outcome_proj(o) + self.type_emb.weight[OUTCOME]
+        if self.cfg.outcome_embedding == "scalar":
+            return x
+        if task_vec is None:
+            task_vec = self.task_encoder(task_idx)
+        wrong, right = self.outcome_task(task_vec).chunk(2, dim=-1)  # (..., d) each
+        return x + (1 - o) * wrong + o * right  # a fractional outcome mixes the two
 
     def embed_bos(self, batch: int = 1) -> Tensor:
         """(B, 2, d)."""
@@ -206,25 +228,33 @@ class DFM(nn.Module):
     def embed_events(self, task_idx: Tensor, outcomes: Tensor) -> Tensor:
         """(B, N) tasks and outcomes -> interleaved (B, 2N, d): task_0, outcome_0, task_1, ..."""
         B, N = task_idx.shape
-        pair = torch.stack([self.embed_tasks(task_idx), self.embed_outcomes(outcomes)], dim=2)  # (B, N, 2, d)
+        task_vec = self.task_encoder(task_idx)  # (B, N, d)
+        tasks = task_vec + self.type_emb.weight[TASK]
+        pair = torch.stack([tasks, self._outcomes(outcomes, task_idx, task_vec)], dim=2)  # (B, N, 2, d)
         return pair.view(B, 2 * N, self.cfg.d_model)
 
-    def logits(self, h: Tensor) -> Tensor:
-        """Hidden states at task positions -> soft-capped logits (fp32)."""
-        x = self.head(self.norm(h)).squeeze(-1).float()
+    def logits(self, h: Tensor, task_idx: Tensor) -> Tensor:
+        """Hidden states (..., d) at the positions of tasks (...,) -> soft-capped logits (fp32)."""
+        h = self.norm(h)
+        x = self.head(h).squeeze(-1)
+        if self.cfg.task_readout:
+            row = self.readout(self.task_encoder(task_idx))  # (..., d + 1)
+            x = x + (row[..., :-1] * h).sum(-1) + row[..., -1]
+        x = x.float()
         return self.cfg.softcap * torch.tanh(x / self.cfg.softcap)
 
     # --- full-sequence path (training, evaluation) ------------------------------------------------
     def forward(self, task_idx: Tensor, outcomes: Tensor) -> Tensor:
         """(B, N) events (right-padded is fine: attention is causal) -> (B, N) logits for each event."""
         x = torch.cat([self.embed_bos(task_idx.shape[0]), self.embed_events(task_idx, outcomes)], dim=1)
+        x = self.drop(x)
         n = x.shape[1]
         if n > self.cfg.max_len:
             raise ValueError(f"sequence of {n} tokens exceeds max_len={self.cfg.max_len}")
         cos, sin = self.rope_cos[:n], self.rope_sin[:n]
         for block in self.blocks:
             x = block(x, cos, sin)
-        return self.logits(x[:, 2::2])  # task positions 2, 4, ...
+        return self.logits(x[:, 2::2], task_idx)  # task positions 2, 4, ...
 
     # --- incremental path (serving) ---------------------------------------------------------------
     def decode(

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -29,6 +29,11 @@ from lyceum_ml.training import (
 )
 
 History = tuple[Sequence[int], Sequence[float]]
+# Which events of held-out data are scored. "all": every event of every window (each window starts from an
+# empty history), as the DKVMN paper's code does. "pykt": pyKT's test_sequences protocol (Liu et al. 2022):
+# the same windows, but windows of fewer than 3 events are dropped and a window's first event is not scored.
+Protocol = Literal["all", "pykt"]
+PYKT_MIN_WINDOW = 3
 
 
 @dataclass(frozen=True)
@@ -87,16 +92,28 @@ def _device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def evaluate_split(
-    model: nn.Module, histories: Sequence[History], window: int, batch_size: int = 64
+    model: nn.Module,
+    histories: Sequence[History],
+    window: int,
+    batch_size: int = 64,
+    protocol: Protocol = "all",
 ) -> dict[str, float]:
-    """AUC, accuracy, BCE, ECE and n over every event of `histories` (cut by `windows`); works for any model
-    mapping (B, N) tasks and outcomes to (B, N) logits where event i is predicted from events before it."""
+    """AUC, accuracy, BCE, ECE and n over the events of `histories` (cut by `windows`) that `protocol`
+    scores; works for any model mapping (B, N) tasks and outcomes to (B, N) logits where event i is
+    predicted from events before it."""
+    if protocol not in ("all", "pykt"):
+        raise ValueError(f"unknown evaluation protocol {protocol!r}")
     was_training = model.training
     model.eval()
     ys, ps = [], []
-    chunks = sorted(windows(histories, window), key=lambda c: len(c[0]))  # similar lengths: less padding
+    chunks = windows(histories, window)
+    if protocol == "pykt":
+        chunks = [c for c in chunks if len(c[0]) >= PYKT_MIN_WINDOW]
+    chunks.sort(key=lambda c: len(c[0]))  # similar lengths: less padding
     for i in range(0, len(chunks), batch_size):
         tasks, outcomes, mask = collate(chunks[i : i + batch_size], _device(model))
+        if protocol == "pykt":
+            mask[:, 0] = False
         p = torch.sigmoid(model(tasks, outcomes).float())
         ys.append(outcomes[mask].cpu().numpy())
         ps.append(p[mask].cpu().numpy())

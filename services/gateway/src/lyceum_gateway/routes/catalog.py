@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from lyceum_gateway.deps import Predictors
+from lyceum_gateway.deps import Context, Predictors
 from lyceum_gateway.routes import API_PREFIX
 from lyceum_gateway.schemas.catalog import ModelInfoResponse, TasksResponse
 from lyceum_gateway.schemas.common import error_responses
@@ -13,13 +13,13 @@ router = APIRouter(prefix=API_PREFIX, tags=["catalog"], responses=error_response
 
 
 @router.get("/tasks", summary="List the known tasks")
-async def list_tasks(predictors: Predictors) -> TasksResponse:
+async def list_tasks(ctx: Context, predictors: Predictors) -> TasksResponse:
     """The task ids the served model knows, in vocabulary order."""
-    tasks = await predictors.any().list_tasks()
+    tasks = await predictors.any().list_tasks(ctx)
     return TasksResponse(tasks=tasks, count=len(tasks))
 
 
 @router.get("/model", summary="Describe the served model")
-async def get_model(predictors: Predictors) -> ModelInfoResponse:
+async def get_model(ctx: Context, predictors: Predictors) -> ModelInfoResponse:
     """Architecture, vocabulary size, history limit and runtime of the served model."""
-    return ModelInfoResponse.from_domain(await predictors.any().get_model_info())
+    return ModelInfoResponse.from_domain(await predictors.any().get_model_info(ctx))

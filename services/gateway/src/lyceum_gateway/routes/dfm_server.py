@@ -10,11 +10,13 @@ from contextlib import contextmanager
 from fastapi import APIRouter
 
 from lyceum_core.errors import AlreadyExists, InvalidArgument, NotFound
-from lyceum_gateway.clients import Event, Feedback
-from lyceum_gateway.deps import Predictors, RequestLimits
+from lyceum_fleet.predictor import Event, Feedback
+from lyceum_gateway.deps import Context, Predictors, QuotaChecks, RequestLimits
 from lyceum_gateway.schemas import dfm_server as s
+from lyceum_gateway.schemas.compat import compat_error_responses
 
-router = APIRouter(tags=["dfm-server"])
+# A malformed request is 422 with one message; any call that reaches a predictor may find none serving (503).
+router = APIRouter(tags=["dfm-server"], responses=compat_error_responses(422, 503))
 
 
 @contextmanager
@@ -28,11 +30,12 @@ def original_messages(learner_id: str) -> Iterator[None]:
         raise AlreadyExists(f"Learner '{learner_id}' already exists", field=err.field) from err
 
 
-@router.post("/learners", summary="Register a learner")
+@router.post("/learners", summary="Register a learner", responses=compat_error_responses(400, 409))
 async def register_learner(
-    body: s.RegisterRequest, predictors: Predictors, limits: RequestLimits
+    body: s.RegisterRequest, ctx: Context, predictors: Predictors, limits: RequestLimits, quotas: QuotaChecks
 ) -> s.RegisterResponse:
-    """Creates a learner, with a history when both `tasks` and `outcomes` are given."""
+    """Creates a learner, with a history when both `tasks` and `outcomes` are given (429 when the tenant has
+    its quota of learners, `max_learners`, as on `/v1`)."""
     limits.learner_id(body.learner_id)
     if (body.tasks is None) != (body.outcomes is None):
         missing = "outcomes" if body.outcomes is None else "tasks"
@@ -42,79 +45,91 @@ async def register_learner(
         raise InvalidArgument("tasks and outcomes must have the same length", field="outcomes")
     limits.events(tasks, "tasks")
     history = [Event(task=task, outcome=outcome) for task, outcome in zip(tasks, outcomes, strict=True)]
+    await quotas.check_learners(ctx.tenant)
     with original_messages(body.learner_id):
-        learner = await predictors.for_learner(body.learner_id).register_learner(body.learner_id, history)
+        predictor = predictors.for_learner(ctx, body.learner_id)
+        learner = await predictor.register_learner(ctx, body.learner_id, history)
     return s.RegisterResponse(learner_id=learner.learner_id, history_len=learner.history_len)
 
 
-@router.post("/predict", summary="Predict success on tasks")
-async def predict(body: s.PredictRequest, predictors: Predictors, limits: RequestLimits) -> s.PredictResponse:
+@router.post("/predict", summary="Predict success on tasks", responses=compat_error_responses(400, 404, 409))
+async def predict(
+    body: s.PredictRequest, ctx: Context, predictors: Predictors, limits: RequestLimits
+) -> s.PredictResponse:
     """P(success) on each task given the learner's history."""
     limits.learner_id(body.learner_id)
     limits.tasks(body.tasks)
     with original_messages(body.learner_id):
-        result = await predictors.for_learner(body.learner_id).predict(body.learner_id, body.tasks)
+        predictor = predictors.for_learner(ctx, body.learner_id)
+        result = await predictor.predict(ctx, body.learner_id, body.tasks)
     return s.PredictResponse(learner_id=body.learner_id, predictions=result.probabilities)
 
 
-@router.post("/update", summary="Record one outcome")
-async def update(body: s.UpdateRequest, predictors: Predictors, limits: RequestLimits) -> s.UpdateResponse:
+@router.post("/update", summary="Record one outcome", responses=compat_error_responses(400, 404, 409))
+async def update(
+    body: s.UpdateRequest, ctx: Context, predictors: Predictors, limits: RequestLimits
+) -> s.UpdateResponse:
     """Appends one (task, outcome) event to the learner's history."""
     limits.learner_id(body.learner_id)
     event = Event(task=body.task, outcome=body.outcome)
     with original_messages(body.learner_id):
-        result = await predictors.for_learner(body.learner_id).append_events(body.learner_id, [event])
+        predictor = predictors.for_learner(ctx, body.learner_id)
+        result = await predictor.append_events(ctx, body.learner_id, [event])
     return s.UpdateResponse(learner_id=body.learner_id, history_len=result.learner.history_len)
 
 
-@router.post("/forecast", summary="Forecast task sequences")
+@router.post("/forecast", summary="Forecast task sequences", responses=compat_error_responses(400, 404, 409))
 async def forecast(
-    body: s.ForecastRequest, predictors: Predictors, limits: RequestLimits
+    body: s.ForecastRequest, ctx: Context, predictors: Predictors, limits: RequestLimits
 ) -> s.ForecastResponse:
     """S x L probabilities, each sequence rolled out with expected feedback; changes nothing."""
     limits.learner_id(body.learner_id)
     limits.forecast(body.task_sequences)
-    predictor = predictors.for_learner(body.learner_id)
+    predictor = predictors.for_learner(ctx, body.learner_id)
     sequences = body.task_sequences
     lengths = {len(seq) for seq in sequences}
     with original_messages(body.learner_id):
         if not sequences or lengths == {0} or len(lengths) > 1:
             # The original answered these without the model, but only for a known learner.
-            await predictor.get_learner(body.learner_id)
+            await predictor.get_learner(ctx, body.learner_id)
             if len(lengths) > 1:
                 raise InvalidArgument("All task sequences must have the same length", field="task_sequences")
             return s.ForecastResponse(learner_id=body.learner_id, predictions=[[] for _ in sequences])
-        result = await predictor.forecast(body.learner_id, sequences, Feedback.EXPECTED)
+        result = await predictor.forecast(ctx, body.learner_id, sequences, Feedback.EXPECTED)
     return s.ForecastResponse(learner_id=body.learner_id, predictions=result.predictions)
 
 
-@router.delete("/learners/{learner_id}", summary="Delete a learner")
-async def delete_learner(learner_id: str, predictors: Predictors, limits: RequestLimits) -> s.DeleteResponse:
+@router.delete(
+    "/learners/{learner_id}", summary="Delete a learner", responses=compat_error_responses(400, 404)
+)
+async def delete_learner(
+    learner_id: str, ctx: Context, predictors: Predictors, limits: RequestLimits
+) -> s.DeleteResponse:
     """Deletes the learner and its history."""
     limits.learner_id(learner_id)
     with original_messages(learner_id):
-        await predictors.for_learner(learner_id).delete_learner(learner_id)
+        await predictors.for_learner(ctx, learner_id).delete_learner(ctx, learner_id)
     return s.DeleteResponse(learner_id=learner_id)
 
 
 @router.get("/health", summary="Server health")
-async def health(predictors: Predictors) -> s.HealthResponse:
-    """`learner_count` sums the predictors' resident learners (learners with a cache loaded)."""
-    infos = await asyncio.gather(*(replica.get_model_info() for replica in predictors.serving()))
+async def health(ctx: Context, predictors: Predictors) -> s.HealthResponse:
+    """`learner_count` sums the predictors' resident learners of the caller's tenant (with a cache loaded)."""
+    infos = await asyncio.gather(*(replica.get_model_info(ctx) for replica in predictors.serving()))
     return s.HealthResponse(status="ok", learner_count=sum(info.resident_learners for info in infos))
 
 
 @router.get("/tasks", summary="List the known tasks")
-async def list_tasks(predictors: Predictors) -> s.TasksResponse:
+async def list_tasks(ctx: Context, predictors: Predictors) -> s.TasksResponse:
     """The task ids the model knows, sorted."""
-    tasks = sorted(await predictors.any().list_tasks())
+    tasks = sorted(await predictors.any().list_tasks(ctx))
     return s.TasksResponse(tasks=tasks, count=len(tasks))
 
 
 @router.get("/config", summary="Model configuration")
-async def get_config(predictors: Predictors) -> s.ConfigResponse:
+async def get_config(ctx: Context, predictors: Predictors) -> s.ConfigResponse:
     """The served model's architecture in the original server's field names."""
-    info = await predictors.any().get_model_info()
+    info = await predictors.any().get_model_info(ctx)
     return s.ConfigResponse(
         n_layer=info.n_layer,
         n_head=info.n_head,

@@ -12,8 +12,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from lyceum_core.errors import Code, Internal, LyceumError
-from lyceum_gateway import clients, sse
-from lyceum_gateway.deps import Samplers
+from lyceum_fleet.sampler import GenerateSpec, GenerationStep, Token
+from lyceum_gateway import sse
+from lyceum_gateway.deps import Context, Samplers
 from lyceum_gateway.errors import error_body
 from lyceum_gateway.routes import API_PREFIX
 from lyceum_gateway.schemas.common import error_responses
@@ -54,13 +55,13 @@ STREAM_DOC = (
     },
 )
 async def generate(
-    body: GenerateRequest, samplers: Samplers, request: Request
+    body: GenerateRequest, ctx: Context, samplers: Samplers, request: Request
 ) -> GenerateResponse | StreamingResponse:
     """Continues `prompt` with `model` (stateless: no session is created): `sample` shaped by the knobs and
     reproducible by `seed`, `greedy`, or `beam` search; stops at `max_new_tokens`, the end-of-sequence token
     or a `stop` string. Errors before the first token are plain error responses, streaming or not."""
     spec = body.to_domain()
-    steps = samplers.spread().generate(spec)
+    steps = samplers.spread().generate(ctx, spec)
     try:
         first = await anext(steps)  # a bad model or argument fails here, before any status line is sent
     except StopAsyncIteration:
@@ -74,7 +75,7 @@ async def generate(
         )
     tokens: list[GeneratedToken] = []
     async with aclosing(steps):
-        step: clients.GenerationStep | None = first
+        step: GenerationStep | None = first
         while step is not None:
             if step.token is None:
                 return GenerateResponse(
@@ -85,22 +86,22 @@ async def generate(
     raise Internal("the sampler ended the generation without a final message")
 
 
-def _token(index: int, step: clients.GenerationStep, token: clients.Token) -> GeneratedToken:
+def _token(index: int, step: GenerationStep, token: Token) -> GeneratedToken:
     return GeneratedToken(
         index=index, token=TokenOut.from_domain(token), probability=step.probability, text=step.text
     )
 
 
 async def _event_stream(
-    spec: clients.GenerateSpec,
-    first: clients.GenerationStep,
-    steps: AsyncGenerator[clients.GenerationStep, None],
+    spec: GenerateSpec,
+    first: GenerationStep,
+    steps: AsyncGenerator[GenerationStep, None],
     request: Request,
 ) -> AsyncIterator[str]:
     index = 0
     try:
         async with aclosing(steps):
-            step: clients.GenerationStep | None = first
+            step: GenerationStep | None = first
             while step is not None:
                 if step.token is None:
                     end = GenerateResponse(model=spec.model, text=step.text, finish_reason=step.finish_reason)
@@ -121,6 +122,6 @@ async def _event_stream(
 
 
 @router.get("/sampler/models", summary="List the language models")
-async def list_sampler_models(samplers: Samplers) -> SamplerModelsResponse:
+async def list_sampler_models(ctx: Context, samplers: Samplers) -> SamplerModelsResponse:
     """The language models the samplers serve (sessions and generation accept these names)."""
-    return SamplerModelsResponse.from_domain(await samplers.any().list_models())
+    return SamplerModelsResponse.from_domain(await samplers.any().list_models(ctx))

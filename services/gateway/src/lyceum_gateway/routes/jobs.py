@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from lyceum_core.errors import Code, InvalidArgument, LyceumError
 from lyceum_db.models.job import JobState
 from lyceum_gateway import sse
-from lyceum_gateway.deps import Jobs
+from lyceum_gateway.deps import Context, Jobs, QuotaChecks
 from lyceum_gateway.errors import error_body
 from lyceum_gateway.jobs import Ended, JobService, JobUpdate, MetricsPoint, ProgressChanged
 from lyceum_gateway.routes import API_PREFIX
@@ -82,6 +82,8 @@ SSE_CONTENT = {sse.MEDIA_TYPE: {"schema": {"type": "string"}, "example": SSE_EXA
 def submit_job(
     body: SubmitJobRequest,
     jobs: Jobs,
+    ctx: Context,
+    quotas: QuotaChecks,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -92,14 +94,18 @@ def submit_job(
 ) -> JobOut:
     """Validates the config (422 naming the field; no job is created), writes the job and then enqueues it.
     201 with the new job, or 200 with the earlier job when the idempotency key repeats (409 if its kind or
-    config differ)."""
+    config differ). 429 naming `max_jobs` when the tenant's queued and running jobs reach its quota (never
+    for a repeated idempotency key: it creates nothing)."""
     config = body.validated_config()
     if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
         raise InvalidArgument(
             "the Idempotency-Key header and idempotency_key differ", field="idempotency_key"
         )
     key = body.idempotency_key or idempotency_key
-    job, created = jobs.submit(body.kind, config, queue=body.queue, idempotency_key=key)
+    if key is None or jobs.find_submitted(ctx.tenant, key) is None:
+        # A retry of an accepted submission gets its job (or 409) even at the quota: it adds no job.
+        quotas.check_jobs(ctx.tenant)
+    job, created = jobs.submit(ctx.tenant, body.kind, config, queue=body.queue, idempotency_key=key)
     response.headers["Location"] = f"{router.prefix}/{job.job_id}"
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -109,6 +115,7 @@ def submit_job(
 @router.get("", summary="List jobs", responses=error_responses(400))
 def list_jobs(
     jobs: Jobs,
+    ctx: Context,
     state: Annotated[JobState | None, Query(description="Only jobs in this state")] = None,
     kind: Annotated[JobKindName | None, Query(description="Only jobs of this kind")] = None,  # type: ignore[valid-type]
     limit: Annotated[int, Query(ge=1, le=200, description="Page size")] = 50,
@@ -117,14 +124,14 @@ def list_jobs(
     ] = None,
 ) -> JobList:
     """Jobs newest first, a page at a time; follow `next_cursor` until it is null."""
-    page, cursor = jobs.page(state=state, kind=kind, limit=limit, before=before)
+    page, cursor = jobs.page(ctx.tenant, state=state, kind=kind, limit=limit, before=before)
     return JobList(jobs=[JobOut.from_record(job) for job in page], next_cursor=cursor)
 
 
 @router.get("/{job_id}", summary="Get a job", responses=error_responses(404))
-def get_job(job_id: JobIdPath, jobs: Jobs) -> JobOut:
+def get_job(job_id: JobIdPath, jobs: Jobs, ctx: Context) -> JobOut:
     """The job's state, progress, latest metrics, and its error or result once it ended."""
-    return JobOut.from_record(jobs.get(job_id))
+    return JobOut.from_record(jobs.get(ctx.tenant, job_id))
 
 
 @router.get(
@@ -143,6 +150,7 @@ def get_job(job_id: JobIdPath, jobs: Jobs) -> JobOut:
 def job_metrics(
     job_id: JobIdPath,
     jobs: Jobs,
+    ctx: Context,
     request: Request,
     after_step: AfterStep = None,
     last_event_id: LastEventId = None,
@@ -150,8 +158,8 @@ def job_metrics(
     """Every metrics report the job made, ordered by step. With `Accept: text/event-stream`, the same as
     `/events`: the points so far, then new ones as they come, until the job ends."""
     if sse.accepts_event_stream(request.headers.get("accept", "")):
-        return _stream(jobs, request, job_id, _resume_from(after_step, last_event_id))
-    points = jobs.metrics(job_id, after_step)
+        return _stream(jobs, request, ctx.tenant, job_id, _resume_from(after_step, last_event_id))
+    points = jobs.metrics(ctx.tenant, job_id, after_step)
     return MetricsHistory(job_id=job_id, points=[MetricsPointOut.from_domain(p) for p in points])
 
 
@@ -167,26 +175,27 @@ def job_metrics(
 def job_events(
     job_id: JobIdPath,
     jobs: Jobs,
+    ctx: Context,
     request: Request,
     after_step: AfterStep = None,
     last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """A `text/event-stream` of the job's progress and metrics that ends with an `end` event carrying the
     terminal job; polls the database about twice a second."""
-    return _stream(jobs, request, job_id, _resume_from(after_step, last_event_id))
+    return _stream(jobs, request, ctx.tenant, job_id, _resume_from(after_step, last_event_id))
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a job", responses=error_responses(404, 409))
-def cancel_job(job_id: JobIdPath, jobs: Jobs) -> JobOut:
+def cancel_job(job_id: JobIdPath, jobs: Jobs, ctx: Context) -> JobOut:
     """A queued job is cancelled at once; a running one becomes `cancelling` until its worker checkpoints and
     stops. Cancelling a cancelled job changes nothing; a succeeded or failed one is 409."""
-    return JobOut.from_record(jobs.cancel(job_id))
+    return JobOut.from_record(jobs.cancel(ctx.tenant, job_id))
 
 
 @router.post("/{job_id}/resume", summary="Resume a job", responses=error_responses(404, 409, 503))
-def resume_job(job_id: JobIdPath, jobs: Jobs) -> JobOut:
+def resume_job(job_id: JobIdPath, jobs: Jobs, ctx: Context) -> JobOut:
     """Queues a cancelled or failed job again; it continues from its last checkpoint. 409 in other states."""
-    return JobOut.from_record(jobs.resume(job_id))
+    return JobOut.from_record(jobs.resume(ctx.tenant, job_id))
 
 
 # --- event streams ------------------------------------------------------------------------------------------
@@ -199,20 +208,24 @@ def _resume_from(after_step: int | None, last_event_id: str | None) -> int | Non
     return after_step
 
 
-def _stream(jobs: JobService, request: Request, job_id: str, after_step: int | None) -> StreamingResponse:
-    jobs.get(job_id)  # an unknown job is a plain 404, before the stream starts
+def _stream(
+    jobs: JobService, request: Request, tenant: str, job_id: str, after_step: int | None
+) -> StreamingResponse:
+    jobs.get(tenant, job_id)  # an unknown job is a plain 404, before the stream starts
     return StreamingResponse(
-        _event_stream(jobs, request, job_id, after_step), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS
+        _event_stream(jobs, request, tenant, job_id, after_step),
+        media_type=sse.MEDIA_TYPE,
+        headers=sse.HEADERS,
     )
 
 
 async def _event_stream(
-    jobs: JobService, request: Request, job_id: str, after_step: int | None
+    jobs: JobService, request: Request, tenant: str, job_id: str, after_step: int | None
 ) -> AsyncIterator[str]:
     yield sse.retry(RETRY_MS)
     last_write = time.monotonic()
     try:
-        async with aclosing(jobs.watch(job_id, after_step=after_step)) as updates:
+        async with aclosing(jobs.watch(tenant, job_id, after_step=after_step)) as updates:
             async for update in updates:
                 if await request.is_disconnected():
                     return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from lyceum_gateway.deps import LearnerIdPath, Predictors, RequestLimits
+from lyceum_gateway.deps import Context, LearnerIdPath, Predictors, QuotaChecks, RequestLimits
 from lyceum_gateway.routes import API_PREFIX
 from lyceum_gateway.schemas.common import error_responses
 from lyceum_gateway.schemas.learners import (
@@ -30,21 +30,30 @@ router = APIRouter(
     responses=error_responses(400, 409),
 )
 async def register_learner(
-    body: RegisterLearnerRequest, predictors: Predictors, limits: RequestLimits, response: Response
+    body: RegisterLearnerRequest,
+    ctx: Context,
+    predictors: Predictors,
+    limits: RequestLimits,
+    quotas: QuotaChecks,
+    response: Response,
 ) -> LearnerOut:
-    """Creates a learner, optionally with a prior history (409 if the id is taken)."""
+    """Creates a learner, optionally with a prior history (409 if the id is taken; 429 naming
+    `max_learners` when the tenant has its quota of learners)."""
     limits.learner_id(body.learner_id)
     limits.events(body.history, "history")
-    predictor = predictors.for_learner(body.learner_id)
-    learner = await predictor.register_learner(body.learner_id, [e.to_domain() for e in body.history])
+    await quotas.check_learners(ctx.tenant)
+    history = [e.to_domain() for e in body.history]
+    learner = await predictors.for_learner(ctx, body.learner_id).register_learner(
+        ctx, body.learner_id, history
+    )
     response.headers["Location"] = f"{router.prefix}/{learner.learner_id}"
     return LearnerOut.from_domain(learner)
 
 
 @router.get("/{learner_id}", summary="Get a learner", responses=error_responses(404))
-async def get_learner(learner_id: LearnerIdPath, predictors: Predictors) -> LearnerOut:
+async def get_learner(learner_id: LearnerIdPath, ctx: Context, predictors: Predictors) -> LearnerOut:
     """The learner's history length and timestamps."""
-    return LearnerOut.from_domain(await predictors.for_learner(learner_id).get_learner(learner_id))
+    return LearnerOut.from_domain(await predictors.for_learner(ctx, learner_id).get_learner(ctx, learner_id))
 
 
 @router.delete(
@@ -53,9 +62,9 @@ async def get_learner(learner_id: LearnerIdPath, predictors: Predictors) -> Lear
     summary="Delete a learner",
     responses=error_responses(404),
 )
-async def delete_learner(learner_id: LearnerIdPath, predictors: Predictors) -> Response:
+async def delete_learner(learner_id: LearnerIdPath, ctx: Context, predictors: Predictors) -> Response:
     """Deletes the learner, its history and its cache."""
-    await predictors.for_learner(learner_id).delete_learner(learner_id)
+    await predictors.for_learner(ctx, learner_id).delete_learner(ctx, learner_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -65,12 +74,16 @@ async def delete_learner(learner_id: LearnerIdPath, predictors: Predictors) -> R
     responses=error_responses(400, 404, 409),
 )
 async def append_events(
-    learner_id: LearnerIdPath, body: AppendEventsRequest, predictors: Predictors, limits: RequestLimits
+    learner_id: LearnerIdPath,
+    body: AppendEventsRequest,
+    ctx: Context,
+    predictors: Predictors,
+    limits: RequestLimits,
 ) -> AppendEventsResponse:
     """Appends events (durably) and returns what the model predicted for each just before its outcome."""
     limits.events(body.events)
-    result = await predictors.for_learner(learner_id).append_events(
-        learner_id, [e.to_domain() for e in body.events], body.expected_history_len
+    result = await predictors.for_learner(ctx, learner_id).append_events(
+        ctx, learner_id, [e.to_domain() for e in body.events], body.expected_history_len
     )
     return AppendEventsResponse.from_domain(result)
 
@@ -81,11 +94,15 @@ async def append_events(
     responses=error_responses(400, 404),
 )
 async def predict(
-    learner_id: LearnerIdPath, body: PredictRequest, predictors: Predictors, limits: RequestLimits
+    learner_id: LearnerIdPath,
+    body: PredictRequest,
+    ctx: Context,
+    predictors: Predictors,
+    limits: RequestLimits,
 ) -> PredictResponse:
     """P(success) on each task, each conditioned only on the committed history; changes nothing."""
     limits.tasks(body.tasks)
-    result = await predictors.for_learner(learner_id).predict(learner_id, body.tasks)
+    result = await predictors.for_learner(ctx, learner_id).predict(ctx, learner_id, body.tasks)
     return PredictResponse.from_domain(body.tasks, result)
 
 
@@ -95,12 +112,16 @@ async def predict(
     responses=error_responses(400, 404),
 )
 async def forecast(
-    learner_id: LearnerIdPath, body: ForecastRequest, predictors: Predictors, limits: RequestLimits
+    learner_id: LearnerIdPath,
+    body: ForecastRequest,
+    ctx: Context,
+    predictors: Predictors,
+    limits: RequestLimits,
 ) -> ForecastResponse:
     """Rolls each task sequence out from the learner's state, feeding predictions back; changes nothing."""
     limits.forecast(body.task_sequences)
-    result = await predictors.for_learner(learner_id).forecast(
-        learner_id, body.task_sequences, body.feedback, body.seed
+    result = await predictors.for_learner(ctx, learner_id).forecast(
+        ctx, learner_id, body.task_sequences, body.feedback, body.seed
     )
     return ForecastResponse(
         learner_id=result.learner_id, feedback=body.feedback, predictions=result.predictions

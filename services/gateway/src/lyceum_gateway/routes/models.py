@@ -1,5 +1,6 @@
 """Native `/v1/models` routes over the model registry: list versions, read a model or one version, move an
-alias and roll it back. Plain `def` routes: the registry repository is synchronous (FastAPI's threadpool)."""
+alias and roll it back. A tenant sees its own models and the platform's published ones, and moves aliases of
+its own only. Plain `def` routes: the registry repository is synchronous (FastAPI's threadpool)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from lyceum_gateway.deps import Registry
+from lyceum_gateway.deps import Context, Registry
 from lyceum_gateway.routes import API_PREFIX
 from lyceum_gateway.schemas.common import error_responses
 from lyceum_gateway.schemas.models import (
@@ -31,16 +32,18 @@ AliasName = Annotated[
 @router.get("", summary="List model versions")
 def list_models(
     registry: Registry,
+    ctx: Context,
     name: Annotated[str | None, Query(min_length=1, max_length=128, description="Only this model")] = None,
 ) -> ModelVersionList:
     """Every registered version, ordered by name and version, each with the aliases that point at it."""
-    return ModelVersionList(models=[ModelVersionOut.from_view(v) for v in registry.versions(name)])
+    versions = registry.versions(ctx.tenant, name)
+    return ModelVersionList(models=[ModelVersionOut.from_view(v) for v in versions])
 
 
 @router.get("/{name}", summary="Get a model", responses=error_responses(404))
-def get_model(name: ModelName, registry: Registry) -> ModelOut:
+def get_model(name: ModelName, registry: Registry, ctx: Context) -> ModelOut:
     """The model's versions, oldest first, and its aliases."""
-    return ModelOut.from_view(registry.model(name))
+    return ModelOut.from_view(registry.model(ctx.tenant, name))
 
 
 @router.get("/{name}/versions/{version}", summary="Get a model version", responses=error_responses(404))
@@ -50,22 +53,25 @@ def get_model_version(
         str, Path(min_length=1, max_length=64, description="A version number, or an alias", examples=["3"])
     ],
     registry: Registry,
+    ctx: Context,
 ) -> ModelVersionOut:
     """One version, named by its number (`3`) or by an alias pointing at it (`prod`)."""
-    return ModelVersionOut.from_view(registry.version(name, version))
+    return ModelVersionOut.from_view(registry.version(ctx.tenant, name, version))
 
 
 @router.put("/{name}/aliases/{alias}", summary="Move an alias", responses=error_responses(400, 404, 409))
-def set_alias(name: ModelName, alias: AliasName, body: SetAliasRequest, registry: Registry) -> AliasOut:
+def set_alias(
+    name: ModelName, alias: AliasName, body: SetAliasRequest, registry: Registry, ctx: Context
+) -> AliasOut:
     """Points the alias at `version` (404 if there is no such version), creating the alias if needed; the
     move is recorded, so it can be rolled back."""
-    return AliasOut.from_result(registry.set_alias(name, alias, body.version))
+    return AliasOut.from_result(registry.set_alias(ctx.tenant, name, alias, body.version))
 
 
 @router.post(
     "/{name}/aliases/{alias}/rollback", summary="Roll an alias back", responses=error_responses(404, 409)
 )
-def rollback_alias(name: ModelName, alias: AliasName, registry: Registry) -> AliasOut:
+def rollback_alias(name: ModelName, alias: AliasName, registry: Registry, ctx: Context) -> AliasOut:
     """Moves the alias back to the version it pointed at before its last move; repeated rollbacks walk
     further back. 409 when it has no earlier version."""
-    return AliasOut.from_result(registry.rollback(name, alias))
+    return AliasOut.from_result(registry.rollback(ctx.tenant, name, alias))

@@ -11,8 +11,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from lyceum_gateway import clients
-from lyceum_gateway.deps import Samplers
+from lyceum_fleet.sampler import SamplingParams
+from lyceum_gateway.deps import Context, QuotaChecks, Samplers
 from lyceum_gateway.routes import API_PREFIX
 from lyceum_gateway.schemas.common import error_responses
 from lyceum_gateway.schemas.sessions import (
@@ -46,18 +46,22 @@ SessionIdPath = Annotated[
     response_description="The new session, with its `Location`",
     responses=error_responses(400, 404),
 )
-async def create_session(body: CreateSessionRequest, samplers: Samplers, response: Response) -> SessionOut:
-    """Starts a session on a model (404 if the sampler does not serve it), with a prompt if given."""
-    session = await samplers.any().create_session(body.model, body.prompt)
+async def create_session(
+    body: CreateSessionRequest, ctx: Context, samplers: Samplers, quotas: QuotaChecks, response: Response
+) -> SessionOut:
+    """Starts a session on a model (404 if the sampler does not serve it), with a prompt if given; 429
+    naming `max_sessions` when the tenant has its quota of live sessions."""
+    limit = await quotas.max_sessions(ctx.tenant)
+    session = await samplers.any().create_session(ctx, body.model, body.prompt, max_live_sessions=limit)
     response.headers["Location"] = f"{router.prefix}/{session.session_id}"
     return SessionOut.from_domain(session)
 
 
 @router.get("/{session_id}", summary="Get a session", responses=error_responses(404))
-async def get_session(session_id: SessionIdPath, samplers: Samplers) -> SessionOut:
+async def get_session(session_id: SessionIdPath, ctx: Context, samplers: Samplers) -> SessionOut:
     """The session's prompt, the tokens chosen so far (each with the probability, category and rank it had
     when chosen) and its text."""
-    return SessionOut.from_domain(await samplers.for_session(session_id).get_session(session_id))
+    return SessionOut.from_domain(await samplers.for_session(ctx, session_id).get_session(ctx, session_id))
 
 
 @router.delete(
@@ -66,16 +70,19 @@ async def get_session(session_id: SessionIdPath, samplers: Samplers) -> SessionO
     summary="Delete a session",
     responses=error_responses(404),
 )
-async def delete_session(session_id: SessionIdPath, samplers: Samplers) -> Response:
+async def delete_session(session_id: SessionIdPath, ctx: Context, samplers: Samplers) -> Response:
     """Deletes the session; its id is unknown afterwards (404)."""
-    await samplers.for_session(session_id).delete_session(session_id)
+    await samplers.for_session(ctx, session_id).delete_session(ctx, session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.put("/{session_id}/prompt", summary="Set the prompt", responses=error_responses(400, 404))
-async def set_prompt(session_id: SessionIdPath, body: SetPromptRequest, samplers: Samplers) -> SessionOut:
+async def set_prompt(
+    session_id: SessionIdPath, body: SetPromptRequest, ctx: Context, samplers: Samplers
+) -> SessionOut:
     """Sets (or resets) the prompt; the generated tokens are cleared."""
-    return SessionOut.from_domain(await samplers.for_session(session_id).set_prompt(session_id, body.prompt))
+    session = await samplers.for_session(ctx, session_id).set_prompt(ctx, session_id, body.prompt)
+    return SessionOut.from_domain(session)
 
 
 @router.get(
@@ -85,6 +92,7 @@ async def set_prompt(session_id: SessionIdPath, body: SetPromptRequest, samplers
 )
 async def get_distribution(
     session_id: SessionIdPath,
+    ctx: Context,
     samplers: Samplers,
     threshold: Annotated[
         float | None,
@@ -114,10 +122,10 @@ async def get_distribution(
     `threshold`: the tokens above it (most likely first) and the Other bucket (its mass, size and most likely
     members). Changes nothing. Pass the same settings to `POST .../tokens` so the appended token is recorded
     as shown."""
-    params = clients.SamplingParams(temperature, top_k, top_p, repetition_penalty)
-    sampler = samplers.for_session(session_id)
+    params = SamplingParams(temperature, top_k, top_p, repetition_penalty)
+    sampler = samplers.for_session(ctx, session_id)
     return DistributionOut.from_domain(
-        await sampler.get_distribution(session_id, threshold, other_top_k, params)
+        await sampler.get_distribution(ctx, session_id, threshold, other_top_k, params)
     )
 
 
@@ -127,13 +135,14 @@ async def get_distribution(
     responses=error_responses(400, 404, 409),
 )
 async def append_token(
-    session_id: SessionIdPath, body: AppendTokenRequest, samplers: Samplers
+    session_id: SessionIdPath, body: AppendTokenRequest, ctx: Context, samplers: Samplers
 ) -> AppendTokenResponse:
     """Appends one token: `token_id`, `token_text` (which must be exactly one token), or `from_other: true`
     to draw one from the Other bucket in proportion to its probability (`seed` makes the draw reproducible).
     The token's probability, category and rank are computed under the given threshold and knobs: pass those
     the user was shown."""
-    result = await samplers.for_session(session_id).append_token(
+    result = await samplers.for_session(ctx, session_id).append_token(
+        ctx,
         session_id,
         body.choice(),
         body.threshold,
@@ -145,6 +154,6 @@ async def append_token(
 
 
 @router.post("/{session_id}/undo", summary="Undo the last token", responses=error_responses(400, 404, 409))
-async def undo(session_id: SessionIdPath, samplers: Samplers) -> UndoResponse:
+async def undo(session_id: SessionIdPath, ctx: Context, samplers: Samplers) -> UndoResponse:
     """Removes the last generated token (never the prompt) and returns it."""
-    return UndoResponse.from_domain(await samplers.for_session(session_id).undo(session_id))
+    return UndoResponse.from_domain(await samplers.for_session(ctx, session_id).undo(ctx, session_id))

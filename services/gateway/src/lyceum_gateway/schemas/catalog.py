@@ -6,7 +6,7 @@ import dataclasses
 
 from pydantic import BaseModel, Field
 
-from lyceum_gateway import clients
+from lyceum_fleet import predictor as clients
 
 
 class TasksResponse(BaseModel):
@@ -27,7 +27,9 @@ class ModelInfoResponse(BaseModel):
     dtype: str
     device: str
     n_parameters: int
-    resident_learners: int = Field(description="Learners with a resident KV cache on the answering replica")
+    resident_learners: int = Field(
+        description="The caller's learners with a resident KV cache on the answering replica"
+    )
 
     @classmethod
     def from_domain(cls, info: clients.ModelInfo) -> ModelInfoResponse:

@@ -27,6 +27,9 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="Canonical error code", examples=["NOT_FOUND"])
     message: str = Field(examples=["learner 'learner-42' not found"])
     field: str | None = Field(None, description="The offending input, if any", examples=["learner_id"])
+    request_id: str | None = Field(
+        None, description="The request's id (also the `X-Request-Id` header): quote it when reporting"
+    )
 
 
 class ErrorResponse(BaseModel):

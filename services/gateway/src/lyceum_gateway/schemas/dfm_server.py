@@ -55,7 +55,9 @@ class DeleteResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str = Field(examples=["ok"])
-    learner_count: int = Field(description="Learners with a resident cache, summed over the predictors")
+    learner_count: int = Field(
+        description="The caller's learners with a resident cache, summed over the predictors"
+    )
 
 
 class TasksResponse(BaseModel):

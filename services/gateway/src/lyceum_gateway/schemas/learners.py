@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lyceum_gateway import clients
+from lyceum_fleet import predictor as clients
 from lyceum_gateway.schemas.common import LearnerId, Outcome, Probability, TaskId
 
 

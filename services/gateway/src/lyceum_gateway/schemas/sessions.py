@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lyceum_gateway import clients
+from lyceum_fleet import sampler as clients
 
 MAX_NEW_TOKENS = 4096
 MAX_OTHER_TOP_K = 1000

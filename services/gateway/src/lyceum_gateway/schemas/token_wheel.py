@@ -1,6 +1,7 @@
 """Bodies of the AI Token Wheel compatibility API, field for field as the original backend had them
 (cmmiller26/ai-fun-token-wheel-v2, `backend/app/models.py`), with their conversions from the sampler client's
-dataclasses and the mount's memo.
+dataclasses. What the original kept per session beyond the tokens (when it was created, when each token was
+chosen and whether it was drawn from Other) is kept by the sampler, so every gateway replica answers alike.
 
 Token texts are strings there: a token whose bytes are not valid UTF-8 on their own is shown as the original
 showed it (its bytes decoded with U+FFFD replacement characters); the native API has the bytes themselves.
@@ -12,11 +13,14 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lyceum_gateway import clients
-from lyceum_gateway.token_wheel import Selection, WheelSession
+from lyceum_fleet import sampler as clients
 
 ABOVE_THRESHOLD = "above_threshold"
 OTHER = "other"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def original_time(moment: datetime) -> str:
@@ -83,13 +87,13 @@ class AppendedTokenInfo(BaseModel):
     sampled_from_other: bool | None = Field(None, description="true when drawn from Other, else null")
 
     @classmethod
-    def from_domain(cls, entry: clients.HistoryEntry, selection: Selection | None) -> AppendedTokenInfo:
+    def from_domain(cls, entry: clients.HistoryEntry) -> AppendedTokenInfo:
         return cls(
             token_id=entry.token.id,
             token_text=token_text(entry.token),
             probability=entry.probability,
             category=category(entry),
-            sampled_from_other=True if selection is not None and selection.sampled_from_other else None,
+            sampled_from_other=True if entry.from_other else None,
         )
 
 
@@ -102,12 +106,10 @@ class TokenHistoryItem(BaseModel):
     sampled_from_other: bool | None = None
 
     @classmethod
-    def from_entry(
-        cls, entry: clients.HistoryEntry, selection: Selection | None, memo: WheelSession
-    ) -> TokenHistoryItem:
-        info = AppendedTokenInfo.from_domain(entry, selection)
-        # A token chosen through another replica or the native API: the earliest time this replica knows.
-        selected_at = selection.selected_at if selection is not None else memo.created_at
+    def from_entry(cls, entry: clients.HistoryEntry, session: clients.Session) -> TokenHistoryItem:
+        info = AppendedTokenInfo.from_domain(entry)
+        # (a sampler that does not say when: the earliest time known)
+        selected_at = entry.chosen_at or session.created_at or utcnow()
         return cls(
             token_id=info.token_id,
             token_text=info.token_text,
@@ -118,8 +120,8 @@ class TokenHistoryItem(BaseModel):
         )
 
 
-def token_history(session: clients.Session, memo: WheelSession) -> list[TokenHistoryItem]:
-    return [TokenHistoryItem.from_entry(e, memo.selection(i), memo) for i, e in enumerate(session.generated)]
+def token_history(session: clients.Session) -> list[TokenHistoryItem]:
+    return [TokenHistoryItem.from_entry(e, session) for e in session.generated]
 
 
 class OtherCategoryInfo(BaseModel):
@@ -155,16 +157,17 @@ class SessionStateResponse(BaseModel):
     last_accessed: str
 
     @classmethod
-    def from_domain(cls, session: clients.Session, memo: WheelSession) -> SessionStateResponse:
+    def from_domain(cls, session: clients.Session, accessed_at: datetime) -> SessionStateResponse:
+        """`accessed_at`: this call (every access refreshes the session, as in the original)."""
         return cls(
             session_id=session.session_id,
             model_name=session.model,
             initial_prompt=session.prompt,
             current_text=session.text,
-            token_history=token_history(session, memo),
+            token_history=token_history(session),
             generation_count=len(session.generated),
-            created_at=original_time(memo.created_at),
-            last_accessed=original_time(memo.last_accessed),
+            created_at=original_time(session.created_at or accessed_at),
+            last_accessed=original_time(accessed_at),
         )
 
 

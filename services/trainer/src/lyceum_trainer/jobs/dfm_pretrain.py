@@ -31,17 +31,7 @@ def build(config: DFMPretrainConfig, workdir: Path, resume: Path | None) -> Buil
     )
     torch.manual_seed(t.seed)
     model = DFM(DFMConfig(n_tasks=len(splits.vocab), **config.model.model_dump()))
-    train_cfg = TrainConfig(
-        steps=t.steps,
-        batch_size=t.batch_size,
-        window=t.window,
-        lr=t.lr,
-        min_lr_ratio=t.min_lr_ratio,
-        warmup_steps=t.warmup_steps,
-        weight_decay=t.weight_decay,
-        grad_clip=t.grad_clip,
-        seed=t.seed,
-    )
+    train_cfg = TrainConfig(**t.model_dump())  # the job's section mirrors TrainConfig field for field
     trainer = DFMTrainer(
         model,
         splits.train.histories,

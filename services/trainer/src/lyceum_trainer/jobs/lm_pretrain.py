@@ -49,20 +49,6 @@ def build(config: LMPretrainConfig, workdir: Path, resume: Path | None) -> Built
         tokenizer,
         tokenize_documents(train_docs, tokenizer),
         tokenize_documents(val_docs, tokenizer),
-        LMTrainConfig(
-            steps=t.steps,
-            batch_size=t.batch_size,
-            seq_len=t.seq_len,
-            grad_accum=t.grad_accum,
-            lr=t.lr,
-            min_lr_ratio=t.min_lr_ratio,
-            warmup_steps=t.warmup_steps,
-            weight_decay=t.weight_decay,
-            grad_clip=t.grad_clip,
-            eval_batches=t.eval_batches,
-            seed=t.seed,
-            precision=t.precision,
-            compile=t.compile,
-        ),
+        LMTrainConfig(**t.model_dump()),  # the job's section mirrors LMTrainConfig field for field
     )
     return KeepsTokenizer(trainer), dict  # type: ignore[return-value]

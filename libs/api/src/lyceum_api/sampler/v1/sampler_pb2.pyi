@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -72,19 +75,33 @@ class OtherBucket(_message.Message):
     def __init__(self, probability: _Optional[float] = ..., count: _Optional[int] = ..., top: _Optional[_Iterable[_Union[TokenProbability, _Mapping]]] = ...) -> None: ...
 
 class HistoryEntry(_message.Message):
-    __slots__ = ("token", "probability", "category", "rank")
+    __slots__ = ("token", "probability", "category", "rank", "chosen_at", "from_other")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_AT_FIELD_NUMBER: _ClassVar[int]
+    FROM_OTHER_FIELD_NUMBER: _ClassVar[int]
     token: TokenInfo
     probability: float
     category: Category
     rank: int
-    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ..., probability: _Optional[float] = ..., category: _Optional[_Union[Category, str]] = ..., rank: _Optional[int] = ...) -> None: ...
+    chosen_at: _timestamp_pb2.Timestamp
+    from_other: bool
+    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ..., probability: _Optional[float] = ..., category: _Optional[_Union[Category, str]] = ..., rank: _Optional[int] = ..., chosen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_other: _Optional[bool] = ...) -> None: ...
+
+class ShownSettings(_message.Message):
+    __slots__ = ("threshold", "params", "shown_at")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SHOWN_AT_FIELD_NUMBER: _ClassVar[int]
+    threshold: float
+    params: SamplingParams
+    shown_at: _timestamp_pb2.Timestamp
+    def __init__(self, threshold: _Optional[float] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., shown_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "model", "prompt", "prompt_token_ids", "generated", "text", "context_len", "max_context_len")
+    __slots__ = ("session_id", "model", "prompt", "prompt_token_ids", "generated", "text", "context_len", "max_context_len", "created_at", "updated_at", "last_shown")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +110,9 @@ class Session(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LEN_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTEXT_LEN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SHOWN_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     model: str
     prompt: str
@@ -101,15 +121,20 @@ class Session(_message.Message):
     text: str
     context_len: int
     max_context_len: int
-    def __init__(self, session_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., generated: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., text: _Optional[str] = ..., context_len: _Optional[int] = ..., max_context_len: _Optional[int] = ...) -> None: ...
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    last_shown: ShownSettings
+    def __init__(self, session_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., generated: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., text: _Optional[str] = ..., context_len: _Optional[int] = ..., max_context_len: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_shown: _Optional[_Union[ShownSettings, _Mapping]] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("model", "prompt")
+    __slots__ = ("model", "prompt", "max_live_sessions")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MAX_LIVE_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ...) -> None: ...
+    max_live_sessions: int
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., max_live_sessions: _Optional[int] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -144,16 +169,18 @@ class SetPromptResponse(_message.Message):
     def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
 
 class GetDistributionRequest(_message.Message):
-    __slots__ = ("session_id", "threshold", "other_top_k", "params")
+    __slots__ = ("session_id", "threshold", "other_top_k", "params", "record_shown")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     OTHER_TOP_K_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    RECORD_SHOWN_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     threshold: float
     other_top_k: int
     params: SamplingParams
-    def __init__(self, session_id: _Optional[str] = ..., threshold: _Optional[float] = ..., other_top_k: _Optional[int] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ...) -> None: ...
+    record_shown: bool
+    def __init__(self, session_id: _Optional[str] = ..., threshold: _Optional[float] = ..., other_top_k: _Optional[int] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., record_shown: _Optional[bool] = ...) -> None: ...
 
 class GetDistributionResponse(_message.Message):
     __slots__ = ("session_id", "above", "other", "threshold", "context_len")

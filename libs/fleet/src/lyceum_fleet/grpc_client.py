@@ -1,16 +1,18 @@
-"""What every gRPC client of the gateway shares: one grpc.aio channel per replica, its health check and health
-watch, and the conversion of failed calls into domain errors (once, here)."""
+"""What every gRPC client of a fleet shares: one grpc.aio channel per replica, its health check and health
+watch, and the conversion of failed calls into domain errors (once, here). Every call carries the caller's
+`RequestContext` as metadata, and a timeout cut to its deadline."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from lyceum_core.context import RequestContext
 from lyceum_core.errors import Code, LyceumError, Unavailable
 from lyceum_core.grpc.errors import from_rpc_error, has_rich_status
 from lyceum_core.grpc.route_hint import RouteHintInterceptor
@@ -92,10 +94,18 @@ class GrpcClient:
     def _closed(self) -> RuntimeError:
         return RuntimeError(f"{self.role} client for {self.address} is not open")
 
-    async def _call(self, call: Awaitable[T]) -> T:
-        """Awaits one RPC, converting a failed call into the domain error it carries (once, here)."""
+    async def _call(
+        self,
+        rpc: Callable[..., Awaitable[T]],
+        request: Any,
+        ctx: RequestContext,
+        timeout_s: float | None = None,
+    ) -> T:
+        """Runs one unary RPC for `ctx` (its metadata; a timeout of `timeout_s`, default the client's, cut to
+        the context's deadline), converting a failed call into the domain error it carries (once, here)."""
+        timeout = ctx.timeout(timeout_s or self._timeout_s)
         try:
-            return await call
+            return await rpc(request, metadata=ctx.metadata(), timeout=timeout)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE and not has_rich_status(exc):  # type: ignore[attr-defined]
                 details = (exc.details() or "").lower()  # type: ignore[attr-defined]
@@ -105,11 +115,11 @@ class GrpcClient:
                     address=self.address,
                     delivered=not any(marker in details for marker in _NOT_SENT),
                 ) from None
-            raise self._public(from_rpc_error(exc)) from None
+            raise self._public(from_rpc_error(exc), timeout) from None
 
     def _public(self, err: LyceumError, timeout_s: float | None = None) -> LyceumError:
         """Transport failures keep their code but not their text, which names internal addresses."""
-        deadline = timeout_s or self._timeout_s
+        deadline = self._timeout_s if timeout_s is None else timeout_s
         generic = {
             Code.UNAVAILABLE: f"the {self.role} is unavailable; retry later",
             Code.DEADLINE_EXCEEDED: f"the {self.role} did not answer within {deadline:g}s",

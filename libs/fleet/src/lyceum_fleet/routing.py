@@ -1,17 +1,19 @@
 """Which replica serves a call. Keyed calls (a learner on the predictors, a session on the samplers) go to the
 key's owner: the replica with the highest rendezvous (highest-random-weight) score over the current
-membership, so every gateway replica picks the same owner with no shared store, and adding or removing a
-replica moves only the keys it gains or loses (about 1/N).
+membership, so every caller (each gateway replica, each job) picks the same owner with no shared store, and
+adding or removing a replica moves only the keys it gains or loses (about 1/N). A key belongs to a tenant:
+the routed string is `routing_key(tenant, key)`, so equal ids in two tenants are routed independently.
 
 Each replica is watched with grpc.health.v1: a Watch stream for prompt news, and a Check every second that
 must be answered (a frozen replica, or one behind a silent network, answers neither while its connection may
 look alive for minutes). One that is down, hung or draining (NOT_SERVING) gets no calls, and its keys go to
 the next replica in their rendezvous order, which rebuilds the learner's cache from its stored history (or
-the session's from the shared store). A call whose replica turns out unreachable is re-routed
-with that replica excluded, when that is safe: always if the call never reached it, otherwise only for calls
-that change nothing (a write that may have run is answered UNAVAILABLE, never run twice). With
-`overflow_factor` set, an owner running more than its share of calls (bounded-load hashing) passes new ones
-to the next replica in rendezvous order. Every choice is counted (`lyceum_gateway_*` metrics).
+the session's from the shared store). A call whose replica turns out unreachable is re-routed with that
+replica excluded, when that is safe: always if the call never reached it, otherwise only for calls that
+change nothing (a write that may have run is answered UNAVAILABLE, never run twice); each typed routed method
+(`lyceum_fleet.routed`) states which it is. With `overflow_factor` set, an owner running more than its share
+of calls (bounded-load hashing) passes new ones to the next replica in rendezvous order. Every choice is
+counted (`lyceum_gateway_*` metrics, labelled by service).
 
 Staleness is the replicas' concern, not the router's: a replica serves from a cache only if it holds exactly
 the stored history, so an owner that returns after missing updates rebuilds rather than answering stale.
@@ -26,21 +28,19 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from functools import partial
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar, cast
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lyceum_core.errors import Unavailable
 from lyceum_core.grpc.route_hint import ROUTE, Route
-from lyceum_gateway.clients import Predictor, Sampler
-from lyceum_gateway.clients._grpc import ReplicaUnreachable
-from lyceum_gateway.membership import Membership, MembershipSource
+from lyceum_fleet.grpc_client import ReplicaUnreachable
+from lyceum_fleet.membership import Membership, MembershipSource
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,13 @@ class WatchedClient(AbstractAsyncContextManager[Any], Protocol):
 
 
 C = TypeVar("C", bound=WatchedClient)
+T = TypeVar("T")
+
+
+def routing_key(tenant: str, key: str) -> str:
+    """The string a tenant's key (a learner id, a session id) is routed by: equal keys of two tenants are
+    independent (each has its own owner)."""
+    return f"{tenant}/{key}"
 
 
 def rendezvous_score(address: str, key: str) -> int:
@@ -94,7 +101,8 @@ class Rebind(enum.StrEnum):
 
 
 class RoutingMetrics:
-    """The gateway's routing instruments (one set for all its routers, labelled by service)."""
+    """A caller's routing instruments (one set for all its routers, labelled by service), named
+    `lyceum_gateway_*` (their names predate the move out of the gateway; dashboards and alerts use them)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.routed = Counter(
@@ -152,8 +160,6 @@ class ReplicaRouter(Generic[C]):
     health watches (and, for a dynamic membership, its refresh)."""
 
     kind = "replica"
-    # Methods that change nothing: safe to re-send to another replica after a connection broke mid-call.
-    idempotent: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -376,9 +382,10 @@ class ReplicaRouter(Generic[C]):
             raise Unavailable(f"no {self.kind} is serving; retry later")
         return candidates[next(self._turn) % len(candidates)]
 
-    async def call(self, key: str | None, method: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Runs `client.method(*args, **kwargs)` on the replica serving `key` (None: any replica), re-routed
-        past replicas that prove unreachable whenever re-sending is safe (see the module's docstring)."""
+    async def call(self, key: str | None, run: Callable[[C], Awaitable[T]], *, retry_delivered: bool) -> T:
+        """`run(client)` on the replica serving `key` (a `routing_key`; None: any replica, in turn), re-routed
+        past replicas that prove unreachable: always when the call never reached one, and after a connection
+        broke mid-call only if `retry_delivered` (the call changes nothing, so running it twice is safe)."""
         exclude: frozenset[str] = frozenset()
         while True:
             if key is None:
@@ -388,10 +395,10 @@ class ReplicaRouter(Generic[C]):
             replica.inflight += 1
             token = ROUTE.set(route)
             try:
-                return await getattr(replica.client, method)(*args, **kwargs)
+                return await run(replica.client)
             except ReplicaUnreachable as err:
                 self._mark_down(replica)
-                if err.delivered and method not in self.idempotent:
+                if err.delivered and not retry_delivered:
                     raise
                 exclude |= {replica.address}
                 self._metrics.failovers.labels(self.kind).inc()
@@ -399,56 +406,10 @@ class ReplicaRouter(Generic[C]):
                 ROUTE.reset(token)
                 replica.inflight -= 1
 
-    def for_key(self, key: str) -> C:
-        """A client-shaped handle whose calls go to `key`'s replica (with failover)."""
-        return cast(C, _Routed(self, key))
-
-    def any(self) -> C:
-        """A client-shaped handle for calls that concern no key (catalogues, model info): any routable
-        replica, in turn, with failover."""
-        return cast(C, _Routed(self, None))
-
     def spread(self) -> C:
-        """The next routable replica's own client, for streams (generation): stateless, sharing the load."""
+        """The next routable replica's own client (no failover), for streams: stateless, sharing the load."""
         return self._next_routable(frozenset()).client
 
     def serving(self) -> list[C]:
         """The clients of the replicas currently routable, in membership order (fleet-wide reads)."""
         return [self._replicas[a].client for a, s in self.states().items() if s in ROUTABLE]
-
-
-class _Routed:
-    """Looks like one replica's client: each method call (they are all coroutines; streams go through
-    `spread()`) is routed by `ReplicaRouter.call`, failover included."""
-
-    def __init__(self, router: ReplicaRouter[Any], key: str | None) -> None:
-        self._router = router
-        self._key = key
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return partial(self._router.call, self._key, name)
-
-
-class PredictorRouter(ReplicaRouter[Any]):
-    """Learners live on the predictor that owns their id (its KV caches stay warm there)."""
-
-    kind = "predictor"
-    idempotent = frozenset({"get_learner", "predict", "forecast", "list_tasks", "get_model_info", "health"})
-
-    def for_learner(self, learner_id: str) -> Predictor:
-        """A handle on the replica that serves `learner_id`."""
-        return self.for_key(learner_id)
-
-
-class SamplerRouter(ReplicaRouter[Any]):
-    """Sessions are durable in the samplers' shared store, so any replica can serve any session; routing each
-    session's calls to the replica that owns its id keeps its KV cache warm on that one replica."""
-
-    kind = "sampler"
-    idempotent = frozenset({"get_session", "get_distribution", "list_models", "health"})
-
-    def for_session(self, session_id: str) -> Sampler:
-        """A handle on the replica that serves `session_id`."""
-        return self.for_key(session_id)

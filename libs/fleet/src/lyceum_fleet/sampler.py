@@ -1,21 +1,23 @@
-"""The gateway's view of a sampler: a small `Sampler` Protocol over plain dataclasses (token-wheel sessions,
-next-token distributions, streamed generation), and `GrpcSampler`, its implementation over a grpc.aio channel.
-Protos stop here."""
+"""A sampler as its callers (the gateway, jobs) see it: a small `Sampler` Protocol over plain dataclasses
+(token-wheel sessions, next-token distributions, streamed generation), and `GrpcSampler`, its implementation
+over one replica's grpc.aio channel. Protos stop here."""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 import grpc
 
 from lyceum_api.sampler.v1 import sampler_pb2 as pb
 from lyceum_api.sampler.v1 import sampler_pb2_grpc as pb_grpc
+from lyceum_core.context import RequestContext
 from lyceum_core.errors import InvalidArgument
 from lyceum_core.grpc.errors import from_rpc_error
-from lyceum_gateway.clients._grpc import GrpcClient
+from lyceum_fleet.grpc_client import GrpcClient
 
 SAMPLER_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SamplerService"].full_name
 
@@ -57,12 +59,24 @@ class Category(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One generated token, with the probability, category and rank (0 = most likely) it had under the
-    settings shown when it was chosen."""
+    settings shown when it was chosen; when it was chosen, and whether it was drawn from Other."""
 
     token: Token
     probability: float
     category: Category
     rank: int
+    chosen_at: datetime | None = None  # None from a sampler that does not say
+    from_other: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ShownSettings:
+    """The settings a session's distribution was last shown with (kept by the sampler, so every gateway
+    replica sees them)."""
+
+    threshold: float
+    params: SamplingParams
+    shown_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +89,9 @@ class Session:
     text: str
     context_len: int
     max_context_len: int
+    created_at: datetime | None = None  # None from a sampler that does not say
+    updated_at: datetime | None = None
+    last_shown: ShownSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,24 +179,36 @@ class LanguageModel:
 
 
 class Sampler(Protocol):
-    """What the gateway needs from one sampler replica. Every failure is a `LyceumError`."""
+    """What callers need from the samplers (one replica, or the routed fleet). Every call acts for `ctx` (its
+    tenant owns the session); every failure is a `LyceumError`."""
 
-    async def create_session(self, model: str, prompt: str | None = None) -> Session: ...
+    async def create_session(
+        self, ctx: RequestContext, model: str, prompt: str | None = None, *, max_live_sessions: int = 0
+    ) -> Session:
+        """A new session of `ctx`'s tenant; RESOURCE_EXHAUSTED if the tenant already has `max_live_sessions`
+        live ones (0: no limit)."""
+        ...
 
-    async def get_session(self, session_id: str) -> Session: ...
+    async def get_session(self, ctx: RequestContext, session_id: str) -> Session: ...
 
-    async def set_prompt(self, session_id: str, prompt: str) -> Session: ...
+    async def set_prompt(self, ctx: RequestContext, session_id: str, prompt: str) -> Session: ...
 
     async def get_distribution(
         self,
+        ctx: RequestContext,
         session_id: str,
         threshold: float | None = None,
         other_top_k: int | None = None,
         params: SamplingParams | None = None,
-    ) -> Distribution: ...
+        *,
+        record_shown: bool = False,
+    ) -> Distribution:
+        """With `record_shown`, the sampler keeps threshold and params as the session's `last_shown`."""
+        ...
 
     async def append_token(
         self,
+        ctx: RequestContext,
         session_id: str,
         choice: TokenChoice,
         threshold: float | None = None,
@@ -188,18 +217,18 @@ class Sampler(Protocol):
         expected_context_len: int | None = None,
     ) -> AppendedToken: ...
 
-    async def undo(self, session_id: str) -> UndoneToken: ...
+    async def undo(self, ctx: RequestContext, session_id: str) -> UndoneToken: ...
 
-    async def delete_session(self, session_id: str) -> None: ...
+    async def delete_session(self, ctx: RequestContext, session_id: str) -> None: ...
 
-    def generate(self, spec: GenerateSpec) -> AsyncGenerator[GenerationStep, None]:
+    def generate(self, ctx: RequestContext, spec: GenerateSpec) -> AsyncGenerator[GenerationStep, None]:
         """The generation's messages as the sampler streams them; closing the iterator cancels the call."""
         ...
 
-    async def list_models(self) -> list[LanguageModel]: ...
+    async def list_models(self, ctx: RequestContext) -> list[LanguageModel]: ...
 
     async def health(self) -> bool:
-        """True when the replica reports SERVING; never raises."""
+        """True when a replica reports SERVING; never raises."""
         ...
 
 
@@ -223,8 +252,35 @@ def _entry(msg: pb.HistoryEntry) -> HistoryEntry:
     # An unspecified category (a sampler that does not say) reads as "other": never claim "above" unasked.
     category = _CATEGORY.get(msg.category, Category.OTHER)
     return HistoryEntry(
-        token=_token(msg.token), probability=msg.probability, category=category, rank=msg.rank
+        token=_token(msg.token),
+        probability=msg.probability,
+        category=category,
+        rank=msg.rank,
+        chosen_at=_time(msg, "chosen_at"),
+        from_other=msg.from_other,
     )
+
+
+def _time(msg: object, name: str) -> datetime | None:
+    """A Timestamp field as an aware UTC datetime; None when unset."""
+    if not msg.HasField(name):  # type: ignore[attr-defined]
+        return None
+    return getattr(msg, name).ToDatetime(tzinfo=UTC)
+
+
+def _shown(msg: pb.Session) -> ShownSettings | None:
+    if not msg.HasField("last_shown"):
+        return None
+    shown = msg.last_shown
+    p = shown.params
+    params = SamplingParams(
+        temperature=p.temperature if p.HasField("temperature") else None,
+        top_k=p.top_k if p.HasField("top_k") else None,
+        top_p=p.top_p if p.HasField("top_p") else None,
+        repetition_penalty=p.repetition_penalty if p.HasField("repetition_penalty") else None,
+    )
+    shown_at = _time(shown, "shown_at") or datetime.fromtimestamp(0, UTC)
+    return ShownSettings(threshold=shown.threshold, params=params, shown_at=shown_at)
 
 
 def _session(msg: pb.Session) -> Session:
@@ -237,6 +293,9 @@ def _session(msg: pb.Session) -> Session:
         text=msg.text,
         context_len=msg.context_len,
         max_context_len=msg.max_context_len,
+        created_at=_time(msg, "created_at"),
+        updated_at=_time(msg, "updated_at"),
+        last_shown=_shown(msg),
     )
 
 
@@ -288,35 +347,42 @@ class GrpcSampler(GrpcClient):
             raise self._closed()
         return self._stub
 
-    async def create_session(self, model: str, prompt: str | None = None) -> Session:
-        request = pb.CreateSessionRequest(model=model, prompt=prompt)
-        response = await self._call(self.stub.CreateSession(request, timeout=self._timeout_s))
+    async def create_session(
+        self, ctx: RequestContext, model: str, prompt: str | None = None, *, max_live_sessions: int = 0
+    ) -> Session:
+        request = pb.CreateSessionRequest(
+            model=model, prompt=prompt, max_live_sessions=_int32(max_live_sessions, "max_live_sessions")
+        )
+        response = await self._call(self.stub.CreateSession, request, ctx)
         return _session(response.session)
 
-    async def get_session(self, session_id: str) -> Session:
-        request = pb.GetSessionRequest(session_id=session_id)
-        response = await self._call(self.stub.GetSession(request, timeout=self._timeout_s))
+    async def get_session(self, ctx: RequestContext, session_id: str) -> Session:
+        response = await self._call(self.stub.GetSession, pb.GetSessionRequest(session_id=session_id), ctx)
         return _session(response.session)
 
-    async def set_prompt(self, session_id: str, prompt: str) -> Session:
+    async def set_prompt(self, ctx: RequestContext, session_id: str, prompt: str) -> Session:
         request = pb.SetPromptRequest(session_id=session_id, prompt=prompt)
-        response = await self._call(self.stub.SetPrompt(request, timeout=self._timeout_s))
+        response = await self._call(self.stub.SetPrompt, request, ctx)
         return _session(response.session)
 
     async def get_distribution(
         self,
+        ctx: RequestContext,
         session_id: str,
         threshold: float | None = None,
         other_top_k: int | None = None,
         params: SamplingParams | None = None,
+        *,
+        record_shown: bool = False,
     ) -> Distribution:
         request = pb.GetDistributionRequest(
             session_id=session_id,
             threshold=threshold,
             other_top_k=_int32(other_top_k, "other_top_k"),
             params=_params(params),
+            record_shown=record_shown,
         )
-        r = await self._call(self.stub.GetDistribution(request, timeout=self._timeout_s))
+        r = await self._call(self.stub.GetDistribution, request, ctx)
         return Distribution(
             session_id=r.session_id,
             above=[_probability(p) for p in r.above],
@@ -331,6 +397,7 @@ class GrpcSampler(GrpcClient):
 
     async def append_token(
         self,
+        ctx: RequestContext,
         session_id: str,
         choice: TokenChoice,
         threshold: float | None = None,
@@ -351,19 +418,17 @@ class GrpcSampler(GrpcClient):
             request.token_id = _int32(choice.token_id, "token_id")  # type: ignore[assignment]
         elif choice.token_text is not None:
             request.token_text = choice.token_text
-        response = await self._call(self.stub.AppendToken(request, timeout=self._timeout_s))
+        response = await self._call(self.stub.AppendToken, request, ctx)
         return AppendedToken(session=_session(response.session), appended=_entry(response.appended))
 
-    async def undo(self, session_id: str) -> UndoneToken:
-        request = pb.UndoRequest(session_id=session_id)
-        response = await self._call(self.stub.Undo(request, timeout=self._timeout_s))
+    async def undo(self, ctx: RequestContext, session_id: str) -> UndoneToken:
+        response = await self._call(self.stub.Undo, pb.UndoRequest(session_id=session_id), ctx)
         return UndoneToken(session=_session(response.session), removed=_entry(response.removed))
 
-    async def delete_session(self, session_id: str) -> None:
-        request = pb.DeleteSessionRequest(session_id=session_id)
-        await self._call(self.stub.DeleteSession(request, timeout=self._timeout_s))
+    async def delete_session(self, ctx: RequestContext, session_id: str) -> None:
+        await self._call(self.stub.DeleteSession, pb.DeleteSessionRequest(session_id=session_id), ctx)
 
-    async def generate(self, spec: GenerateSpec) -> AsyncGenerator[GenerationStep, None]:
+    async def generate(self, ctx: RequestContext, spec: GenerateSpec) -> AsyncGenerator[GenerationStep, None]:
         request = pb.GenerateRequest(
             model=spec.model,
             prompt=spec.prompt,
@@ -374,7 +439,8 @@ class GrpcSampler(GrpcClient):
             seed=spec.seed,
             num_beams=spec.num_beams,
         )
-        call = self.stub.Generate(request, timeout=self._generate_timeout_s)
+        timeout = ctx.timeout(self._generate_timeout_s)
+        call = self.stub.Generate(request, metadata=ctx.metadata(), timeout=timeout)
         try:
             async for msg in call:
                 token = _token(msg.token) if msg.HasField("token") else None
@@ -382,12 +448,12 @@ class GrpcSampler(GrpcClient):
                     token=token, probability=msg.probability, text=msg.text, finish_reason=msg.finish_reason
                 )
         except grpc.RpcError as exc:
-            raise self._public(from_rpc_error(exc), self._generate_timeout_s) from None
+            raise self._public(from_rpc_error(exc), timeout) from None
         finally:
             call.cancel()  # a no-op once the stream ended; stops the sampler when the client left early
 
-    async def list_models(self) -> list[LanguageModel]:
-        response = await self._call(self.stub.ListModels(pb.ListModelsRequest(), timeout=self._timeout_s))
+    async def list_models(self, ctx: RequestContext) -> list[LanguageModel]:
+        response = await self._call(self.stub.ListModels, pb.ListModelsRequest(), ctx)
         return [
             LanguageModel(
                 name=m.name,

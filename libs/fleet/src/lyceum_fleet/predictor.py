@@ -1,5 +1,5 @@
-"""The gateway's view of a predictor: a small `Predictor` Protocol over plain dataclasses, and
-`GrpcPredictor`, its implementation over a grpc.aio channel. Protos stop here."""
+"""A predictor as its callers (the gateway, jobs) see it: a small `Predictor` Protocol over plain dataclasses,
+and `GrpcPredictor`, its implementation over one replica's grpc.aio channel. Protos stop here."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from google.protobuf import timestamp_pb2
 
 from lyceum_api.predictor.v1 import predictor_pb2 as pb
 from lyceum_api.predictor.v1 import predictor_pb2_grpc as pb_grpc
-from lyceum_gateway.clients._grpc import GrpcClient
+from lyceum_core.context import RequestContext
+from lyceum_fleet.grpc_client import GrpcClient
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PredictorService"].full_name
 
@@ -81,34 +82,42 @@ class ModelInfo:
 
 
 class Predictor(Protocol):
-    """What the gateway needs from one predictor replica. Every failure is a `LyceumError`."""
+    """What callers need from the predictors (one replica, or the routed fleet). Every call acts for `ctx`
+    (its tenant owns the learner); every failure is a `LyceumError`."""
 
-    async def register_learner(self, learner_id: str, history: Sequence[Event] = ()) -> Learner: ...
+    async def register_learner(
+        self, ctx: RequestContext, learner_id: str, history: Sequence[Event] = ()
+    ) -> Learner: ...
 
-    async def get_learner(self, learner_id: str) -> Learner: ...
+    async def get_learner(self, ctx: RequestContext, learner_id: str) -> Learner: ...
 
-    async def predict(self, learner_id: str, tasks: Sequence[str]) -> Predictions: ...
+    async def predict(self, ctx: RequestContext, learner_id: str, tasks: Sequence[str]) -> Predictions: ...
 
     async def append_events(
-        self, learner_id: str, events: Sequence[Event], expected_history_len: int | None = None
+        self,
+        ctx: RequestContext,
+        learner_id: str,
+        events: Sequence[Event],
+        expected_history_len: int | None = None,
     ) -> AppendResult: ...
 
     async def forecast(
         self,
+        ctx: RequestContext,
         learner_id: str,
         task_sequences: Sequence[Sequence[str]],
         feedback: Feedback = Feedback.EXPECTED,
         seed: int | None = None,
     ) -> Forecast: ...
 
-    async def delete_learner(self, learner_id: str) -> None: ...
+    async def delete_learner(self, ctx: RequestContext, learner_id: str) -> None: ...
 
-    async def list_tasks(self) -> list[str]: ...
+    async def list_tasks(self, ctx: RequestContext) -> list[str]: ...
 
-    async def get_model_info(self) -> ModelInfo: ...
+    async def get_model_info(self, ctx: RequestContext) -> ModelInfo: ...
 
     async def health(self) -> bool:
-        """True when the replica reports SERVING; never raises."""
+        """True when a replica reports SERVING; never raises."""
         ...
 
 
@@ -154,19 +163,21 @@ class GrpcPredictor(GrpcClient):
             raise self._closed()
         return self._stub
 
-    async def register_learner(self, learner_id: str, history: Sequence[Event] = ()) -> Learner:
+    async def register_learner(
+        self, ctx: RequestContext, learner_id: str, history: Sequence[Event] = ()
+    ) -> Learner:
         request = pb.RegisterLearnerRequest(learner_id=learner_id, history=_events(history))
-        response = await self._call(self.stub.RegisterLearner(request, timeout=self._timeout_s))
+        response = await self._call(self.stub.RegisterLearner, request, ctx)
         return _learner(response.learner)
 
-    async def get_learner(self, learner_id: str) -> Learner:
+    async def get_learner(self, ctx: RequestContext, learner_id: str) -> Learner:
         request = pb.GetLearnerRequest(learner_id=learner_id)
-        response = await self._call(self.stub.GetLearner(request, timeout=self._timeout_s))
+        response = await self._call(self.stub.GetLearner, request, ctx)
         return _learner(response.learner)
 
-    async def predict(self, learner_id: str, tasks: Sequence[str]) -> Predictions:
+    async def predict(self, ctx: RequestContext, learner_id: str, tasks: Sequence[str]) -> Predictions:
         request = pb.PredictRequest(learner_id=learner_id, tasks=tasks)
-        response = await self._call(self.stub.Predict(request, timeout=self._timeout_s))
+        response = await self._call(self.stub.Predict, request, ctx)
         return Predictions(
             learner_id=response.learner_id,
             history_len=response.history_len,
@@ -174,18 +185,23 @@ class GrpcPredictor(GrpcClient):
         )
 
     async def append_events(
-        self, learner_id: str, events: Sequence[Event], expected_history_len: int | None = None
+        self,
+        ctx: RequestContext,
+        learner_id: str,
+        events: Sequence[Event],
+        expected_history_len: int | None = None,
     ) -> AppendResult:
         request = pb.AppendEventsRequest(
             learner_id=learner_id, events=_events(events), expected_history_len=expected_history_len
         )
-        response = await self._call(self.stub.AppendEvents(request, timeout=self._timeout_s))
+        response = await self._call(self.stub.AppendEvents, request, ctx)
         return AppendResult(
             learner=_learner(response.learner), prior_probabilities=list(response.prior_probabilities)
         )
 
     async def forecast(
         self,
+        ctx: RequestContext,
         learner_id: str,
         task_sequences: Sequence[Sequence[str]],
         feedback: Feedback = Feedback.EXPECTED,
@@ -197,22 +213,21 @@ class GrpcPredictor(GrpcClient):
             feedback=_FEEDBACK_PB[feedback],
             seed=seed,
         )
-        response = await self._call(self.stub.Forecast(request, timeout=self._timeout_s))
+        response = await self._call(self.stub.Forecast, request, ctx)
         return Forecast(
             learner_id=response.learner_id,
             predictions=[list(seq.probabilities) for seq in response.predictions],
         )
 
-    async def delete_learner(self, learner_id: str) -> None:
-        request = pb.DeleteLearnerRequest(learner_id=learner_id)
-        await self._call(self.stub.DeleteLearner(request, timeout=self._timeout_s))
+    async def delete_learner(self, ctx: RequestContext, learner_id: str) -> None:
+        await self._call(self.stub.DeleteLearner, pb.DeleteLearnerRequest(learner_id=learner_id), ctx)
 
-    async def list_tasks(self) -> list[str]:
-        response = await self._call(self.stub.ListTasks(pb.ListTasksRequest(), timeout=self._timeout_s))
+    async def list_tasks(self, ctx: RequestContext) -> list[str]:
+        response = await self._call(self.stub.ListTasks, pb.ListTasksRequest(), ctx)
         return list(response.tasks)
 
-    async def get_model_info(self) -> ModelInfo:
-        r = await self._call(self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._timeout_s))
+    async def get_model_info(self, ctx: RequestContext) -> ModelInfo:
+        r = await self._call(self.stub.GetModelInfo, pb.GetModelInfoRequest(), ctx)
         return ModelInfo(
             name=r.name,
             version=r.version,

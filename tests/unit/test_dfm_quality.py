@@ -1,0 +1,143 @@
+"""What the knowledge-tracing quality work added: outcome tokens that carry their task, a task-specific
+read-out, training-only dropout, checkpoints from before these still loading as trained, pyKT's scoring
+protocol, and the SAKT baseline."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures.predictor import TEST_TASKS, tiny_dfm
+from torch import Tensor, nn
+
+from lyceum_ml.checkpoint import load_dfm, save_dfm
+from lyceum_ml.dfm import DFMConfig, TaskVocab
+from lyceum_ml.dfm.inference import predict, prefill
+from lyceum_ml.dfm.sakt import SAKT, SAKTConfig
+from lyceum_ml.dfm.simulate import SimConfig, simulate
+from lyceum_ml.dfm.train import TrainConfig, evaluate_split, train_dfm
+
+N_TASKS = len(TEST_TASKS)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _probe(model: nn.Module) -> Tensor:
+    tasks, outcomes = torch.tensor([0, 3, 3, 1, 5, 2]), torch.tensor([1.0, 0.0, 1.0, 0.5, 1.0, 0.0])
+    return predict(model, prefill(model, tasks, outcomes), torch.arange(N_TASKS))  # type: ignore[arg-type]
+
+
+# --- outcome tokens and dropout -----------------------------------------------------------------------------
+def test_an_outcome_token_carries_its_task_and_mixes_fractional_outcomes() -> None:
+    model = tiny_dfm(0)
+    assert model.cfg.outcome_embedding == "task"  # the default
+    one = torch.ones(2)
+    right = model.embed_outcomes(one, torch.tensor([0, 1]))
+    assert not torch.allclose(right[0], right[1])  # same outcome, different task: different token
+    task = torch.tensor([2])
+    half = model.embed_outcomes(torch.tensor([0.5]), task)
+    ends = (
+        model.embed_outcomes(torch.tensor([0.0]), task) + model.embed_outcomes(torch.tensor([1.0]), task)
+    ) / 2
+    torch.testing.assert_close(half, ends)
+
+    scalar = tiny_dfm(0, outcome_embedding="scalar")
+    tokens = scalar.embed_outcomes(one, torch.tensor([0, 1]))
+    torch.testing.assert_close(tokens[0], tokens[1])  # the outcome alone
+
+
+def test_the_task_readout_gives_each_task_its_own_row_and_difficulty() -> None:
+    model = tiny_dfm(0)
+    h = torch.randn(1, model.cfg.d_model).expand(3, -1)  # one hidden state read out for three tasks
+    logits = model.logits(h, torch.tensor([0, 1, 2]))
+    plain = tiny_dfm(0, task_readout=False)
+    assert logits.unique().numel() == 3 and plain.logits(h, torch.tensor([0, 1, 2])).unique().numel() == 1
+
+
+def test_dropout_acts_in_training_only() -> None:
+    model = tiny_dfm(0, dropout=0.5)
+    tasks, outcomes = torch.tensor([[0, 3, 1, 2]]), torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    torch.testing.assert_close(model(tasks, outcomes), model(tasks, outcomes))  # eval: deterministic
+    model.train()
+    assert not torch.equal(model(tasks, outcomes), model(tasks, outcomes))
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------
+def test_a_config_without_the_newer_fields_rebuilds_the_legacy_architecture() -> None:
+    legacy = {k: v for k, v in DFMConfig(n_tasks=4).to_dict().items() if k not in DFMConfig.LEGACY}
+    cfg = DFMConfig.from_dict(legacy)
+    assert cfg.outcome_embedding == "scalar" and not cfg.task_readout and cfg.dropout == 0.0
+    assert DFMConfig.from_dict(DFMConfig(n_tasks=4).to_dict()) == DFMConfig(
+        n_tasks=4
+    )  # a new one round-trips
+
+
+def test_a_checkpoint_written_before_these_fields_loads_and_predicts_as_before(tmp_path: Path) -> None:
+    model = tiny_dfm(4, outcome_embedding="scalar", task_readout=False, dropout=0.0)
+    save_dfm(tmp_path / "old", model, TaskVocab(TEST_TASKS))
+    config = tmp_path / "old" / "config.json"
+    doc = json.loads(config.read_text())
+    for field in DFMConfig.LEGACY:  # as written before these fields existed
+        del doc["config"][field]
+    config.write_text(json.dumps(doc))
+
+    loaded = load_dfm(tmp_path / "old").model
+    assert loaded.cfg == model.cfg
+    assert torch.equal(_probe(loaded), _probe(model))
+
+
+# --- evaluation protocols -----------------------------------------------------------------------------------
+class _Echo(nn.Module):
+    """Predicts each event's own outcome at a confidence that grows with its position in the window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, tasks: Tensor, outcomes: Tensor) -> Tensor:
+        position = torch.arange(tasks.shape[1], dtype=torch.float32)
+        return (2 * outcomes - 1) * (position + 1)
+
+
+def test_pykt_protocol_drops_short_windows_and_leaves_each_window_first_event_unscored() -> None:
+    histories = [([0] * 7, [1.0, 0.0] * 3 + [1.0]), ([1, 1], [0.0, 1.0]), ([2] * 4, [0.0, 1.0, 1.0, 0.0])]
+    every = evaluate_split(_Echo(), histories, window=5)
+    pykt = evaluate_split(_Echo(), histories, window=5, protocol="pykt")
+    # windows of 5: [5, 2] events, [2], [4]; pyKT keeps [5, 4] (>= 3 events) and scores 4 + 3 of them
+    assert every["n"] == 13 and pykt["n"] == 7
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate_split(_Echo(), histories, window=5, protocol="other")  # type: ignore[arg-type]
+
+
+# --- SAKT ---------------------------------------------------------------------------------------------------
+def test_sakt_is_causal() -> None:
+    torch.manual_seed(0)
+    model = SAKT(SAKTConfig(n_tasks=5, d_model=16, n_head=2, max_len=8)).eval()
+    tasks = torch.tensor([[0, 3, 3, 1, 4]])
+    outcomes = torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0]])
+    base = model(tasks, outcomes)
+    changed = outcomes.clone()
+    changed[0, 2] = 0.0
+    after = model(tasks, changed)
+    assert base.shape == (1, 5)
+    assert torch.equal(after[:, :3], base[:, :3]) and not torch.equal(after[:, 3:], base[:, 3:])
+
+
+def test_sakt_learns_simulated_learners_above_chance() -> None:
+    sim = simulate(SimConfig(n_skills=4, tasks_per_skill=4, n_learners=300, min_events=20, max_events=60))
+    train, valid = sim.histories[:240], sim.histories[240:]
+    torch.manual_seed(0)
+    model = SAKT(SAKTConfig(n_tasks=len(sim.tasks), d_model=32, n_head=4, max_len=48, dropout=0.1))
+    cfg = TrainConfig(steps=60, batch_size=16, window=48, lr=1e-2, warmup_steps=5, seed=0)
+    before = evaluate_split(model, valid, 48)
+    result = train_dfm(model, train, valid, cfg)
+    assert result["valid_auc"] > 0.7 and result["valid_auc"] > before["auc"] + 0.1  # chance is 0.5
