@@ -24,8 +24,9 @@ Budget, the same for every model on a dataset: a fixed number of optimizer steps
 packed up to 32 x 200 events, validation AUC every 1/8 of the run, and the best validation checkpoint scored
 on test. Each model trains once per seed; the table gives mean ± sample std over seeds and the DFM - DKT
 margin paired by seed. One torch thread: on the shared 2-core machine two threads ran 2.5x slower.
-CPU cost per seed (one thread, on a busy shared machine): statics ~2.5 min, assist2009 ~7, assist2015 ~11
-for DFM + DKT; three seeds of everything ~1 hour. --quick (20 steps each, one evaluation): about a minute.
+CPU cost per seed of DFM + DKT (one thread, on a busy shared 2-core machine): statics ~3.5 min, assist2009
+~6, assist2015 ~9 (the DFM takes about twice DKT's time); three seeds of everything ~1 hour. --quick (20
+steps each, one evaluation): about a minute.
 DFM settings were chosen on validation data only (ablations: issue 16's closing note): outcome tokens carrying
 their task, a task-specific read-out and dropout 0.2; d_model 64/96 and 2/3 layers, lr 1e-3 to 6e-3 and
 weight decay were all within 0.002 AUC, so the cheapest was kept.
