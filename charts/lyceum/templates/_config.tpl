@@ -11,6 +11,10 @@ wins over the chart's defaults (log level, device, ...).
 {{- $_ := set $owned "sampler_addresses" (include "lyceum.samplerAddresses" .) }}
 {{- end }}
 {{- $defaults := dict "log_level" $v.log.level "log_json" $v.log.json }}
+{{- if $v.redis.enabled }}
+{{- /* rps buckets shared by every gateway replica, in the in-cluster Redis (db 2) */}}
+{{- $_ := set $defaults "quota_redis_url" (printf "redis://%s:6379/2" (include "lyceum.redisHost" .)) }}
+{{- end }}
 {{- $settings := merge $owned (deepCopy $v.gateway.config) $defaults }}
 {{- include "lyceum.commonEnvData" . }}
 {{- include "lyceum.settingsData" (dict "prefix" "LYCEUM_GATEWAY_" "settings" $settings) }}

@@ -199,8 +199,8 @@ Each field maps to <prefix><FIELD> from the Secret key named in secrets.keys.
 */}}
 {{- define "lyceum.secretEnv" -}}
 {{- $root := .root }}
-{{- $optional := dict "databaseUrl" false "brokerUrl" false "sessionStoreUrl" true "apiKeys" true }}
-{{- $envSuffix := dict "databaseUrl" "DATABASE_URL" "brokerUrl" "BROKER_URL" "sessionStoreUrl" "SESSION_STORE_URL" "apiKeys" "API_KEYS" }}
+{{- $optional := dict "databaseUrl" false "brokerUrl" false "sessionStoreUrl" true "apiKeys" true "adminKeys" true }}
+{{- $envSuffix := dict "databaseUrl" "DATABASE_URL" "brokerUrl" "BROKER_URL" "sessionStoreUrl" "SESSION_STORE_URL" "apiKeys" "API_KEYS" "adminKeys" "ADMIN_KEYS" }}
 {{- range .fields }}
 - name: {{ printf "%s%s" $.prefix (get $envSuffix .) }}
   valueFrom:

@@ -126,7 +126,8 @@ EVERYTHING_ON = (
     "postgresql.auth.password=trial",
     "redis.enabled=true",
     "predictor.drain.preStopSleepSeconds=3",
-    "secrets.apiKeys={key-1,key-2}",
+    "secrets.apiKeys={acme:key-1,key-2}",
+    "secrets.adminKeys={admin-key-1}",
 )
 SCENARIOS = {
     "default": ((), ()),

@@ -227,6 +227,34 @@ def test_migrations_job_is_a_pre_install_hook(default: Manifests) -> None:
         assert default.config_data(trainer)["LYCEUM_TRAINER_MIGRATE_ON_START"] == "false"
 
 
+def test_gateway_keys_come_from_the_secret(render: Render, default: Manifests) -> None:
+    """API and admin keys reach the gateway only through the Secret; with the in-cluster Redis the gateway
+    replicas share their rate-limit buckets in it."""
+    m = render(sets=["redis.enabled=true", "secrets.apiKeys={acme:key-1,key-2}", "secrets.adminKeys={adm-1}"])
+    gateway_deploy = m.one("Deployment", "gateway")
+    env = {e["name"]: e for e in container_named(gateway_deploy)["env"]}
+    for var, value in (
+        ("LYCEUM_GATEWAY_API_KEYS", "acme:key-1,key-2"),
+        ("LYCEUM_GATEWAY_ADMIN_KEYS", "adm-1"),
+    ):
+        ref = env[var]["valueFrom"]["secretKeyRef"]
+        assert ref.get("optional") is True
+        secret = m.get("Secret", ref["name"])
+        assert secret["stringData"][ref["key"]] == value
+        assert var not in m.config_data(gateway_deploy), f"{var} must not sit in a ConfigMap"
+    quota = m.config_data(gateway_deploy)["LYCEUM_GATEWAY_QUOTA_REDIS_URL"]
+    assert quota.startswith("redis://") and quota.endswith(":6379/2"), quota
+    # No keys given: none in the Secret (auth off), and no shared buckets without a known Redis.
+    ref = next(
+        e
+        for e in container_named(default.one("Deployment", "gateway"))["env"]
+        if e["name"].endswith("_ADMIN_KEYS")
+    )
+    stored = default.get("Secret", ref["valueFrom"]["secretKeyRef"]["name"])["stringData"]
+    assert not {"api-keys", "admin-keys"} & set(stored)
+    assert "LYCEUM_GATEWAY_QUOTA_REDIS_URL" not in default.config_data(default.one("Deployment", "gateway"))
+
+
 def test_in_cluster_postgres_migrates_after_install(render: Render) -> None:
     m = render(sets=["postgresql.enabled=true", "postgresql.auth.password=pw", "redis.enabled=true"])
     hook = m.one("Job", "migrations")["metadata"]["annotations"]["helm.sh/hook"]

@@ -23,7 +23,8 @@ DUMMY_SECRETS = {
     "DATABASE_URL": "postgresql://lyceum@postgres:5432/lyceum",
     "BROKER_URL": "redis://redis:6379/0",
     "SESSION_STORE_URL": "redis://redis:6379/1",
-    "API_KEYS": "k1,k2",
+    "API_KEYS": "acme:k1,k2",
+    "ADMIN_KEYS": "admin-k1",
 }
 
 

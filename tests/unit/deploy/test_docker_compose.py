@@ -151,6 +151,17 @@ def test_deployments_get_postgres_redis_and_the_shared_registry(services, settin
     assert sessions.split("/")[-1] != next(iter(brokers)).split("/")[-1], "sessions share the broker's db"
 
 
+def test_gateway_keys_and_shared_quota_buckets(services, settings_classes):
+    gateway = services["gateway"]
+    raw = (ROOT / "docker-compose.yml").read_text()
+    assert 'LYCEUM_GATEWAY_ADMIN_KEYS: "${ADMIN_KEYS:-}"' in raw, "the admin keys come from .env"
+    assert gateway.environment["LYCEUM_GATEWAY_ADMIN_KEYS"] == ""  # .env.example: none
+    settings = gateway.settings(settings_classes)
+    assert settings.quota_redis_url and settings.quota_redis_url.startswith("redis://redis:")
+    used = {settings.broker_url, services["sampler"].settings(settings_classes).session_store_url}
+    assert settings.quota_redis_url not in used, "the rps buckets get their own Redis db"
+
+
 def test_network_services_listen_on_all_interfaces(services, settings_classes):
     for name, svc in services.items():
         if svc.runs_service and svc.lyceum_service != "trainer":
