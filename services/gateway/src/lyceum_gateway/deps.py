@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from lyceum_core.context import RequestContext
-from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_fleet.routed import PredictorRouter, SamplerRouter
 from lyceum_gateway.jobs import JobService
 from lyceum_gateway.limits import Limits
@@ -18,10 +17,9 @@ from lyceum_gateway.schemas.common import LEARNER_ID_PATTERN, LEARNER_ID_RULE
 
 
 def request_context(request: Request) -> RequestContext:
-    """The request's context, built once by the gateway's auth middleware (`scope["state"]["context"]`); a
-    request it has not seen (none is installed) acts for the default tenant."""
-    ctx: RequestContext | None = getattr(request.state, "context", None)
-    return ctx if ctx is not None else RequestContext.new(DEFAULT_TENANT)
+    """The request's context, built once by the gateway's auth middleware (`scope["state"]["context"]`) for
+    every request; there is no fallback tenant, so a request that bypassed authentication cannot act."""
+    return request.state.context
 
 
 def get_predictors(request: Request) -> PredictorRouter:
