@@ -218,7 +218,10 @@ def test_downgrade_below_tenants_refuses_to_merge_tenants(empty_database_url: st
         engine.dispose()
     with pytest.raises(RuntimeError, match="learners holds 1 row"):
         downgrade(empty_database_url, "0002")
-    assert current(empty_database_url) == head()
+    # 0003's downgrade refused and changed nothing; the later steps' downgrades ran before it and stay run
+    # on SQLite (no transactional DDL), were rolled back with it on PostgreSQL
+    assert current(empty_database_url) in (head(), "0003")
+    upgrade(empty_database_url)
 
     engine = create_engine(empty_database_url)
     try:

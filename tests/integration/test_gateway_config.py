@@ -19,7 +19,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.request_timeout_s == 30
     assert settings.max_tasks_per_request == 1024
     assert settings.max_events_per_request == 4096
-    assert settings.max_forecast_sequences == 256
+    assert settings.max_forecast_sequences == 4096
     assert settings.max_forecast_length == 512
     assert settings.max_learner_id_len == 128
 

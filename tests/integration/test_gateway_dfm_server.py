@@ -251,9 +251,11 @@ def test_config_uses_the_original_field_names(gateway: TestClient) -> None:
         "n_head": model["n_head"],
         "n_kv_head": model["n_kv_head"],
         "n_embd": model["d_model"],
+        "n_input": model["d_model"],  # a learned task table: d_model-wide task inputs
         "encoder_name": model["task_encoder"],
         "block_size": 2 * (MAX_HISTORY_LEN + 1),
     }
+    assert model["task_encoder"] == "table"
 
 
 # --- unknown learners -------------------------------------------------------------------------------------
@@ -354,14 +356,16 @@ def test_non_finite_update_changes_nothing(ada: TestClient, literal: str) -> Non
     assert state(ada) == before
 
 
-def test_update_past_the_history_limit_changes_nothing(gateway: TestClient) -> None:
+def test_updates_go_on_past_the_models_context(gateway: TestClient) -> None:
+    # v0.1 refused an update past the model's context; Lyceum's default sliding window keeps the learner
+    # alive (every event stored, the most recent in context); the `reject` policy restores the 400
     register(gateway, "ada", ["t01"] * MAX_HISTORY_LEN, [1.0] * MAX_HISTORY_LEN)
-    before = state(gateway)
 
-    status, body = post(gateway, "/update", {"learner_id": "ada", "task": "t02", "outcome": 1.0})
-
-    assert_detail(status, body, 400, mentions="limit")
-    assert state(gateway) == before
+    for i in range(3):
+        status, body = post(gateway, "/update", {"learner_id": "ada", "task": "t02", "outcome": 1.0})
+        assert (status, body["history_len"]) == (200, MAX_HISTORY_LEN + i + 1)
+    status, body = post(gateway, "/predict", {"learner_id": "ada", "tasks": ["t02"]})
+    assert status == 200 and 0.0 < body["predictions"][0] < 1.0
 
 
 BAD_PREDICTIONS = [
@@ -395,6 +399,97 @@ def test_bad_forecasts_are_refused(ada: TestClient, body: dict, status: int, men
     assert state(ada) == before
 
 
+# --- /search and /gc ---------------------------------------------------------------------------------------
+
+SEARCH = {
+    "learner_id": "ada",
+    "target_tasks": ["t07", "t08"],
+    "candidate_tasks": ["t01", "t02", "t03"],
+    "depth": 3,
+}
+QUICK = {"population_size": 8, "generations": 3}
+
+
+def test_search_answers_the_original_fields_seeded_and_changes_nothing(ada: TestClient) -> None:
+    before = state(ada)
+
+    status, found = post(ada, "/search", SEARCH | QUICK | {"seed": 4})
+
+    assert status == 200, found
+    assert set(found) == {"learner_id", "best_sequence", "best_fitness"}
+    assert found["learner_id"] == "ada" and len(found["best_sequence"]) == 3
+    assert set(found["best_sequence"]) <= set(SEARCH["candidate_tasks"])
+    assert post(ada, "/search", SEARCH | QUICK | {"seed": 4}) == (200, found)
+    assert state(ada) == before
+    # the native search with the same request finds the same
+    body = {k: v for k, v in (SEARCH | QUICK | {"seed": 4}).items() if k != "learner_id"}
+    native = ada.post("/v1/learners/ada/curricula:search", json=body).json()
+    assert (native["best_sequence"], native["best_fitness"]) == (
+        found["best_sequence"],
+        found["best_fitness"],
+    )
+
+
+def test_search_defaults_are_the_originals(ada: TestClient) -> None:
+    omitted = post(ada, "/search", SEARCH | {"depth": 1, "generations": 0, "seed": 9})
+    spelled = {
+        "population_size": 64,
+        "generations": 0,
+        "elite_count": 4,
+        "tournament_size": 2,
+        "crossover_rate": 0.8,
+        "mutation_rate": 0.05,
+        "eval_every": None,
+        "seed": 9,
+    }
+    assert omitted == post(ada, "/search", SEARCH | {"depth": 1} | spelled)
+    assert omitted[0] == 200
+
+
+def test_a_negative_seed_searches_as_its_absolute_value(ada: TestClient) -> None:
+    # random.Random(seed) seeds with |seed|: the original answered -4 as 4
+    assert post(ada, "/search", SEARCH | QUICK | {"seed": -4}) == post(
+        ada, "/search", SEARCH | QUICK | {"seed": 4}
+    )
+
+
+BAD_SEARCHES = [
+    pytest.param({"depth": 0}, 400, "depth", id="depth-0"),
+    pytest.param({"target_tasks": []}, 400, "target_tasks", id="no-targets"),
+    pytest.param({"candidate_tasks": []}, 400, "candidate_tasks", id="no-candidates"),
+    pytest.param({"population_size": 2, "elite_count": 4}, 400, "elite_count", id="population-below-elite"),
+    pytest.param({"candidate_tasks": ["t01", "nope"]}, 400, "nope", id="unknown-task"),
+    pytest.param({"depth": MAX_HISTORY_LEN}, 400, "limit", id="past-the-history-limit"),
+    pytest.param({"mutation_rate": 2.0}, 400, "mutation_rate", id="rate-above-1"),
+    pytest.param({"depth": None}, 422, "depth", id="depth-null"),
+    pytest.param({"target_tasks": "t07"}, 422, "target_tasks", id="targets-not-a-list"),
+]
+
+
+@pytest.mark.parametrize(("fields", "status", "mentions"), BAD_SEARCHES)
+def test_bad_searches_are_refused(ada: TestClient, fields: dict, status: int, mentions: str) -> None:
+    before = state(ada)
+
+    assert_detail(*post(ada, "/search", SEARCH | fields), status, mentions=mentions)
+    assert state(ada) == before
+
+
+def test_search_for_an_unknown_learner_is_404(gateway: TestClient) -> None:
+    assert post(gateway, "/search", SEARCH | {"learner_id": "ghost"}) == (
+        404,
+        {"detail": "Learner 'ghost' not found"},
+    )
+
+
+def test_gc_frees_without_losing_a_learner(ada: TestClient) -> None:
+    before = state(ada)
+
+    response = ada.post(f"{BASE}/gc")
+
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    assert state(ada) == before
+
+
 # --- quotas and the mount's own document -------------------------------------------------------------------
 
 
@@ -419,6 +514,8 @@ def test_the_document_declares_the_errors_in_the_shape_answered(gateway: TestCli
     for status in ("400", "401", "409", "413", "422", "429", "503"):
         assert register_errors[status]["content"]["application/json"]["schema"] == error, status
     assert {"401", "429", "503"} <= set(document["paths"]["/tasks"]["get"]["responses"])
+    assert {"400", "404", "422", "503"} <= set(document["paths"]["/search"]["post"]["responses"])
+    assert {"200", "503"} <= set(document["paths"]["/gc"]["post"]["responses"])
     assert "413" not in document["paths"]["/tasks"]["get"]["responses"]  # no body, no body errors
     assert "HTTPValidationError" not in document["components"]["schemas"]
     operations = schemathesis.openapi.from_dict(document)

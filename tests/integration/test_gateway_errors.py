@@ -116,14 +116,27 @@ def test_unknown_task_in_a_batch_is_refused_atomically(ada: TestClient) -> None:
     assert snapshot(ada) == before
 
 
-def test_appending_past_the_history_limit_is_refused(ada: TestClient) -> None:
+def test_appending_past_the_context_keeps_every_event(ada: TestClient) -> None:
+    model = ada.get("/v1/model").json()
+    assert model["context_policy"] == "sliding_window" and model["context_window"] < model["max_history_len"]
+    events = [{"task": "t03", "outcome": 1.0}] * 8
+    total = len(HISTORY)
+    while total <= model["max_history_len"]:
+        assert ada.post("/v1/learners/ada/events", json={"events": events}).status_code == 200
+        total += len(events)
+
+    learner = ada.get("/v1/learners/ada").json()
+    assert learner["history_len"] == total and learner["context_len"] <= model["context_window"]
+
+
+def test_an_append_larger_than_the_window_is_refused(ada: TestClient) -> None:
     before = snapshot(ada)
-    max_len = ada.get("/v1/model").json()["max_history_len"]
-    events = [{"task": "t03", "outcome": 1.0}] * (max_len - len(HISTORY) + 1)
+    window = ada.get("/v1/model").json()["context_window"]
+    events = [{"task": "t03", "outcome": 1.0}] * (window + 1)
 
     response = ada.post("/v1/learners/ada/events", json={"events": events})
 
-    assert_error(response, 400, "INVALID_ARGUMENT", field="events", mentions="limit")
+    assert_error(response, 400, "INVALID_ARGUMENT", field="events", mentions="window")
     assert snapshot(ada) == before
 
 

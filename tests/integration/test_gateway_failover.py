@@ -39,7 +39,9 @@ def pair(test_checkpoint: Path, tmp_path: Path) -> Iterator[list[RunningPredicto
 
 
 def set_health(running: RunningPredictor, status: int) -> None:
-    running._call(running.server.grpc._set_all(status))
+    """What a drain (and its end) reports: NOT_SERVING hands the predictor's learner leases over."""
+    grpc_server = running.server.grpc
+    running._call(grpc_server.set_serving() if status == SERVING else grpc_server.set_not_serving())
 
 
 def rebuilds(reason: str) -> float:

@@ -1,18 +1,23 @@
 """HTTP hardening at the gateway: request body limits (413 in each mount's shape, by Content-Length and for
 streamed bodies), CORS per mount (token-wheel open, native closed unless configured), request ids (headers,
-error bodies, log lines), and the token-wheel mount's model aliases and anonymous tenant."""
+error bodies, log lines), the token-wheel mount's model aliases and anonymous tenant, and the learner routes'
+dependencies resolved on the event loop (no thread hand-off per request)."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator
 
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from fixtures.gateway import ACME_KEY, DFM_CONFIG, NO_PREDICTOR, MakeGateway
 from fixtures.sampler import LYCEUM_MODEL, RunningSampler
 
 from lyceum_core.logging import RequestContextFilter
+from lyceum_gateway.routes import dfm_server, learners
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +180,25 @@ def test_token_wheel_model_aliases_and_anonymous_tenant(
     acme = client.get(f"/token-wheel/api/sessions/{sid}", headers={"X-API-Key": ACME_KEY})
     assert acme.status_code == 404  # another tenant's session is missing
     assert client.get(f"/v1/sessions/{sid}").status_code == 401  # only the token-wheel mount is open
+
+
+# --- the request path stays on the event loop ---------------------------------------------------------------
+
+
+def dependency_calls(dependant: Dependant) -> Iterator[object]:
+    for sub in dependant.dependencies:
+        if sub.call is not None:
+            yield sub.call
+        yield from dependency_calls(sub)
+
+
+def test_learner_routes_resolve_their_dependencies_on_the_event_loop() -> None:
+    # FastAPI runs a plain `def` dependency in its thread pool: a thread hand-off per dependency per request,
+    # which was most of the gateway's own CPU per prediction (bench/predictor_throughput.py).
+    routes = [r for router in (learners.router, dfm_server.router) for r in router.routes]
+    calls = [
+        call for route in routes if isinstance(route, APIRoute) for call in dependency_calls(route.dependant)
+    ]
+
+    assert calls
+    assert [c for c in calls if not inspect.iscoroutinefunction(c)] == []

@@ -68,11 +68,14 @@ def test_quota_book_caches_overrides_briefly() -> None:
 
     book = QuotaBook(TenantQuotas(rps=5, max_jobs=10), load, ttl_s=5, clock=clock)
 
+    assert book.cached("acme") is None  # never read: the request path reads it in a worker thread
     assert book.get("acme") == TenantQuotas(rps=5, max_jobs=2)
     assert book.get("globex") == TenantQuotas(rps=5, max_jobs=10)
     overrides["acme"] = {"max_jobs": 4}
     assert book.get("acme").max_jobs == 2  # cached
+    assert book.cached("acme") == TenantQuotas(rps=5, max_jobs=2)  # on the event loop, no read
     clock.now += 5
+    assert book.cached("acme") is None  # expired
     assert book.get("acme").max_jobs == 4
     assert reads == ["acme", "globex", "acme"]
 

@@ -1,23 +1,36 @@
 """Tenants and API keys at the gateway, on a real database (SQLite and PostgreSQL) with two gateway replicas:
-bootstrap `tenant:key` settings, key authentication (none, unknown and revoked keys are 401 at once on every
-replica), the admin routes, and jobs and models isolated per tenant (another tenant's is a plain 404)."""
+bootstrap `tenant:key` settings, key authentication (none and unknown keys are 401 at once; a revoked key at
+once on the replica that revoked it and on every other within the key cache's time, with an injected clock;
+concurrent requests share one lookup), the admin routes, and jobs and models isolated per tenant (another
+tenant's is a plain 404)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from contextlib import ExitStack
+
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from fixtures.gateway import (
     ACME,
+    ACME_KEY,
     ADMIN,
     ADMIN_KEY,
     DFM_CONFIG,
     GLOBEX,
+    GLOBEX_KEY,
     NO_PREDICTOR,
     MakeGateway,
     TenantGateways,
+    gateway_settings,
 )
 
 from lyceum_core.identity import PLATFORM_TENANT
+from lyceum_db.repositories import ApiKeyRepository
+from lyceum_gateway.auth import KeyStore
+from lyceum_gateway.main import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +39,27 @@ def error(response) -> dict:  # noqa: ANN001
     body = response.json()
     assert body["error"]["request_id"] == response.headers["x-request-id"]
     return body["error"]
+
+
+CACHE_S = 5.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clocked_gateways(tenant_gateways: TenantGateways) -> Iterator[tuple[TestClient, TestClient, FakeClock]]:
+    """Two replicas like `tenant_gateways`, whose key caches (`CACHE_S`) run on one injected clock."""
+    clock = FakeClock()
+    settings = gateway_settings([NO_PREDICTOR], **{**tenant_gateways.settings, "auth_cache_s": CACHE_S})
+    with ExitStack() as stack:
+        a, b = (stack.enter_context(TestClient(create_app(settings, clock=clock))) for _ in range(2))
+        yield a, b, clock
 
 
 def create_key(client: TestClient, tenant: str, **extra: str) -> dict:
@@ -69,17 +103,23 @@ def test_every_mount_needs_a_tenant_key(tenant_gateways: TenantGateways, headers
         assert "API key" in response.json()["detail"]
 
 
-def test_revoked_key_is_refused_at_once_on_every_replica(tenant_gateways: TenantGateways) -> None:
-    a, b = tenant_gateways.a, tenant_gateways.b
+def test_revoked_key_is_refused_at_once_here_and_on_every_replica_within_the_cache_time(
+    clocked_gateways: tuple[TestClient, TestClient, FakeClock],
+) -> None:
+    a, b, clock = clocked_gateways
     created = create_key(a, "acme", subject="user-7", name="app")
     assert created["key"].startswith("lyk_") and created["subject"] == "user-7"
     key = {"Authorization": f"Bearer {created['key']}"}
-    assert a.get("/v1/jobs", headers=key).status_code == 200
+    assert a.get("/v1/jobs", headers=key).status_code == 200  # both replicas now trust it from memory
     assert b.get("/v1/jobs", headers=key).status_code == 200
 
     revoked = b.post(f"/v1/admin/keys/{created['key_id']}/revoke", headers=ADMIN)
 
     assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    assert b.get("/v1/jobs", headers=key).status_code == 401  # the replica that revoked it: at once
+    clock.now += CACHE_S - 0.1
+    assert a.get("/v1/jobs", headers=key).status_code == 200  # the price of no database read per request
+    clock.now += 0.1
     for gateway in (a, b):
         response = gateway.get("/v1/jobs", headers=key)
         assert response.status_code == 401
@@ -88,6 +128,62 @@ def test_revoked_key_is_refused_at_once_on_every_replica(tenant_gateways: Tenant
     listed = {k["key_id"]: k for k in a.get("/v1/admin/keys?tenant=acme", headers=ADMIN).json()["keys"]}
     assert listed[created["key_id"]]["revoked_at"] is not None
     assert listed[created["key_id"]]["last_used_at"] is not None
+
+
+def test_an_unknown_key_is_refused_every_time_and_a_new_one_works_at_once(
+    clocked_gateways: tuple[TestClient, TestClient, FakeClock],
+) -> None:
+    a, b, _ = clocked_gateways
+    assert a.get("/v1/jobs", headers={"X-API-Key": "lyk_not_yet"}).status_code == 401
+    created = create_key(b, "globex")  # on the other replica: nothing negative was cached on `a`
+
+    assert a.get("/v1/jobs", headers={"X-API-Key": created["key"]}).status_code == 200
+
+
+def count_key_lookups(engine: sa.Engine) -> list[str]:
+    """The SELECTs on `api_keys` that `engine` runs from now on."""
+    seen: list[str] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT") and "api_keys" in statement:
+            seen.append(statement)
+
+    return seen
+
+
+def test_concurrent_requests_share_one_key_lookup_and_the_cache_expires(
+    tenant_gateways: TenantGateways, jobs_engine: sa.Engine
+) -> None:
+    clock = FakeClock()
+    repository = ApiKeyRepository(jobs_engine)
+    store = KeyStore(repository, configured=True, cache_s=CACHE_S, max_cached=1, clock=clock)
+    lookups = count_key_lookups(jobs_engine)
+
+    async def authenticate_many(key: str, n: int) -> list[str | None]:
+        records = await asyncio.gather(*(store.authenticate(key) for _ in range(n)))
+        return [r.tenant if r is not None else None for r in records]
+
+    assert asyncio.run(authenticate_many(ACME_KEY, 20)) == ["acme"] * 20
+    assert len(lookups) == 1
+    clock.now += CACHE_S - 0.1
+    assert asyncio.run(authenticate_many(ACME_KEY, 5)) == ["acme"] * 5
+    assert len(lookups) == 1  # from memory
+    clock.now += 0.1
+    assert asyncio.run(authenticate_many(ACME_KEY, 5)) == ["acme"] * 5
+    assert len(lookups) == 2  # expired: read again
+
+    assert asyncio.run(authenticate_many("lyk_unknown", 3)) == [None] * 3
+    assert asyncio.run(authenticate_many("lyk_unknown", 1)) == [None]
+    assert len(lookups) == 4  # unknown keys are not cached
+    record = repository.authenticate(ACME_KEY)
+    assert record is not None
+    store.forget(record.key_id)
+    asyncio.run(authenticate_many(ACME_KEY, 1))
+    assert len(lookups) == 6  # forgotten: read again (and the test's own read above)
+    assert asyncio.run(authenticate_many(GLOBEX_KEY, 1)) == ["globex"]
+    assert asyncio.run(authenticate_many(ACME_KEY, 1)) == ["acme"]
+    assert len(lookups) == 8  # one key fits (max_cached=1): globex's entry pushed acme's out
 
 
 def test_a_new_key_acts_for_its_tenant(tenant_gateways: TenantGateways) -> None:

@@ -28,7 +28,7 @@ def test_register_returns_201_with_the_learner_and_its_location(gateway: TestCli
 
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"learner_id", "history_len", "created_at", "updated_at"}
+    assert set(body) == {"learner_id", "history_len", "context_len", "created_at", "updated_at"}
     assert body["learner_id"] == "ada"
     assert body["history_len"] == 3
     assert response.headers["location"] == "/v1/learners/ada"

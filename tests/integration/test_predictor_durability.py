@@ -28,7 +28,7 @@ from lyceum_api.predictor.v1 import predictor_pb2_grpc
 from lyceum_core.grpc.errors import from_rpc_error
 from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_db.engine import create_engine
-from lyceum_db.repositories.learners import LearnerRecord, LearnerRepository
+from lyceum_db.repositories.learners import LearnerRepository, PendingAppend
 from lyceum_predictor.cache import LearnerKey
 
 pytestmark = pytest.mark.integration
@@ -99,13 +99,16 @@ def connect() -> Iterator[Connect]:
 
 @pytest.fixture
 def pods(test_checkpoint: Path, database_url: str) -> Iterator[Pods]:
-    """pod(**setting_overrides): a RunningPredictor over this test's database; all closed at teardown."""
+    """pod(**setting_overrides): a RunningPredictor over this test's database; all closed at teardown. Leases
+    are short (0.5 s), so a pod writing another's learner waits little."""
     started: list[RunningPredictor] = []
 
     def pod(**overrides: object) -> RunningPredictor:
         started.append(
             RunningPredictor(
-                predictor_settings(test_checkpoint, database_url, migrate_on_start=True, **overrides)
+                predictor_settings(
+                    test_checkpoint, database_url, **{"migrate_on_start": True, "lease_s": 0.5, **overrides}
+                )
             )
         )
         return started[-1]
@@ -242,23 +245,26 @@ def test_concurrent_appends_through_one_pod_lose_nothing(pods: Pods, connect: Co
 
 
 class RacingRepository:
-    """The engine's repository, with one other writer (another pod) committing an event just before the
-    engine's next append commits: the window between reading the history and writing after it."""
+    """The engine's repository, with another pod taking the learner over just before the engine's next
+    append commits: the engine's lease ends (as if it had run out while the pod was stalled), the other pod
+    commits an event, and the engine's group commit must notice."""
 
-    def __init__(self, inner: LearnerRepository, other: LearnerRepository) -> None:
-        self._inner, self._other = inner, other
+    def __init__(self, inner: LearnerRepository, other: LearnerRepository, owner: str) -> None:
+        self._inner, self._other, self._owner = inner, other, owner
         self.raced = False
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
 
-    def append(
-        self, tenant: str, learner_id: str, events: Sequence[tuple[str, float]], *, expected_len: int
-    ) -> LearnerRecord:
+    def append_many(self, owner: str, lease_s: float, appends: Sequence[PendingAppend]) -> list[object]:
         if not self.raced:
             self.raced = True
-            self._other.append(tenant, learner_id, [("t12", 1.0)], expected_len=expected_len)
-        return self._inner.append(tenant, learner_id, events, expected_len=expected_len)
+            self._other.release(self._owner)
+            first = appends[0]
+            self._other.append(
+                first.tenant, first.learner_id, [("t12", 1.0)], expected_len=first.expected_len
+            )
+        return self._inner.append_many(owner, lease_s, appends)
 
 
 @pytest.fixture
@@ -267,8 +273,8 @@ def race(database_url: str) -> Iterator[Callable[[RunningPredictor], None]]:
     engine = create_engine(database_url)
 
     def install(running: RunningPredictor) -> None:
-        repo = RacingRepository(running.engine.repo, LearnerRepository(engine))
-        running.engine.repo = repo  # type: ignore[assignment]
+        repo = RacingRepository(running.engine.repo, LearnerRepository(engine), running.engine.owner)
+        running.engine.runner.repo = repo  # type: ignore[assignment]
 
     yield install
     engine.dispose()

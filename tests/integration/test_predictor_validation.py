@@ -15,6 +15,7 @@ from fixtures.predictor import (
     PredictorStubFor,
     RunningPredictor,
     predictor_settings,
+    tiny_dfm,
 )
 from fixtures.servers import tenant_channel
 
@@ -22,6 +23,7 @@ from lyceum_api.predictor.v1 import predictor_pb2 as pb
 from lyceum_api.predictor.v1 import predictor_pb2_grpc
 from lyceum_core.grpc.errors import from_rpc_error
 from lyceum_core.identity import DEFAULT_TENANT
+from lyceum_ml.dfm import inference
 from lyceum_predictor.server import build_engine
 
 pytestmark = pytest.mark.integration
@@ -82,6 +84,16 @@ def assert_invalid(stub: Stub, call: Call, field: str) -> None:
         call(stub)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
     assert from_rpc_error(info.value).field == field, info.value.details()
+
+
+@pytest.fixture
+def predictor(test_checkpoint: Path, tmp_path: Path) -> Iterator[RunningPredictor]:
+    """This module checks the limits, so it serves with the `reject` context policy, where a history's
+    length has one; the sliding window's behaviour is tested in test_predictor_context.py."""
+    url = f"sqlite:///{tmp_path / 'lyceum.db'}"
+    running = RunningPredictor(predictor_settings(test_checkpoint, url, context_policy="reject"))
+    yield running
+    running.close()
 
 
 @pytest.fixture
@@ -171,6 +183,7 @@ def limited(test_checkpoint: Path, sqlite_url: str) -> Iterator[Stub]:
         max_forecast_sequences=2,
         max_forecast_length=3,
         max_history_len=8,
+        context_policy="reject",
     )
     running = RunningPredictor(settings)
     try:
@@ -206,7 +219,9 @@ def test_a_configured_history_limit_below_the_models(limited: Stub) -> None:
 
 
 def test_a_history_limit_beyond_the_model_is_clamped(test_checkpoint: Path, sqlite_url: str) -> None:
-    settings = predictor_settings(test_checkpoint, sqlite_url, max_history_len=MAX_HISTORY_LEN + 100)
+    settings = predictor_settings(
+        test_checkpoint, sqlite_url, max_history_len=MAX_HISTORY_LEN + 100, context_policy="reject"
+    )
     engine = build_engine(settings)
     assert engine.served.max_history_len == MAX_HISTORY_LEN
     assert engine.info().max_history_len == MAX_HISTORY_LEN
@@ -271,7 +286,7 @@ MALFORMED: dict[str, tuple[Call, str]] = {
     "predict-huge-task-name": (predict(LEARNER, ["t" * 100_000]), "tasks"),
     "predict-too-many-tasks": (predict(LEARNER, ["t01"] * 1025), "tasks"),
     "append-too-many-events": (append(LEARNER, [("t01", 1.0)] * 4097), "events"),
-    "forecast-too-many-sequences": (forecast(LEARNER, [["t01"]] * 257), "task_sequences"),
+    "forecast-too-many-sequences": (forecast(LEARNER, [["t01"]] * 4097), "task_sequences"),
     "forecast-too-long": (forecast(LEARNER, [["t01"] * 513]), "task_sequences"),
     "register-huge-id": (register("x" * 100_000), "learner_id"),
     "get-control-characters": (get("a\nb"), "learner_id"),
@@ -296,3 +311,30 @@ def test_any_seed_is_accepted(stub: Stub) -> None:
             seed=seed,
         )
         assert len(stub.Forecast(request).predictions[0].probabilities) == 2
+
+
+def test_a_forecast_past_the_memory_budget_is_refused_naming_it_and_the_next_one_works(
+    test_checkpoint: Path, sqlite_url: str
+) -> None:
+    # v0.1's throughput script sweeps S = 1, 2, 4, ... until an error, then expects the server to go on
+    model = tiny_dfm(0)
+    budget = inference.forecast_bytes(model, 2 * (len(HISTORY) + 1), 16, 8)  # S=16 x L=8 fits exactly
+    settings = predictor_settings(test_checkpoint, sqlite_url, forecast_memory_bytes=budget)
+    running = RunningPredictor(settings)
+    try:
+        with tenant_channel(running.address) as channel:
+            stub = predictor_pb2_grpc.PredictorServiceStub(channel)
+            register(LEARNER, HISTORY)(stub)
+            sizes = []
+            for s in (1, 2, 4, 8, 16, 32, 64):
+                try:
+                    forecast(LEARNER, [["t01"] * 8] * s)(stub)
+                except grpc.RpcError as err:
+                    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    assert "forecast_memory_bytes" in err.details()
+                    break
+                sizes.append(s)
+            assert sizes == [1, 2, 4, 8, 16]
+            assert len(forecast(LEARNER, [["t01"] * 8] * 16)(stub).predictions) == 16  # and the next works
+    finally:
+        running.close()

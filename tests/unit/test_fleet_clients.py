@@ -14,7 +14,7 @@ import pytest
 from lyceum_api.predictor.v1 import predictor_pb2
 from lyceum_api.sampler.v1 import sampler_pb2
 from lyceum_core.context import RequestContext
-from lyceum_fleet.predictor import Event, GrpcPredictor, Predictor
+from lyceum_fleet.predictor import Event, GrpcPredictor, Predictor, SearchSpec
 from lyceum_fleet.sampler import GenerateSpec, GrpcSampler, Sampler, TokenChoice
 
 TIMEOUT_S = 30.0
@@ -67,6 +67,9 @@ PREDICTOR_CALLS = {
     "delete_learner": lambda p, ctx: p.delete_learner(ctx, "ada"),
     "list_tasks": lambda p, ctx: p.list_tasks(ctx),
     "get_model_info": lambda p, ctx: p.get_model_info(ctx),
+    "predict_many": lambda p, ctx: p.predict_many(ctx, []),
+    "search_curriculum": lambda p, ctx: p.search_curriculum(ctx, "ada", SearchSpec(["t"], ["t"], 1)),
+    "collect_garbage": lambda p, ctx: p.collect_garbage(ctx),
 }
 
 

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from lyceum_core.context import RequestContext
 from lyceum_fleet.grpc_client import ReplicaUnreachable
 from lyceum_fleet.membership import StaticSource
-from lyceum_fleet.predictor import Event, Predictor
+from lyceum_fleet.predictor import Event, PredictItem, Predictor, SearchSpec
 from lyceum_fleet.routed import PredictorRouter, RoutedPredictor, RoutedSampler, SamplerRouter
 from lyceum_fleet.routing import ReplicaRouter, RoutingMetrics, owner, rendezvous_order, routing_key
 from lyceum_fleet.sampler import GenerateSpec, Sampler, TokenChoice
@@ -60,12 +60,14 @@ class FakeReplica:
     async def health(self) -> bool:
         return True
 
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[str]]:
-        async def call(ctx: RequestContext, *args: Any, **kwargs: Any) -> str:
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        async def call(ctx: RequestContext, *args: Any, **kwargs: Any) -> Any:
             assert isinstance(ctx, RequestContext)
             self._calls.seen.append((self.address, name, (ctx.tenant, *args)))
             if self._calls.failures:
                 raise ReplicaUnreachable("gone", address=self.address, delivered=self._calls.failures.pop(0))
+            if name == "predict_many":  # one answer per item: who answered it
+                return [f"{self.address} {item.learner_id}" for item in args[0]]
             return name
 
         return call
@@ -73,15 +75,31 @@ class FakeReplica:
 
 # (method, the call, its key (None: any replica), whether a delivered call may be re-sent)
 Call = Callable[[Any, RequestContext], Awaitable[Any]]
+
+
+async def predict_one(p: Any, ctx: RequestContext) -> str:
+    """A batch of one item (learner `ada`), answered as the method's name if it reached a replica."""
+    [result] = await p.predict_many(ctx, [PredictItem("ada", ["t"])])
+    return "predict_many" if result.endswith(" ada") else result
+
+
 PREDICTOR_CALLS: list[tuple[str, Call, str | None, bool]] = [
     ("register_learner", lambda p, ctx: p.register_learner(ctx, "ada", [Event("t", 1.0)]), "ada", False),
     ("get_learner", lambda p, ctx: p.get_learner(ctx, "ada"), "ada", True),
     ("predict", lambda p, ctx: p.predict(ctx, "ada", ["t"]), "ada", True),
     ("append_events", lambda p, ctx: p.append_events(ctx, "ada", [Event("t", 0.0)], 1), "ada", False),
     ("forecast", lambda p, ctx: p.forecast(ctx, "ada", [["t"]]), "ada", True),
+    (
+        "search_curriculum",
+        lambda p, ctx: p.search_curriculum(ctx, "ada", SearchSpec(["t"], ["t"], 1)),
+        "ada",
+        True,
+    ),
+    ("predict_many", predict_one, "ada", True),
     ("delete_learner", lambda p, ctx: p.delete_learner(ctx, "ada"), "ada", False),
     ("list_tasks", lambda p, ctx: p.list_tasks(ctx), None, True),
     ("get_model_info", lambda p, ctx: p.get_model_info(ctx), None, True),
+    ("collect_garbage", lambda p, ctx: p.collect_garbage(ctx), None, True),
 ]
 SAMPLER_CALLS: list[tuple[str, Call, str | None, bool]] = [
     ("create_session", lambda s, ctx: s.create_session(ctx, "lm", "hi"), None, False),
@@ -234,6 +252,22 @@ def test_a_call_that_never_reached_a_replica_goes_to_the_next(
     assert len(set(seen)) == len(seen) == 3
     if key is not None:
         assert seen == rendezvous_order(ADDRESSES, routing_key("acme", key))
+
+
+def test_a_batch_is_one_call_per_owner_answered_in_item_order() -> None:
+    learners = [f"student-{i}" for i in range(30)]
+    items = [PredictItem(x, ["t"]) for x in learners]
+
+    async def body(router: PredictorRouter, calls: Calls) -> None:
+        answers = await router.predict_many(ACME, items)
+        owners = [owner(ADDRESSES, routing_key("acme", x)) for x in learners]
+        assert answers == [f"{a} {x}" for a, x in zip(owners, learners, strict=True)]
+
+    calls = run("predictor", body)
+    batches = {address: [item.learner_id for item in args[1]] for address, _, args in calls.seen}
+    assert len(calls.seen) == len(batches) == len(ADDRESSES)  # one call per replica
+    for address, ids in batches.items():
+        assert ids == [x for x in learners if owner(ADDRESSES, routing_key("acme", x)) == address]
 
 
 def test_generation_streams_from_one_replica_and_is_not_re_sent() -> None:

@@ -42,6 +42,11 @@ HTTP_STATUS: dict[Code, int] = {
 }
 
 
+def clip(text: str, limit: int = 80) -> str:
+    """User input as echoed in an error message: bounded, so a huge value cannot bloat the reply."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class LyceumError(Exception):
     """Base of every error Lyceum reports to a caller. `field` names the offending input, if any."""
 

@@ -4,27 +4,32 @@
 Each RPC is one explicit method that states the key it is routed by (the learner or session of the caller's
 tenant, or none) and whether it may be re-sent after a connection broke mid-call (`retry_delivered`: only
 calls that change nothing). Renaming or adding a method cannot silently turn failover on or off: there is no
-list of names to keep in step.
+list of names to keep in step. A batch of predictions, keyed per item, is split by replica (`predict_many`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
 from lyceum_core.context import RequestContext
-from lyceum_core.errors import Unavailable
+from lyceum_core.errors import LyceumError, Unavailable
 from lyceum_fleet.predictor import (
     AppendResult,
+    CurriculumSearch,
     Event,
     Feedback,
     Forecast,
+    ItemFailure,
     Learner,
     ModelInfo,
     Predictions,
+    PredictItem,
     Predictor,
+    SearchSpec,
 )
-from lyceum_fleet.routing import ReplicaRouter, WatchedClient, routing_key
+from lyceum_fleet.routing import ROUTABLE, ReplicaRouter, WatchedClient, rendezvous_order, routing_key
 from lyceum_fleet.sampler import (
     AppendedToken,
     Distribution,
@@ -122,11 +127,32 @@ class RoutedPredictor(_Handle):
             retry_delivered=False,  # a write: a second run would answer 404
         )
 
+    async def search_curriculum(
+        self, ctx: RequestContext, learner_id: str, spec: SearchSpec
+    ) -> CurriculumSearch:
+        return await self._router.call(
+            self._key(ctx, learner_id),
+            lambda c: c.search_curriculum(ctx, learner_id, spec),
+            retry_delivered=True,  # scores rollouts from the state; stores nothing
+        )
+
+    async def predict_many(
+        self, ctx: RequestContext, items: Sequence[PredictItem]
+    ) -> list[Predictions | ItemFailure]:
+        """Each item on its learner's owner (one call per replica, concurrently); see `predict_many`."""
+        for item in items:
+            self._key(ctx, item.learner_id)
+        return await predict_many(self._router, ctx, items)
+
     async def list_tasks(self, ctx: RequestContext) -> list[str]:
         return await self._router.call(None, lambda c: c.list_tasks(ctx), retry_delivered=True)
 
     async def get_model_info(self, ctx: RequestContext) -> ModelInfo:
         return await self._router.call(None, lambda c: c.get_model_info(ctx), retry_delivered=True)
+
+    async def collect_garbage(self, ctx: RequestContext) -> int:
+        """Frees what the next serving replica can (to free every replica, call each of `serving()`)."""
+        return await self._router.call(None, lambda c: c.collect_garbage(ctx), retry_delivered=True)
 
     async def health(self) -> bool:
         """True when a serving replica reports SERVING; never raises."""
@@ -134,6 +160,39 @@ class RoutedPredictor(_Handle):
             return await self._router.call(None, lambda c: c.health(), retry_delivered=True)
         except Unavailable:
             return False
+
+
+async def predict_many(
+    router: ReplicaRouter[PredictorReplica], ctx: RequestContext, items: Sequence[PredictItem]
+) -> list[Predictions | ItemFailure]:
+    """Predictions for many learners: the items are grouped by the replica each learner's calls go to (its
+    owner, or while the owner is away the replica that stands in for it), each group is sent as one
+    PredictMany, the groups concurrently, and the answers come back in item order. A group whose replica
+    fails as a whole (after the router's usual failover, which re-sends reads) answers each of its items
+    with that error (e.g. UNAVAILABLE); the other groups are unaffected."""
+    keys = [routing_key(ctx.tenant, item.learner_id) for item in items]
+    states, addresses = router.states(), router.addresses
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        order = rendezvous_order(addresses, key)
+        # The replica `router.call` will pick for this key (bar overload): the first routable one.
+        target = next((a for a in order if states.get(a) in ROUTABLE), order[0] if order else "")
+        groups.setdefault(target, []).append(i)
+    out: dict[int, Predictions | ItemFailure] = {}
+
+    async def send(indices: list[int]) -> None:
+        batch = [items[i] for i in indices]
+        try:
+            # Routed by the first item's key: every item of the group has the same target.
+            results = await router.call(
+                keys[indices[0]], lambda c: c.predict_many(ctx, batch), retry_delivered=True
+            )
+        except LyceumError as err:
+            results = [ItemFailure(item.learner_id, err) for item in batch]
+        out.update(zip(indices, results, strict=True))
+
+    await asyncio.gather(*(send(indices) for indices in groups.values()))
+    return [out[i] for i in range(len(items))]
 
 
 class RoutedSampler(_Handle):
@@ -239,6 +298,13 @@ class PredictorRouter(ReplicaRouter[PredictorReplica]):
         """A handle for calls that concern no learner (catalogues, model info): any serving replica, in turn,
         with failover; learner calls made through it still go to their owner."""
         return RoutedPredictor(self)
+
+    async def predict_many(
+        self, ctx: RequestContext, items: Sequence[PredictItem]
+    ) -> list[Predictions | ItemFailure]:
+        """Predictions for many learners of `ctx`'s tenant, each item on its learner's owner (one call per
+        replica, concurrently), in item order; an item's failure, or its replica's, fails that item only."""
+        return await predict_many(self, ctx, items)
 
 
 class SamplerRouter(ReplicaRouter[SamplerReplica]):

@@ -46,3 +46,16 @@ def default_cache_budget(device: torch.device, fraction: float | None = None, re
     if fraction is None:
         fraction = CACHE_FRACTION.get(device.type, CACHE_FRACTION["cpu"])
     return int(max(free_memory_bytes(device) - reserved_bytes, 0) * fraction)
+
+
+def free_memory(device: torch.device) -> int:
+    """Runs the garbage collector and returns the accelerator allocator's cached, unused blocks to the
+    device; the bytes released (0 on CPU, where freed tensors go back to the system allocator at once)."""
+    import gc
+
+    gc.collect()
+    if device.type != "cuda":
+        return 0
+    before = torch.cuda.memory_reserved(device)
+    torch.cuda.empty_cache()
+    return max(0, before - torch.cuda.memory_reserved(device))

@@ -44,6 +44,13 @@ class KVCache:
     def nbytes(self) -> int:
         return self.buf.numel() * self.buf.element_size()
 
+    def snapshot(self) -> KVCache:
+        """A read-only view of the tokens cached now, sharing storage: later appends to this cache write past
+        them (or into a new buffer), so the view never changes. Readers use it outside the writer's lock."""
+        view = object.__new__(KVCache)
+        view.chunk, view.length, view.buf = self.chunk, self.length, self.buf
+        return view
+
     def layer(self, i: int) -> tuple[Tensor, Tensor]:
         """Views of layer i's keys and values, each (B, n_kv_head, length, head_dim)."""
         return self.buf[i, 0, :, :, : self.length], self.buf[i, 1, :, :, : self.length]

@@ -17,8 +17,16 @@ def main() -> None:
     if settings.migrate_on_start:
         upgrade(settings.database_url)  # keys, tenants and jobs live there; auth fails closed without them
     app = create_app(settings)
-    # log_config=None keeps the root logger set up above (uvicorn would install its own handlers).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, proxy_headers=True)
+    # log_config=None keeps the root logger set up above (uvicorn would install its own handlers); the access
+    # log, when on, goes through it too, so each line carries the request id.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=settings.access_log,
+        proxy_headers=True,
+    )
 
 
 if __name__ == "__main__":

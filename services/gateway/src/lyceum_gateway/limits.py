@@ -26,6 +26,7 @@ class Limits:
     max_forecast_sequences: int
     max_forecast_length: int
     max_learner_id_len: int
+    max_batch_items: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -35,6 +36,7 @@ class Limits:
             max_forecast_sequences=settings.max_forecast_sequences,
             max_forecast_length=settings.max_forecast_length,
             max_learner_id_len=settings.max_learner_id_len,
+            max_batch_items=settings.max_batch_items,
         )
 
     def learner_id(self, learner_id: str, field: str = "learner_id") -> str:
@@ -50,6 +52,9 @@ class Limits:
 
     def events(self, events: Sequence[object], field: str = "events") -> None:
         _at_most(len(events), self.max_events_per_request, field)
+
+    def batch(self, items: Sequence[object], field: str = "items") -> None:
+        _at_most(len(items), self.max_batch_items, field)
 
     def forecast(self, task_sequences: Sequence[Sequence[object]], field: str = "task_sequences") -> None:
         _at_most(len(task_sequences), self.max_forecast_sequences, field)

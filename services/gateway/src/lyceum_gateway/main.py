@@ -4,6 +4,7 @@ producer are opened in the lifespan and closed on shutdown."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -24,9 +25,8 @@ from lyceum_fleet.routed import PredictorRouter, SamplerRouter
 from lyceum_fleet.routing import RoutingMetrics
 from lyceum_fleet.sampler import GrpcSampler
 from lyceum_gateway import __version__
-from lyceum_gateway.auth import AuthMiddleware, KeyStore, MountPolicy, RequestIdMiddleware
+from lyceum_gateway.auth import AdminKeys, EdgeMiddleware, KeyStore, MountPolicy
 from lyceum_gateway.config import Settings
-from lyceum_gateway.cors import MountCorsMiddleware
 from lyceum_gateway.errors import (
     install_compat_handlers,
     install_native_handlers,
@@ -34,7 +34,7 @@ from lyceum_gateway.errors import (
 )
 from lyceum_gateway.jobs import JobService
 from lyceum_gateway.limits import BodyLimitMiddleware, Limits
-from lyceum_gateway.metrics import HttpMetrics, JobsCollector, MetricsMiddleware
+from lyceum_gateway.metrics import HttpMetrics, JobsCollector
 from lyceum_gateway.quotas import LocalBuckets, QuotaBook, Quotas, RedisBuckets, TenantQuotas, TokenBuckets
 from lyceum_gateway.registry import RegistryService
 from lyceum_gateway.routes import (
@@ -47,6 +47,7 @@ from lyceum_gateway.routes import (
     learners,
     models,
     ops,
+    predictions,
     sessions,
     token_wheel,
 )
@@ -99,7 +100,7 @@ Every response carries `X-Request-Id` (yours, if plain, or a new one). Errors an
 (docs at `/token-wheel/docs`)."""
 
 
-def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
+def _lifespan(settings: Settings, clock: Callable[[], float]) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
@@ -142,11 +143,16 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
             tenants, keys = TenantRepository(engine), ApiKeyRepository(engine)
             await to_thread.run_sync(partial(_bootstrap, settings, tenants, keys))
             buckets: TokenBuckets = (
-                RedisBuckets(settings.quota_redis_url) if settings.quota_redis_url else LocalBuckets()
+                RedisBuckets(settings.quota_redis_url)
+                if settings.quota_redis_url
+                else LocalBuckets(clock=clock)
             )
             stack.push_async_callback(buckets.aclose)
             quota_book = QuotaBook(
-                _default_quotas(settings), partial(_overrides, tenants), ttl_s=settings.quota_cache_s
+                _default_quotas(settings),
+                partial(_overrides, tenants),
+                ttl_s=settings.quota_cache_s,
+                clock=clock,
             )
             quotas = Quotas(
                 quota_book,
@@ -159,16 +165,23 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], Any]:
             collector = JobsCollector(job_repository.counts, KINDS, [state.value for state in JobState])
             prometheus.register(collector)
             stack.callback(prometheus.unregister, collector)
+            key_store = KeyStore(
+                keys,
+                configured=bool(settings.api_keys),
+                admin_keys=settings.admin_keys,
+                cache_s=settings.auth_cache_s,
+                clock=clock,
+            )
             # Lifespan state reaches every request, including those of the mounted compatibility app.
             yield {
                 "predictors": predictors,
                 "samplers": samplers,
                 "token_wheel_default_model": settings.token_wheel_default_model,
                 "limits": Limits.from_settings(settings),
-                "auth": KeyStore(keys, configured=bool(settings.api_keys), admin_keys=settings.admin_keys),
+                "auth": key_store,
                 "quotas": quotas,
                 "tenants": tenants,
-                "api_keys": keys,
+                "api_keys": AdminKeys(engine, key_store),
                 "token_wheel_model_aliases": settings.model_aliases(),
                 "jobs": JobService(job_repository, celery, poll_s=settings.events_poll_s),
                 "registry": RegistryService(ModelRepository(engine)),
@@ -285,19 +298,21 @@ def _document_security(app: FastAPI, *, prefix: str, error: type[BaseModel]) -> 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The gateway app for `settings`; nothing is read from globals or the environment here."""
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> FastAPI:
+    """The gateway app for `settings`; nothing is read from globals or the environment here. `clock` (seconds,
+    monotonic) times the key cache, the quota cache and the in-process rate buckets."""
     app = FastAPI(
         title="Lyceum API",
         version=__version__,
         description=DESCRIPTION,
         openapi_tags=TAGS,
-        lifespan=_lifespan(settings),
+        lifespan=_lifespan(settings, clock),
     )
     app.state.metrics = HttpMetrics()
     app.state.routing_metrics = RoutingMetrics(app.state.metrics.registry)
     install_native_handlers(app)
     app.include_router(learners.router)
+    app.include_router(predictions.router)
     app.include_router(catalog.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
@@ -313,8 +328,9 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
-    """From the outside in: metrics (every request counted, refusals included), the request id, CORS per
-    mount (preflights answered before authentication), authentication + the rate quota, the body limit."""
+    """Two pure ASGI layers, from the outside in: the edge (metrics: every request counted, refusals
+    included; the request id; CORS per mount, preflights answered before authentication; authentication and
+    the rate quota), then the body limit."""
     compat = (COMPAT_PREFIX, TOKEN_WHEEL_PREFIX)
     app.add_middleware(
         BodyLimitMiddleware,
@@ -322,7 +338,13 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
         compat=lambda path: any(path == p or path.startswith(p + "/") for p in compat),
     )
     app.add_middleware(
-        AuthMiddleware,
+        EdgeMiddleware,
+        metrics=app.state.metrics,
+        cors=[
+            ("", settings.cors_origins),
+            (COMPAT_PREFIX, settings.dfm_server_cors_origins),
+            (TOKEN_WHEEL_PREFIX, settings.token_wheel_cors_origins),
+        ],
         mounts=[
             MountPolicy(API_PREFIX),
             MountPolicy(COMPAT_PREFIX, compat=True),
@@ -334,13 +356,3 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
         # The outer bound of the request; each gRPC call keeps its own, shorter deadline within it.
         timeout_s=max(settings.request_timeout_s, settings.generate_timeout_s),
     )
-    app.add_middleware(
-        MountCorsMiddleware,
-        policies=[
-            ("", settings.cors_origins),
-            (COMPAT_PREFIX, settings.dfm_server_cors_origins),
-            (TOKEN_WHEEL_PREFIX, settings.token_wheel_cors_origins),
-        ],
-    )
-    app.add_middleware(RequestIdMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

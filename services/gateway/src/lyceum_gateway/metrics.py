@@ -5,14 +5,13 @@ refusals. No metric carries a tenant label: tenants are unbounded (the job gauge
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Mount
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from lyceum_core.metrics import LATENCY_BUCKETS
 
@@ -44,6 +43,8 @@ class HttpMetrics:
             registry=self.registry,
         )
 
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
         # Labelled by quota name only, never by tenant: tenants are unbounded.
         self.quota_refusals = Counter(
             "lyceum_quota_refusals",
@@ -56,8 +57,15 @@ class HttpMetrics:
         self.quota_refusals.labels(quota).inc()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        """Counts one request and its latency (`EdgeMiddleware` calls this for every HTTP request)."""
+        # The labelled children, looked up once per (method, route, status): `labels()` checks its arguments
+        # under a lock on every call. Route templates and statuses are few, so this stays small.
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            self._children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -72,32 +80,6 @@ def route_template(scope: Scope) -> str:
     root_path: str = scope.get("root_path", "")
     mount_prefix = root_path.removeprefix(scope.get("app_root_path", ""))
     return mount_prefix + path
-
-
-class MetricsMiddleware:
-    """Pure ASGI middleware timing every HTTP request; the outermost layer, so 401s are counted too."""
-
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500  # what the server answers if the app raises before starting a response
-
-        async def send_and_record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_record_status)
-        finally:
-            self.metrics.observe(scope["method"], route_template(scope), status, time.perf_counter() - start)
 
 
 class JobsCollector(Collector):

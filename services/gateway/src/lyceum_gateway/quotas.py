@@ -101,6 +101,13 @@ class QuotaBook:
         self._cache: OrderedDict[str, tuple[float, TenantQuotas]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def cached(self, tenant: str) -> TenantQuotas | None:
+        """The tenant's quotas if they were read less than `ttl_s` ago; None otherwise. Never blocks."""
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get(tenant)
+        return hit[1] if hit is not None and now - hit[0] < self._ttl_s else None
+
     def get(self, tenant: str) -> TenantQuotas:
         now = self._clock()
         with self._lock:
@@ -229,7 +236,9 @@ class Quotas:
         self._on_refusal = on_refusal or (lambda quota: None)
 
     async def for_tenant(self, tenant: str) -> TenantQuotas:
-        return await asyncio.to_thread(self.book.get, tenant)
+        """The tenant's quotas: from the cache on the event loop, else read in a worker thread."""
+        quotas = self.book.cached(tenant)
+        return quotas if quotas is not None else await asyncio.to_thread(self.book.get, tenant)
 
     async def check_rate(self, tenant: str) -> None:
         """Takes a token from the tenant's bucket; QuotaExceeded (with the wait) when it is empty."""

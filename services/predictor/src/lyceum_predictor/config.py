@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -37,7 +38,18 @@ class Settings(ServiceSettings):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16")
     max_history_len: int | None = Field(
-        None, ge=1, description="events per learner; default: the model's limit"
+        None, ge=1, description="events the model conditions on at most; default: the model's limit"
+    )
+    context_policy: Literal["sliding_window", "reject"] = Field(
+        "sliding_window",
+        description="a history longer than the context: condition on the most recent events "
+        "(sliding_window; every event stays stored) or refuse the append (reject)",
+    )
+    context_window: int | None = Field(
+        None, ge=1, description="events in context at most; default: 7/8 of max_history_len (reject: all)"
+    )
+    context_stride: int | None = Field(
+        None, ge=1, description="events the window moves by at a time; default: 1/8 of the window"
     )
     cache_budget_bytes: int | None = Field(
         None,
@@ -51,9 +63,23 @@ class Settings(ServiceSettings):
     cache_chunk_tokens: int = Field(128, ge=2, description="KV caches grow by this many tokens at a time")
     max_tasks_per_request: int = Field(1024, ge=1)
     max_events_per_request: int = Field(4096, ge=1)
-    max_forecast_sequences: int = Field(256, ge=1)
+    max_forecast_sequences: int = Field(4096, ge=1)
     max_forecast_length: int = Field(512, ge=1)
-    worker_threads: int = Field(4, ge=1, description="threads running model work off the event loop")
+    forecast_memory_bytes: int = Field(
+        512 * 2**20, ge=1, description="a forecast's roll-out cache and attention scores at most (else 400)"
+    )
+    batch_max_rows: int = Field(32, ge=1, description="calls run together in one forward (1 = no batching)")
+    batch_max_delay_ms: float = Field(
+        0.0, ge=0, description="how long a batch waits for more calls (0: takes what queued meanwhile)"
+    )
+    lease_s: float = Field(
+        3.0,
+        ge=0,
+        description="how long this process's lease on a learner runs: while it holds one it answers from "
+        "its cache without a database read, and another predictor must wait this long (at most) to "
+        "take the learner over from a process that vanished (0: read the database on every call)",
+    )
+    worker_threads: int = Field(4, ge=1, description="threads running forecasts and searches")
     torch_threads: int = Field(0, ge=0, description="intra-op threads (0 = torch default)")
     drain_delay_s: float = Field(
         2.0, ge=0, description="on SIGTERM: serve this long after reporting NOT_SERVING (gateways move away)"

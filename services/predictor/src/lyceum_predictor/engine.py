@@ -1,46 +1,68 @@
-"""The predictor's core: validates requests, keeps learner caches consistent with the stored histories and
-runs the DFM. Knows nothing of gRPC; every failure is a lyceum_core error.
+"""The predictor's core: validates requests and hands them to the batch runner, which keeps learner caches
+consistent with the stored histories and runs the DFM over many learners' calls at once. Knows nothing of
+gRPC; every failure is a lyceum_core error.
 
-Consistency rule: the database is the truth. A cache is used only if it holds exactly the stored number of
-events; otherwise it is rebuilt from the stored history (one prefill). Appends are committed to the
-database before the cache is extended and before the caller is answered.
+Consistency rule: the database is the truth. A cache answers without asking the database only while this
+process holds the learner's lease (`lyceum_db.repositories.learners`); otherwise it is checked against the
+stored history (and rebuilt if unlike it). Appends are committed to the database (group commit) before the
+cache is extended and before any caller is answered.
+
+Calls come in two shapes: `submit_*` returns a Future (the gRPC servicer awaits it without tying up a thread),
+the plain method waits for it. Forecasts and curriculum searches take a consistent snapshot of the learner's
+cache through the runner and roll out in the caller's thread, so a long roll-out never holds up the batches.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import threading
-import time
-import zlib
+import os
+import secrets
+import socket
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import torch
 
-from lyceum_core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from lyceum_core.grpc.route_hint import rebuild_reason
+from lyceum_core.errors import InvalidArgument, LyceumError, NotFound, clip
+from lyceum_core.grpc.route_hint import ROUTE
 from lyceum_core.identity import check_learner_id
-from lyceum_db.repositories.learners import LearnerRecord, LearnerRepository
+from lyceum_db.repositories.learners import LearnerRepository
 from lyceum_ml.checkpoint import LoadedDFM
+from lyceum_ml.devices import free_memory
 from lyceum_ml.dfm import DFM, TaskVocab, inference
 from lyceum_ml.dfm.inference import Feedback
 from lyceum_ml.dfm.vocab import UnknownTask
-from lyceum_predictor.cache import HITS, MISSES, REBUILD_SECONDS, REBUILDS, Entry, LearnerCaches, LearnerKey
+from lyceum_predictor.batch import BatchRunner, Call, Learner, Op, Snapshot
+from lyceum_predictor.batcher import Batcher
+from lyceum_predictor.cache import LearnerCaches, LearnerKey
+from lyceum_predictor.context import ContextPolicy, Policy
+from lyceum_predictor.search import SearchRequest, SearchResult, run_search
 
 log = logging.getLogger(__name__)
-APPEND_RETRIES = 3
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_history_len: int | None = None  # events per learner; None = as many as the served model can hold
+    max_history_len: int | None = None  # events the model may condition on; None = as many as it can hold
     max_tasks_per_request: int = 1024
     max_events_per_request: int = 4096
-    max_forecast_sequences: int = 256
+    max_forecast_sequences: int = 4096
     max_forecast_length: int = 512
+    forecast_memory_bytes: int = 512 * 2**20  # a forecast's roll-out cache and attention scores
+    context_policy: Policy = "sliding_window"
+    context_window: int | None = None  # default: see ContextPolicy.build
+    context_stride: int | None = None
+
+
+@dataclass(frozen=True)
+class Batching:
+    max_rows: int = 32  # calls per batch
+    max_delay_s: float = 0.0  # how long a batch waits for more calls (0: takes what queued meanwhile)
+    lease_s: float = 3.0  # how long a learner's lease runs (0: check the database on every call)
 
 
 @dataclass(frozen=True)
@@ -52,19 +74,8 @@ class Served:
     vocab: TaskVocab
     metadata: dict[str, Any]
     generation: int  # bumped by every swap; cache entries of another generation are rebuilt
-    max_history_len: int
-
-
-@dataclass(frozen=True)
-class Learner:
-    learner_id: str
-    history_len: int
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, rec: LearnerRecord) -> Learner:
-        return cls(rec.learner_id, rec.history_len, rec.created_at, rec.updated_at)
+    max_history_len: int  # events the model conditions on at most (roll-outs included)
+    policy: ContextPolicy  # which stored events it conditions on
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,13 @@ class ModelInfo:
     dtype: str
     device: str
     n_parameters: int
+    context_policy: str
+    context_window: int
+
+
+def process_owner() -> str:
+    """This process's identity as a lease holder: unique per process incarnation."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class PredictorEngine:
@@ -92,19 +110,48 @@ class PredictorEngine:
         limits: Limits,
         *,
         chunk_tokens: int = 128,
+        batching: Batching = Batching(),
+        owner: str | None = None,
     ) -> None:
         self.repo, self.caches, self.limits, self.chunk = repo, caches, limits, chunk_tokens
-        self._locks = [threading.Lock() for _ in range(1024)]  # striped per-learner locks
-        self._swap_lock = threading.Lock()
+        self.owner = owner or process_owner()
         self.served = self._snapshot(loaded, generation=0)
+        self.runner = BatchRunner(
+            lambda: self.served, repo, caches, owner=self.owner, lease_s=batching.lease_s, chunk=chunk_tokens
+        )
+        self.batcher: Batcher[Call] = Batcher(
+            self.runner.run,
+            max_rows=batching.max_rows,
+            max_delay_s=batching.max_delay_s,
+            name="predictor-batcher",
+        )
+        self.runner.batcher = self.batcher
 
     def swap(self, loaded: LoadedDFM) -> Served:
-        """Serves another model from now on (no restart). Calls already running finish on the old one;
+        """Serves another model from now on (no restart). Batches already running finish on the old one;
         every learner's cache is rebuilt from its stored history on next use."""
-        with self._swap_lock:
-            self.served = self._snapshot(loaded, self.served.generation + 1)
-            self.caches.clear()
+        self.served = self._snapshot(loaded, self.served.generation + 1)
+        self.caches.clear()
         return self.served
+
+    def take_leases(self) -> None:
+        """Serving (again): learners are leased as they are used (the default; undoes `hand_over`)."""
+        self.runner.leasing = True
+
+    def hand_over(self) -> int:
+        """Draining: stops leasing learners and ends the leases held, so the predictors taking this one's
+        learners over need not wait for them to run out; calls still arriving are checked against the
+        database. Returns how many leases ended."""
+        return self._submit(Call(Op.HAND_OVER, LearnerKey("", ""), self.served.generation)).result()
+
+    def close(self) -> None:
+        """Runs what is queued, stops the batch thread and hands this process's leases back, so other
+        predictors take its learners over without waiting for the leases to run out."""
+        self.batcher.close()
+        try:
+            self.repo.release(self.owner)
+        except Exception:  # noqa: BLE001 - the leases simply run out
+            log.warning("could not release learner leases", exc_info=True)
 
     def _snapshot(self, loaded: LoadedDFM, generation: int) -> Served:
         configured, limit = self.limits.max_history_len, loaded.model.cfg.max_events
@@ -112,41 +159,94 @@ class PredictorEngine:
             limit = configured
         elif configured is not None:
             log.warning(
-                "max_history_len %d exceeds what the model can hold; serving %d events",
-                configured,
-                limit,
+                "max_history_len %d exceeds what the model can hold; serving %d events", configured, limit
             )
-        return Served(loaded.model, loaded.vocab, dict(loaded.metadata), generation, limit)
+        lim = self.limits
+        policy = ContextPolicy.build(lim.context_policy, limit, lim.context_window, lim.context_stride)
+        return Served(loaded.model, loaded.vocab, dict(loaded.metadata), generation, limit, policy)
 
     # --- operations -------------------------------------------------------------------------------
-    def register(self, tenant: str, learner_id: str, history: Sequence[tuple[str, float]]) -> Learner:
+    def submit_register(self, tenant: str, learner_id: str, history: Sequence[tuple[str, float]]) -> Future:
         key = _key(tenant, learner_id)
         s = self.served
         rows, outcomes = self._events(s, history, "history")
-        if len(history) > s.max_history_len:
+        if not s.policy.slides and len(history) > s.policy.window:
             raise InvalidArgument(
-                f"history has {len(history)} events; the limit is {s.max_history_len}", field="history"
+                f"history has {len(history)} events; the limit is {s.policy.window}", field="history"
             )
-        with self._lock(key):
-            if self.repo.get(tenant, learner_id) is not None:
-                raise _exists(learner_id)
-            kv = inference.prefill(s.model, rows, outcomes, chunk=self.chunk)
-            record = self.repo.create(tenant, learner_id, list(history))
-            self.caches.put(key, Entry(kv, record.history_len, record.created_at, s.generation))
-        return Learner.of(record)
+        return self._submit(Call(Op.REGISTER, key, s.generation, rows, outcomes, list(history)))
+
+    def register(self, tenant: str, learner_id: str, history: Sequence[tuple[str, float]]) -> Learner:
+        return self.submit_register(tenant, learner_id, history).result()
 
     def get(self, tenant: str, learner_id: str) -> Learner:
-        return Learner.of(self._record(_key(tenant, learner_id)))
+        key = _key(tenant, learner_id)
+        record = self.repo.get(key.tenant, key.learner_id)
+        if record is None:
+            raise NotFound(f"learner {learner_id!r} not found", field="learner_id")
+        return Learner.of(record, self.served.policy)
 
-    def predict(self, tenant: str, learner_id: str, tasks: Sequence[str]) -> tuple[list[float], int]:
+    def submit_predict(self, tenant: str, learner_id: str, tasks: Sequence[str]) -> Future:
         """P(success) per task given the committed history, and that history's length."""
         key = _key(tenant, learner_id)
         s = self.served
         rows = self._tasks(s, tasks, "tasks", self.limits.max_tasks_per_request)
-        with self._lock(key):
-            entry = self._resident(s, key)
-            probs = inference.predict(s.model, entry.kv, rows)
-            return probs.tolist(), entry.history_len
+        return self._submit(Call(Op.PREDICT, key, s.generation, rows, raw=list(tasks)))
+
+    def predict(self, tenant: str, learner_id: str, tasks: Sequence[str]) -> tuple[list[float], int]:
+        return self.submit_predict(tenant, learner_id, tasks).result()
+
+    def submit_predict_many(
+        self, tenant: str, items: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[Future | LyceumError]:
+        """`submit_predict` for many learners; an item that fails validation is its error."""
+        out: list[Future | LyceumError] = []
+        for learner_id, tasks in items:
+            try:
+                out.append(self.submit_predict(tenant, learner_id, tasks))
+            except LyceumError as err:
+                out.append(err)
+        return out
+
+    def predict_many(
+        self, tenant: str, items: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[tuple[list[float], int] | LyceumError]:
+        """`predict` for many learners (batched together); each item's result or its own error, in order."""
+        out: list[tuple[list[float], int] | LyceumError] = []
+        for item in self.submit_predict_many(tenant, items):
+            if isinstance(item, LyceumError):
+                out.append(item)
+                continue
+            try:
+                out.append(item.result())
+            except LyceumError as err:
+                out.append(err)
+        return out
+
+    def submit_append(
+        self,
+        tenant: str,
+        learner_id: str,
+        events: Sequence[tuple[str, float]],
+        expected_len: int | None = None,
+    ) -> Future:
+        """Appends events (durably, then to the cache); resolves to the learner and each event's prior P."""
+        key = _key(tenant, learner_id)
+        if not events:
+            raise InvalidArgument("events must not be empty", field="events")
+        if expected_len is not None and expected_len < 0:
+            raise InvalidArgument("expected_history_len must be >= 0", field="expected_history_len")
+        s = self.served
+        rows, outcomes = self._events(s, events, "events")
+        policy = s.policy
+        if policy.slides and len(events) > policy.window - policy.stride + 1:
+            raise InvalidArgument(
+                f"events has {len(events)} events; at most {policy.window - policy.stride + 1} per append "
+                f"(the context window is {policy.window} events)",
+                field="events",
+            )
+        call = Call(Op.APPEND, key, s.generation, rows, outcomes, list(events), expected_len=expected_len)
+        return self._submit(call)
 
     def append(
         self,
@@ -155,57 +255,7 @@ class PredictorEngine:
         events: Sequence[tuple[str, float]],
         expected_len: int | None = None,
     ) -> tuple[Learner, list[float]]:
-        """Appends events (durably, then to the cache); returns the learner and each event's prior P."""
-        key = _key(tenant, learner_id)
-        if not events:
-            raise InvalidArgument("events must not be empty", field="events")
-        if expected_len is not None and expected_len < 0:
-            raise InvalidArgument("expected_history_len must be >= 0", field="expected_history_len")
-        s = self.served
-        rows, outcomes = self._events(s, events, "events")
-        with self._lock(key):
-            for attempt in range(APPEND_RETRIES):
-                entry = self._resident(s, key)
-                if expected_len is not None and expected_len != entry.history_len:
-                    raise FailedPrecondition(
-                        f"learner {learner_id!r} has {entry.history_len} events, "
-                        f"not the expected {expected_len}",
-                        field="expected_history_len",
-                    )
-                total = entry.history_len + len(events)
-                if total > s.max_history_len:
-                    raise InvalidArgument(
-                        f"appending {len(events)} events would make the history {total} events long; "
-                        f"the limit is {s.max_history_len}",
-                        field="events",
-                    )
-                priors, new_kv = inference.extend(s.model, entry.kv, rows, outcomes)
-                try:
-                    record = self.repo.append(
-                        tenant, learner_id, list(events), expected_len=entry.history_len
-                    )
-                except Aborted:
-                    # another writer (e.g. a failover pod) got there first: rebuild and retry, unless the
-                    # caller pinned the length, in which case its precondition has failed
-                    self.caches.drop(key)
-                    if expected_len is not None:
-                        raise FailedPrecondition(
-                            f"learner {learner_id!r} changed concurrently; "
-                            f"it no longer has {expected_len} events",
-                            field="expected_history_len",
-                        ) from None
-                    if attempt + 1 == APPEND_RETRIES:
-                        raise
-                    continue
-                try:
-                    entry.kv.append(new_kv)
-                    entry.history_len = record.history_len
-                    self.caches.resized(key)
-                except Exception:
-                    self.caches.drop(key)  # committed already; the cache rebuilds on next use
-                    raise
-                return Learner.of(record), priors.tolist()
-        raise AssertionError("unreachable")
+        return self.submit_append(tenant, learner_id, events, expected_len).result()
 
     def forecast(
         self,
@@ -216,7 +266,6 @@ class PredictorEngine:
         seed: int = 0,
     ) -> list[list[float]]:
         """S x L roll-out probabilities from the learner's state; never changes it."""
-        key = _key(tenant, learner_id)
         lim = self.limits
         if len(sequences) > lim.max_forecast_sequences:
             raise InvalidArgument(
@@ -233,28 +282,46 @@ class PredictorEngine:
             )
         s = self.served
         flat = self._tasks(s, [t for seq in sequences for t in seq], "task_sequences", None, allow_empty=True)
-        with self._lock(key):
-            entry = self._resident(s, key)
-            if L and entry.history_len + L - 1 > s.max_history_len:
-                raise InvalidArgument(
-                    f"a roll-out of {L} tasks after {entry.history_len} events runs past the limit of "
-                    f"{s.max_history_len} events",
-                    field="task_sequences",
-                )
-            if not sequences or L == 0:
-                return [[] for _ in sequences]
-            probs = inference.forecast(s.model, entry.kv, flat.view(len(sequences), L), feedback, seed)
-            return probs.tolist()
+        snap = self._read(tenant, learner_id)
+        if L and snap.context_len + L - 1 > s.max_history_len:
+            raise InvalidArgument(
+                f"a roll-out of {L} tasks after {snap.context_len} events in context runs past the limit of "
+                f"{s.max_history_len} events",
+                field="task_sequences",
+            )
+        if not sequences or L == 0:
+            return [[] for _ in sequences]
+        need = inference.forecast_bytes(s.model, snap.kv.length, len(sequences), L)
+        if need > lim.forecast_memory_bytes:
+            raise InvalidArgument(
+                f"a forecast of {len(sequences)} sequences x {L} tasks needs {need / 2**20:.0f} MiB; the "
+                f"predictor's forecast_memory_bytes limit is {lim.forecast_memory_bytes / 2**20:.0f} MiB "
+                "(send fewer or shorter sequences)",
+                field="task_sequences",
+            )
+        probs = inference.forecast(snap.model, snap.kv, flat.view(len(sequences), L), feedback, seed)
+        return probs.tolist()
+
+    def search(self, tenant: str, learner_id: str, request: SearchRequest) -> SearchResult:
+        """Curriculum search from the learner's committed state; changes nothing."""
+        snap = self._read(tenant, learner_id)
+        s = self.served
+        result = run_search(snap.model, snap.vocab, snap.kv, snap.context_len, s.max_history_len, request)
+        return dataclasses.replace(result, history_len=snap.history_len)
+
+    def submit_delete(self, tenant: str, learner_id: str) -> Future:
+        key = _key(tenant, learner_id)
+        return self._submit(Call(Op.DELETE, key, self.served.generation))
 
     def delete(self, tenant: str, learner_id: str) -> None:
-        key = _key(tenant, learner_id)
-        with self._lock(key):
-            self.caches.drop(key)
-            if not self.repo.delete(tenant, learner_id):
-                raise _not_found(learner_id)
+        self.submit_delete(tenant, learner_id).result()
 
     def tasks(self) -> list[str]:
         return list(self.served.vocab.tasks)
+
+    def collect_garbage(self) -> int:
+        """Frees what can be freed without losing state; returns the accelerator bytes released."""
+        return free_memory(self.served.model.device)
 
     def info(self) -> ModelInfo:
         s = self.served
@@ -272,45 +339,19 @@ class PredictorEngine:
             dtype=str(s.model.dtype).removeprefix("torch."),
             device=str(s.model.device),
             n_parameters=s.model.num_parameters(),
+            context_policy=s.policy.kind,
+            context_window=s.policy.window,
         )
 
-    # --- cache consistency ------------------------------------------------------------------------
-    def _record(self, key: LearnerKey) -> LearnerRecord:
-        record = self.repo.get(key.tenant, key.learner_id)
-        if record is None:
-            raise _not_found(key.learner_id)
-        return record
+    # --- plumbing -----------------------------------------------------------------------------------
+    def _submit(self, call: Call) -> Future:
+        call.route = ROUTE.get()
+        return self.batcher.submit(call)
 
-    def _resident(self, s: Served, key: LearnerKey) -> Entry:
-        """The learner's cache, rebuilt if missing or unlike the stored history. Caller holds the lock."""
-        record = self._record(key)
-        learner_id = key.learner_id
-        entry = self.caches.get(key)
-        if entry is not None and _holds(entry, record, s):
-            HITS.inc()
-            return entry
-        MISSES.inc()
-        reason = rebuild_reason(entry is not None, self.caches.was_evicted(key))
-        start = time.perf_counter()
-        history = self.repo.history(key.tenant, learner_id)
-        try:
-            task_rows = s.vocab.encode([t for t, _ in history])
-        except UnknownTask as e:  # only after a swap to a model that lacks a task this learner practised
-            raise FailedPrecondition(
-                f"learner {learner_id!r} has task {e.task!r}, which the served model does not know",
-                field="learner_id",
-            ) from None
-        rows = torch.tensor(task_rows, dtype=torch.long, device=s.model.device)
-        outcomes = torch.tensor([o for _, o in history], dtype=torch.float32, device=s.model.device)
-        kv = inference.prefill(s.model, rows, outcomes, chunk=self.chunk)
-        entry = Entry(kv, len(history), record.created_at, s.generation)
-        self.caches.put(key, entry)
-        REBUILDS.labels(reason).inc()
-        REBUILD_SECONDS.observe(time.perf_counter() - start)
-        return entry
-
-    def _lock(self, key: LearnerKey) -> threading.Lock:
-        return self._locks[zlib.crc32(f"{key.tenant}/{key.learner_id}".encode()) % len(self._locks)]
+    def _read(self, tenant: str, learner_id: str) -> Snapshot:
+        """A consistent snapshot of the learner's current cache (validated by the runner)."""
+        key = _key(tenant, learner_id)
+        return self._submit(Call(Op.READ, key, self.served.generation)).result()
 
     # --- validation ---------------------------------------------------------------------------------
     def _tasks(
@@ -323,7 +364,7 @@ class PredictorEngine:
         try:
             rows = s.vocab.encode(tasks)
         except UnknownTask as e:
-            raise InvalidArgument(f"unknown task {_clip(e.task)!r}", field=field) from None
+            raise InvalidArgument(f"unknown task {clip(e.task)!r}", field=field) from None
         return torch.tensor(rows, dtype=torch.long, device=s.model.device)
 
     def _events(
@@ -342,29 +383,6 @@ class PredictorEngine:
         return rows, outcomes
 
 
-def _holds(entry: Entry, record: LearnerRecord, s: Served) -> bool:
-    """Whether a cache holds exactly the stored learner (same incarnation, same number of events) as encoded
-    by the served model."""
-    return (
-        entry.history_len == record.history_len
-        and entry.created_at == record.created_at
-        and entry.generation == s.generation
-    )
-
-
 def _key(tenant: str, learner_id: str) -> LearnerKey:
-    """The checked cache/lock key of a learner: equal ids in two tenants are two learners."""
+    """The checked cache key of a learner: equal ids in two tenants are two learners."""
     return LearnerKey(tenant, check_learner_id(learner_id))
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    """User input as echoed in an error message: bounded, so a huge value cannot bloat the reply."""
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _not_found(learner_id: str) -> NotFound:
-    return NotFound(f"learner {learner_id!r} not found", field="learner_id")
-
-
-def _exists(learner_id: str) -> AlreadyExists:
-    return AlreadyExists(f"learner {learner_id!r} already exists", field="learner_id")

@@ -17,7 +17,7 @@ from lyceum_db.repositories.learners import LearnerRepository
 from lyceum_ml.devices import default_cache_budget, resolve_device, resolve_dtype
 from lyceum_predictor.cache import LearnerCaches
 from lyceum_predictor.config import Settings
-from lyceum_predictor.engine import Limits, PredictorEngine
+from lyceum_predictor.engine import Batching, Limits, PredictorEngine
 from lyceum_predictor.models import ModelSource
 from lyceum_predictor.servicer import PredictorServicer
 
@@ -52,6 +52,10 @@ def build_engine(settings: Settings, source: ModelSource | None = None) -> Predi
         max_events_per_request=settings.max_events_per_request,
         max_forecast_sequences=settings.max_forecast_sequences,
         max_forecast_length=settings.max_forecast_length,
+        forecast_memory_bytes=settings.forecast_memory_bytes,
+        context_policy=settings.context_policy,
+        context_window=settings.context_window,
+        context_stride=settings.context_stride,
     )
     log.info(
         "loaded DFM %s (%d parameters, %d tasks) on %s/%s",
@@ -67,6 +71,11 @@ def build_engine(settings: Settings, source: ModelSource | None = None) -> Predi
         LearnerCaches(cache_budget(settings, loaded.model.device)),
         limits,
         chunk_tokens=settings.cache_chunk_tokens,
+        batching=Batching(
+            max_rows=settings.batch_max_rows,
+            max_delay_s=settings.batch_max_delay_ms / 1000,
+            lease_s=settings.lease_s,
+        ),
     )
 
 
@@ -95,6 +104,8 @@ class PredictorServer:
             host=settings.host,
             port=settings.port,
         )
+        self.grpc.on_serving = self.engine.take_leases
+        self.grpc.on_not_serving = self.engine.hand_over
 
     @property
     def address(self) -> str:
@@ -129,12 +140,16 @@ class PredictorServer:
     async def wait(self) -> None:
         await self.grpc.wait_for_signal(self.settings.drain_grace_s, self.settings.drain_delay_s)
         self._stop_watcher()
-        self.executor.shutdown(wait=True)
+        self._close()
 
     async def stop(self, grace_s: float | None = None) -> None:
         self._stop_watcher()
         await self.grpc.drain(self.settings.drain_grace_s if grace_s is None else grace_s)
+        self._close()
+
+    def _close(self) -> None:
         self.executor.shutdown(wait=True)
+        self.engine.close()
 
     def _stop_watcher(self) -> None:
         if self._watcher is not None:

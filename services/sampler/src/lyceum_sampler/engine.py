@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lyceum_core.errors import FailedPrecondition, InvalidArgument, NotFound
+from lyceum_core.errors import FailedPrecondition, InvalidArgument, NotFound, clip
 from lyceum_core.grpc.route_hint import rebuild_reason
 from lyceum_core.identity import ALIAS_MAX_LEN, MODEL_NAME_MAX_LEN, check_session_id
 from lyceum_ml import sampling
@@ -431,7 +431,7 @@ def _chosen_token(lm: CausalLM, choice: Choice) -> int | None:
         ids = lm.encode(choice.token_text) if choice.token_text else []
         if len(ids) != 1:
             raise InvalidArgument(
-                f"token_text must encode to exactly one token; {_clip(choice.token_text)!r} encodes to "
+                f"token_text must encode to exactly one token; {clip(choice.token_text)!r} encodes to "
                 f"{len(ids)}",
                 field="token_text",
             )
@@ -455,11 +455,6 @@ def _check_model(model: str) -> str:
     if len(model) > MAX_MODEL_LEN:
         raise InvalidArgument(f"model must be at most {MAX_MODEL_LEN} characters", field="model")
     return model
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    """User input as echoed in an error message: bounded, so a huge value cannot bloat the reply."""
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _not_found(session_id: str) -> NotFound:

@@ -37,15 +37,16 @@ def route_of(metadata: Any) -> Route:
     return Route.OWNER
 
 
-def rebuild_reason(resident: bool, evicted: bool) -> str:
+def rebuild_reason(resident: bool, evicted: bool, route: Route | None = None) -> str:
     """Why a replica rebuilds a cache (learner or session): `stale` (it had one, but it missed updates made
     elsewhere or is of another model), `evicted` (dropped to fit the budget), `failover` / `overflow` (first
-    call here because the key's owner was away / busy), or `cold` (first call here)."""
+    call here because the key's owner was away / busy), or `cold` (first call here). `route`: the call's,
+    when it is not the current context's (work queued to another thread)."""
     if resident:
         return "stale"
     if evicted:
         return "evicted"
-    route = ROUTE.get()
+    route = ROUTE.get() if route is None else route
     return route.value if route is not Route.OWNER else "cold"
 
 

@@ -40,6 +40,8 @@ class GrpcServer:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.service_names = list(service_names)
+        self.on_serving: Callable[[], object] | None = None  # see set_serving
+        self.on_not_serving: Callable[[], object] | None = None  # see set_not_serving
         self.server = grpc.aio.server(
             interceptors=[
                 RouteHintServerInterceptor(),
@@ -80,17 +82,26 @@ class GrpcServer:
         log.info("gRPC listening on %s", self.address)
 
     async def set_serving(self) -> None:
+        """Reports SERVING; runs `on_serving` first (off the loop), if set."""
+        if self.on_serving is not None:
+            await asyncio.to_thread(self.on_serving)
         await self._set_all(SERVING)
 
     async def set_not_serving(self) -> None:
-        """Reports NOT_SERVING while still answering calls: gateways route new work elsewhere."""
+        """Reports NOT_SERVING while still answering calls: gateways route new work elsewhere. Then runs
+        `on_not_serving` (off the loop): the service hands over what others will now serve."""
         await self._set_all(NOT_SERVING)
+        if self.on_not_serving is not None:
+            try:
+                await asyncio.to_thread(self.on_not_serving)
+            except Exception:  # noqa: BLE001 - handing over is an optimisation; draining goes on
+                log.exception("handing over before draining failed")
 
     async def drain(self, grace_s: float, delay_s: float = 0.0) -> None:
         """Reports NOT_SERVING, keeps serving for `delay_s` (callers watching its health move away without
         a failed call), then refuses new calls and lets in-flight ones finish (up to `grace_s`)."""
         log.info("draining (delay %.1fs, grace %.1fs)", delay_s, grace_s)
-        await self._set_all(NOT_SERVING)
+        await self.set_not_serving()
         if delay_s > 0:
             await asyncio.sleep(delay_s)
         await self.server.stop(grace_s)

@@ -11,11 +11,17 @@ from lyceum_core.identity import LEARNER_ID_MAX_LEN, TENANT_ID_MAX_LEN
 from lyceum_db.models.base import Base, UTCDateTime
 
 TASK_MAX_LEN = 256
+OWNER_MAX_LEN = 128  # a serving process's identity (host, pid, start)
 
 
 class Learner(Base):
     """A learner of one tenant. `history_len` is the number of events and doubles as the
-    optimistic-concurrency version."""
+    optimistic-concurrency version.
+
+    Ownership (see LearnerRepository.claim): the predictor process that serves the learner from its cache
+    holds a lease on it until `lease_until` (seconds since the epoch, by the database's clock);
+    `owner_epoch` is bumped whenever another process takes the learner over, so a cache built under an
+    older epoch is known to be stale."""
 
     __tablename__ = "learners"
 
@@ -24,6 +30,9 @@ class Learner(Base):
     history_len: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    owner: Mapped[str | None] = mapped_column(String(OWNER_MAX_LEN), nullable=True)
+    owner_epoch: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class LearnerEvent(Base):

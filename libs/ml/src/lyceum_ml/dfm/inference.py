@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from lyceum_ml.dfm.model import DFM
+from lyceum_ml.dfm.ragged import Row
 from lyceum_ml.kv_cache import KVCache
 
 
@@ -53,6 +54,55 @@ def extend(
     positions = torch.arange(cache.length, cache.length + x.shape[1], device=model.device)
     h, new_kv = model.decode(x, positions, None, [cache])
     return torch.sigmoid(model.logits(h[0, 0::2], task_idx)), new_kv
+
+
+# --- rows of a ragged batch (ragged.decode_ragged): many learners' calls in one forward ---------------
+def prefill_row(model: DFM, task_idx: Tensor, outcomes: Tensor) -> Row:
+    """BOS + N events from nothing; `cache_of` turns the result into the learner's cache, `event_priors`
+    reads each event's prior P(success)."""
+    x = torch.cat([model.embed_bos(1)[0], model.embed_events(task_idx[None], outcomes[None])[0]])
+    return Row(x, torch.arange(x.shape[0], device=model.device), None, None)
+
+
+def predict_row(model: DFM, cache: KVCache, task_idx: Tensor) -> Row:
+    """k candidate tasks at the next position, each seeing the cache and itself (as `predict`)."""
+    k = task_idx.shape[0]
+    mask = torch.eye(k, dtype=torch.bool, device=model.device)
+    return Row(model.embed_tasks(task_idx), torch.full((k,), cache.length, device=model.device), mask, cache)
+
+
+def extend_row(model: DFM, cache: KVCache, task_idx: Tensor, outcomes: Tensor) -> Row:
+    """N new events after the cache (as `extend`)."""
+    x = model.embed_events(task_idx[None], outcomes[None])[0]
+    return Row(x, torch.arange(cache.length, cache.length + x.shape[0], device=model.device), None, cache)
+
+
+def probabilities(model: DFM, h: Tensor, task_idx: Tensor) -> Tensor:
+    """P(success) on tasks (n,) read from hidden states (n, d) at their positions."""
+    return torch.sigmoid(model.logits(h, task_idx))
+
+
+def event_priors(model: DFM, h: Tensor, task_idx: Tensor, *, prefilled: bool) -> Tensor:
+    """Each event's prior P(success) from an extend row's (or, `prefilled`, a prefill row's) hidden states:
+    read at its task token, which sees only the events before it."""
+    return probabilities(model, h[2::2] if prefilled else h[0::2], task_idx)
+
+
+def cache_of(model: DFM, new_kv: list[tuple[Tensor, Tensor]], *, chunk: int = 128) -> KVCache:
+    """A new cache holding a prefill row's keys and values."""
+    cache = model.new_cache(chunk=chunk)
+    cache.append(new_kv)
+    return cache
+
+
+def forecast_bytes(model: DFM, context_tokens: int, sequences: int, length: int) -> int:
+    """Memory a forecast of S x L steps needs beyond the model and the learner's cache: the roll-outs' side
+    cache and one step's attention scores (the largest transient)."""
+    cfg = model.cfg
+    item = torch.finfo(model.dtype).bits // 8
+    side = sequences * 2 * length * cfg.n_layer * 2 * cfg.n_kv_head * cfg.head_dim * item
+    scores = sequences * cfg.n_head * 2 * (context_tokens + 2 * length) * 4  # fp32 softmax
+    return side + scores
 
 
 @torch.no_grad()

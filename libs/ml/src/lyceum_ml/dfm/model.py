@@ -57,18 +57,27 @@ class Attention(nn.Module):
         without being copied (the query batch is folded into rows instead). mask: (n, n), True = may attend;
         None = causal. Returns the output and this call's (k, v) for the caller to append to a cache.
         """
-        B, n, _ = x.shape
         q, k, v = self.qkv(x, cos, sin)
+        return self.o_proj(self.attend(q, k, v, mask, past)), (k, v)
+
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, past: Sequence[tuple[Tensor, Tensor]]
+    ) -> Tensor:
+        """Attention of the new tokens' q (B, H, n, hd) over the cached segments and their own k, v
+        (B, Hkv, n, hd) under `mask`; returns (B, n, H * hd), before the output projection."""
+        B, _, n, _ = q.shape
         segments = [(pk, pv) for pk, pv in past if pk.shape[2] > 0]
         if not segments and mask is None:  # prefill: plain causal attention (flash/fused kernels apply)
             y = F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, enable_gqa=self.n_kv_head != self.n_head
             )
-            return self.o_proj(y.transpose(1, 2).flatten(2)), (k, v)
+            return y.transpose(1, 2).flatten(2)
         if mask is None:
-            mask = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+            mask = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
         g = self.n_head // self.n_kv_head
-        q = q.view(B, self.n_kv_head, g * n, self.head_dim) / math.sqrt(self.head_dim)  # rows: (group, token)
+        q = q.reshape(B, self.n_kv_head, g * n, self.head_dim) / math.sqrt(
+            self.head_dim
+        )  # rows: (group, token)
 
         scores = [self._scores(q, pk) for pk, _ in segments]
         own = (q @ k.transpose(-1, -2)).view(B, self.n_kv_head, g, n, n)  # (B, Hkv, g, n, n)
@@ -80,8 +89,7 @@ class Attention(nn.Module):
         for (_, pv), s in zip(segments, scores, strict=True):
             y = y + self._weighted(probs[..., offset : offset + s.shape[-1]], pv)
             offset += s.shape[-1]
-        y = y.view(B, self.n_head, n, self.head_dim).transpose(1, 2).flatten(2)
-        return self.o_proj(y), (k, v)
+        return y.view(B, self.n_head, n, self.head_dim).transpose(1, 2).flatten(2)
 
     @staticmethod
     def _scores(q: Tensor, pk: Tensor) -> Tensor:

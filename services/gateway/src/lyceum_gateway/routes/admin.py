@@ -31,11 +31,11 @@ PREFIX = f"{API_PREFIX}/admin"
 router = APIRouter(prefix=PREFIX, tags=["admin"], responses=error_responses(401, 403, 422))
 
 
-def _tenants(request: Request) -> Any:
+async def _tenants(request: Request) -> Any:
     return request.state.tenants
 
 
-def _keys(request: Request) -> Any:
+async def _keys(request: Request) -> Any:
     return request.state.api_keys
 
 
@@ -103,5 +103,6 @@ def list_keys(
 def revoke_key(
     key_id: Annotated[str, Path(min_length=1, max_length=64, description="The key's id")], keys: Keys
 ) -> KeyOut:
-    """The key stops working at once, on every gateway replica. Revoking it again changes nothing."""
+    """The key stops working at once on this gateway replica, and within `LYCEUM_GATEWAY_AUTH_CACHE_S` on the
+    others. Revoking it again changes nothing."""
     return KeyOut.from_record(keys.revoke(key_id))

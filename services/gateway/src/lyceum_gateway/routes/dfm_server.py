@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from fastapi import APIRouter
 
 from lyceum_core.errors import AlreadyExists, InvalidArgument, NotFound
-from lyceum_fleet.predictor import Event, Feedback
+from lyceum_fleet.predictor import Event, Feedback, SearchSpec
 from lyceum_gateway.deps import Context, Predictors, QuotaChecks, RequestLimits
 from lyceum_gateway.schemas import dfm_server as s
 from lyceum_gateway.schemas.compat import compat_error_responses
@@ -135,6 +135,49 @@ async def get_config(ctx: Context, predictors: Predictors) -> s.ConfigResponse:
         n_head=info.n_head,
         n_kv_head=info.n_kv_head,
         n_embd=info.d_model,
+        # A learned task table feeds d_model-wide task vectors (Lyceum's DFMs; fixed "vectors" would need
+        # their width, which GetModelInfo does not report).
+        n_input=info.d_model,
         encoder_name=info.task_encoder,
         block_size=2 * (info.max_history_len + 1),
     )
+
+
+@router.post("/search", summary="Search a curriculum", responses=compat_error_responses(400, 404))
+async def search(
+    body: s.SearchRequest, ctx: Context, predictors: Predictors, limits: RequestLimits
+) -> s.SearchResponse:
+    """The `depth`-task sequence of candidate tasks that most raises the predicted success on the target
+    tasks (a genetic algorithm scored by forecasts with expected feedback); changes nothing."""
+    limits.learner_id(body.learner_id)
+    limits.tasks(body.target_tasks, "target_tasks")
+    limits.tasks(body.candidate_tasks, "candidate_tasks")
+    spec = SearchSpec(
+        target_tasks=body.target_tasks,
+        candidate_tasks=body.candidate_tasks,
+        depth=body.depth,
+        population_size=body.population_size,
+        generations=body.generations,
+        elite_count=body.elite_count,
+        tournament_size=body.tournament_size,
+        crossover_rate=body.crossover_rate,
+        mutation_rate=body.mutation_rate,
+        eval_every=body.eval_every,
+        # random.Random seeds with |seed|, so v0.1 answered a negative seed as its absolute value.
+        seed=None if body.seed is None else abs(body.seed),
+    )
+    with original_messages(body.learner_id):
+        result = await predictors.for_learner(ctx, body.learner_id).search_curriculum(
+            ctx, body.learner_id, spec
+        )
+    return s.SearchResponse(
+        learner_id=body.learner_id, best_sequence=result.best_sequence, best_fitness=result.best_fitness
+    )
+
+
+@router.post("/gc", summary="Free memory")
+async def collect_garbage(ctx: Context, predictors: Predictors) -> s.GcResponse:
+    """Frees what every serving predictor can free without losing state (the accelerator's cached blocks,
+    idle buffers)."""
+    await asyncio.gather(*(replica.collect_garbage(ctx) for replica in predictors.serving()))
+    return s.GcResponse(status="ok")

@@ -1,4 +1,5 @@
-"""Native `/v1/learners` routes: register, read, delete, append events, predict and forecast."""
+"""Native `/v1/learners` routes: register, read, delete, append events, predict, forecast and search
+curricula."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from lyceum_gateway.schemas.common import error_responses
 from lyceum_gateway.schemas.learners import (
     AppendEventsRequest,
     AppendEventsResponse,
+    CurriculumSearchRequest,
+    CurriculumSearchResponse,
     ForecastRequest,
     ForecastResponse,
     LearnerOut,
@@ -126,3 +129,26 @@ async def forecast(
     return ForecastResponse(
         learner_id=result.learner_id, feedback=body.feedback, predictions=result.predictions
     )
+
+
+@router.post(
+    "/{learner_id}/curricula:search",
+    summary="Search a curriculum",
+    responses=error_responses(400, 404),
+)
+async def search_curriculum(
+    learner_id: LearnerIdPath,
+    body: CurriculumSearchRequest,
+    ctx: Context,
+    predictors: Predictors,
+    limits: RequestLimits,
+) -> CurriculumSearchResponse:
+    """The `depth`-task sequence of candidate tasks that most raises the predicted success on the target
+    tasks (DFM-Server v0.1's genetic algorithm, scored by forecasts with expected feedback), with the
+    fitness per generation; the same request with a `seed` gives the same answer. Changes nothing."""
+    limits.tasks(body.target_tasks, "target_tasks")
+    limits.tasks(body.candidate_tasks, "candidate_tasks")
+    result = await predictors.for_learner(ctx, learner_id).search_curriculum(
+        ctx, learner_id, body.to_domain()
+    )
+    return CurriculumSearchResponse.from_domain(result)

@@ -39,7 +39,7 @@ service_router = APIRouter(tags=["service"], responses=_ERRORS)
 SESSION_GONE = "Session does not exist"
 
 
-def default_model(request: Request) -> str | None:
+async def default_model(request: Request) -> str | None:
     return request.state.token_wheel_default_model
 
 

@@ -23,10 +23,17 @@ class ModelInfoResponse(BaseModel):
     d_model: int
     n_tasks: int
     task_encoder: str
-    max_history_len: int = Field(description="Longest history a learner may have, in events")
+    max_history_len: int = Field(
+        description="Most events the model conditions on, roll-outs (forecasts, searches) included"
+    )
     dtype: str
     device: str
     n_parameters: int
+    context_policy: str = Field(
+        description="sliding_window: a history longer than context_window events keeps every event stored "
+        "and conditions on the most recent ones; reject: appends past context_window events are refused (400)"
+    )
+    context_window: int = Field(description="Events the model conditions on at most")
     resident_learners: int = Field(
         description="The caller's learners with a resident KV cache on the answering replica"
     )

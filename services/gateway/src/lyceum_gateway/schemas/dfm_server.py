@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from lyceum_core import curriculum
 from lyceum_gateway.schemas.common import Outcome
 
 
@@ -70,5 +71,33 @@ class ConfigResponse(BaseModel):
     n_head: int
     n_kv_head: int
     n_embd: int
-    encoder_name: str
+    n_input: int = Field(description="Width of the model's task input (n_embd for a learned task table)")
+    encoder_name: str = Field(description="The task encoder (earlier Lyceum clients read it)")
     block_size: int = Field(description="Longest interleaved token sequence: 2 * (max_history_len + 1)")
+
+
+class SearchRequest(BaseModel):
+    learner_id: str
+    target_tasks: list[str] = Field(description="Tasks whose mean predicted success is the fitness")
+    candidate_tasks: list[str] = Field(description="Tasks a sequence may use, with repetition")
+    depth: int = Field(description="Tasks per sequence")
+    population_size: int = curriculum.POPULATION_SIZE
+    generations: int = curriculum.GENERATIONS
+    elite_count: int = curriculum.ELITE_COUNT
+    tournament_size: int = curriculum.TOURNAMENT_SIZE
+    crossover_rate: float = curriculum.CROSSOVER_RATE
+    mutation_rate: float = curriculum.MUTATION_RATE
+    eval_every: int | None = Field(
+        None, description="Score every eval_every steps and the last (null: the last)"
+    )
+    seed: int | None = Field(None, description="Seed of the search (null: a random one)")
+
+
+class SearchResponse(BaseModel):
+    learner_id: str
+    best_sequence: list[str]
+    best_fitness: float
+
+
+class GcResponse(BaseModel):
+    status: str = Field(examples=["ok"])

@@ -38,7 +38,14 @@ class RegisterLearnerRequest(BaseModel):
 
 class LearnerOut(BaseModel):
     learner_id: str = Field(examples=["learner-42"])
-    history_len: int = Field(description="Events in the committed history", examples=[1])
+    history_len: int = Field(
+        description="Events in the committed history (all of them stay stored)", examples=[1]
+    )
+    context_len: int = Field(
+        description="Events the model conditions on: the whole history, or its most recent events once it "
+        "is longer than the served model's context window",
+        examples=[1],
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -47,6 +54,7 @@ class LearnerOut(BaseModel):
         return cls(
             learner_id=learner.learner_id,
             history_len=learner.history_len,
+            context_len=learner.context_len,
             created_at=learner.created_at,
             updated_at=learner.updated_at,
         )
@@ -149,3 +157,96 @@ class ForecastResponse(BaseModel):
     learner_id: str
     feedback: clients.Feedback
     predictions: list[list[Probability]] = Field(description="S sequences of L probabilities")
+
+
+# Ranges are documented here and checked by the predictor (400 naming the field), as DFM-Server v0.1 did.
+class CurriculumSearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"target_tasks": ["t07", "t08"], "candidate_tasks": ["t01", "t02", "t03"], "depth": 5},
+                {
+                    "target_tasks": ["t07"],
+                    "candidate_tasks": ["t01", "t02"],
+                    "depth": 8,
+                    "population_size": 32,
+                    "generations": 10,
+                    "eval_every": 2,
+                    "seed": 7,
+                },
+            ]
+        },
+    )
+
+    target_tasks: list[TaskId] = Field(description="Tasks whose mean predicted success is the fitness (>= 1)")
+    candidate_tasks: list[TaskId] = Field(description="Tasks a sequence may use, with repetition (>= 1)")
+    depth: int = Field(
+        strict=True,
+        description="Tasks per sequence: >= 1, and the learner's context plus depth within the model's limit",
+    )
+    population_size: int | None = Field(
+        None,
+        strict=True,
+        description="Individuals per generation (default 64; >= elite_count, tournament_size)",
+    )
+    generations: int | None = Field(
+        None, strict=True, description="Generations after the first (default 20; >= 0)"
+    )
+    elite_count: int | None = Field(
+        None, strict=True, description="Fittest individuals copied unchanged (default 4; >= 0)"
+    )
+    tournament_size: int | None = Field(
+        None, strict=True, description="Individuals per selection tournament (default 2; >= 1)"
+    )
+    crossover_rate: float | None = Field(
+        None, allow_inf_nan=False, description="Probability of single-point crossover (default 0.8; [0, 1])"
+    )
+    mutation_rate: float | None = Field(
+        None, allow_inf_nan=False, description="Per-gene mutation probability (default 0.05; [0, 1])"
+    )
+    eval_every: int | None = Field(
+        None,
+        strict=True,
+        description="Score after every eval_every steps and after the last (default: after the last; >= 1)",
+    )
+    seed: int | None = Field(
+        None, ge=0, lt=2**64, strict=True, description="Seed of the search (default: a random one)"
+    )
+
+    def to_domain(self) -> clients.SearchSpec:
+        return clients.SearchSpec(
+            target_tasks=self.target_tasks,
+            candidate_tasks=self.candidate_tasks,
+            depth=self.depth,
+            population_size=self.population_size,
+            generations=self.generations,
+            elite_count=self.elite_count,
+            tournament_size=self.tournament_size,
+            crossover_rate=self.crossover_rate,
+            mutation_rate=self.mutation_rate,
+            eval_every=self.eval_every,
+            seed=self.seed,
+        )
+
+
+class CurriculumSearchResponse(BaseModel):
+    learner_id: str
+    best_sequence: list[str] = Field(description="The fittest task sequence found (depth tasks)")
+    best_fitness: float = Field(description="Its fitness: mean predicted success on the targets")
+    best_fitness_curve: list[float] = Field(description="Per generation: the best fitness found so far")
+    mean_fitness_curve: list[float] = Field(description="Per generation: the population's mean fitness")
+    evaluations: int = Field(description="Individuals scored: population_size x (generations + 1)")
+    history_len: int = Field(description="The history length the search started from (unchanged)")
+
+    @classmethod
+    def from_domain(cls, result: clients.CurriculumSearch) -> CurriculumSearchResponse:
+        return cls(
+            learner_id=result.learner_id,
+            best_sequence=result.best_sequence,
+            best_fitness=result.best_fitness,
+            best_fitness_curve=result.best_fitness_curve,
+            mean_fitness_curve=result.mean_fitness_curve,
+            evaluations=result.evaluations,
+            history_len=result.history_len,
+        )

@@ -74,6 +74,21 @@ class PredictorServiceStub:
                 request_serializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.GetModelInfoResponse.FromString,
                 _registered_method=True)
+        self.PredictMany = channel.unary_unary(
+                '/lyceum.predictor.v1.PredictorService/PredictMany',
+                request_serializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.PredictManyRequest.SerializeToString,
+                response_deserializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.PredictManyResponse.FromString,
+                _registered_method=True)
+        self.SearchCurriculum = channel.unary_unary(
+                '/lyceum.predictor.v1.PredictorService/SearchCurriculum',
+                request_serializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.SearchCurriculumRequest.SerializeToString,
+                response_deserializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.SearchCurriculumResponse.FromString,
+                _registered_method=True)
+        self.CollectGarbage = channel.unary_unary(
+                '/lyceum.predictor.v1.PredictorService/CollectGarbage',
+                request_serializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.CollectGarbageRequest.SerializeToString,
+                response_deserializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.CollectGarbageResponse.FromString,
+                _registered_method=True)
 
 
 class PredictorServiceServicer:
@@ -135,6 +150,28 @@ class PredictorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PredictMany(self, request, context):
+        """Predictions for many learners in one call (an app scoring a class); each item succeeds or fails alone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchCurriculum(self, request, context):
+        """Searches task sequences that most raise the predicted success on target tasks (a genetic algorithm
+        scored by forecasts, DFM-Server v0.1's /search); changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CollectGarbage(self, request, context):
+        """Frees what this process can free without losing state (idle buffers, the allocator's cached blocks).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PredictorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +214,21 @@ def add_PredictorServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.GetModelInfoRequest.FromString,
                     response_serializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.GetModelInfoResponse.SerializeToString,
+            ),
+            'PredictMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.PredictMany,
+                    request_deserializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.PredictManyRequest.FromString,
+                    response_serializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.PredictManyResponse.SerializeToString,
+            ),
+            'SearchCurriculum': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchCurriculum,
+                    request_deserializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.SearchCurriculumRequest.FromString,
+                    response_serializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.SearchCurriculumResponse.SerializeToString,
+            ),
+            'CollectGarbage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectGarbage,
+                    request_deserializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.CollectGarbageRequest.FromString,
+                    response_serializer=lyceum_dot_predictor_dot_v1_dot_predictor__pb2.CollectGarbageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +447,87 @@ class PredictorService:
             '/lyceum.predictor.v1.PredictorService/GetModelInfo',
             lyceum_dot_predictor_dot_v1_dot_predictor__pb2.GetModelInfoRequest.SerializeToString,
             lyceum_dot_predictor_dot_v1_dot_predictor__pb2.GetModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lyceum.predictor.v1.PredictorService/PredictMany',
+            lyceum_dot_predictor_dot_v1_dot_predictor__pb2.PredictManyRequest.SerializeToString,
+            lyceum_dot_predictor_dot_v1_dot_predictor__pb2.PredictManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchCurriculum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lyceum.predictor.v1.PredictorService/SearchCurriculum',
+            lyceum_dot_predictor_dot_v1_dot_predictor__pb2.SearchCurriculumRequest.SerializeToString,
+            lyceum_dot_predictor_dot_v1_dot_predictor__pb2.SearchCurriculumResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectGarbage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lyceum.predictor.v1.PredictorService/CollectGarbage',
+            lyceum_dot_predictor_dot_v1_dot_predictor__pb2.CollectGarbageRequest.SerializeToString,
+            lyceum_dot_predictor_dot_v1_dot_predictor__pb2.CollectGarbageResponse.FromString,
             options,
             channel_credentials,
             insecure,
