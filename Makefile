@@ -62,7 +62,7 @@ run: setup  ## run the platform on embedded defaults (PREDICTORS=N SAMPLERS=M re
 	PREDICTORS=$(PREDICTORS) SAMPLERS=$(SAMPLERS) $(PY) scripts/run_local.py
 
 bench: setup  ## run the benchmarks under bench/
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 images:  ## build the service images (CPU; predictor and trainer also as <tag>-cuda); needs a Docker engine
 	$(DOCKER) build -f services/gateway/Dockerfile -t $(IMAGE_PREFIX)/gateway:$(IMAGE_TAG) .

@@ -48,6 +48,7 @@ class Window:
         self.halves: tuple[list[float], list[float]] = ([], [])
         self.total_errors = 0
         self.total_ops = 0
+        self.by_op: dict[str, list[float]] = {op: [] for op in MIX}  # the whole run, per operation
 
     def take(self) -> tuple[list[float], int]:
         latencies, errors = self.latencies, self.errors
@@ -86,6 +87,7 @@ async def drive(
             if status == 200:
                 ms = (ended - began) * 1e3
                 window.latencies.append(ms)
+                window.by_op[op].append(ms)
                 window.halves[began >= half].append(ms)
             else:
                 window.errors += 1
@@ -162,6 +164,9 @@ async def soak(args: argparse.Namespace) -> int:
         f"p99 first half {first.p99_ms:.2f} ms, second half {second.p99_ms:.2f} ms "
         f"(x{second.p99_ms / first.p99_ms:.2f}); p50 {first.p50_ms:.2f} / {second.p50_ms:.2f} ms"
     )
+    for op, latencies in window.by_op.items():
+        s = S.summarize(latencies, 0, args.duration)
+        print(f"  {op:9} {s.n:7d} ops  p50 {s.p50_ms:8.2f} ms  p99 {s.p99_ms:8.2f} ms")
     return 1 if window.total_errors else 0
 
 

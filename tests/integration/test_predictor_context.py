@@ -5,6 +5,7 @@ Plus the lease: while a predictor holds a learner's lease it answers from its ca
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from lyceum_api.predictor.v1 import predictor_pb2_grpc
 from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_ml.dfm import inference
 from lyceum_ml.dfm.ragged import decode_ragged
+from lyceum_predictor.cache import LearnerKey
 from lyceum_predictor.context import ContextPolicy
 
 pytestmark = pytest.mark.integration
@@ -157,3 +159,36 @@ def test_the_owner_answers_from_its_cache_without_reading_the_database(
     assert reads == []  # the lease taken at registration proves the cache current
     # the append is one group-commit transaction: the conditional update and the event insert
     assert [s.split()[0] for s in statements if s.split()[0] in ("UPDATE", "INSERT")] == ["UPDATE", "INSERT"]
+
+
+@pytest.fixture
+def long_leases(test_checkpoint: Path, database_url: str) -> Iterator[tuple[RunningPredictor, Stub]]:
+    """A predictor whose own renewer wakes every 15 s (a 60 s lease): the test renews by hand."""
+    settings = predictor_settings(test_checkpoint, database_url, migrate_on_start=True, lease_s=60)
+    running = RunningPredictor(settings)
+    try:
+        with tenant_channel(running.address) as channel:
+            yield running, predictor_pb2_grpc.PredictorServiceStub(channel)
+    finally:
+        running.close()
+
+
+def test_leases_in_use_are_renewed_in_bulk_and_idle_ones_left_to_run_out(
+    long_leases: tuple[RunningPredictor, Stub],
+) -> None:
+    running, stub = long_leases
+    runner, caches = running.engine.runner, running.engine.caches
+    for learner_id in ("busy-1", "busy-2", "idle"):
+        stub.RegisterLearner(pb.RegisterLearnerRequest(learner_id=learner_id, history=events([("t01", 1.0)])))
+    now = time.monotonic()
+    for learner_id in ("busy-1", "busy-2", "idle"):  # every lease past its middle
+        entry = caches.get(LearnerKey(DEFAULT_TENANT, learner_id))
+        assert entry is not None
+        entry.lease_deadline = now + runner.lease_s / 10
+        entry.used_at = now if learner_id != "idle" else now - 2 * runner.lease_s
+
+    assert runner.renew() == 2  # one statement for the learners in use
+    for learner_id, renewed in (("busy-1", True), ("busy-2", True), ("idle", False)):
+        entry = caches.get(LearnerKey(DEFAULT_TENANT, learner_id))
+        assert (entry.lease_deadline > now + runner.lease_s / 2) is renewed
+    assert runner.renew() == 0  # nothing is due any more

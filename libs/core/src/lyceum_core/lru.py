@@ -47,6 +47,11 @@ class BudgetLRU(Generic[K, V]):
     def nbytes(self) -> int:
         return self._bytes
 
+    def items(self) -> list[tuple[K, V]]:
+        """A snapshot of the resident entries (recency untouched)."""
+        with self._lock:
+            return list(self._entries.items())
+
     def get(self, key: K) -> V | None:
         with self._lock:
             value = self._entries.get(key)

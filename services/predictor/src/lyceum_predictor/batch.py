@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
 from array import array
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from lyceum_predictor.cache import (
     MISSES,
     REBUILD_SECONDS,
     REBUILDS,
+    RENEWALS,
     Entry,
     LearnerCaches,
     LearnerKey,
@@ -174,6 +176,7 @@ class BatchRunner:
         self.batcher: Batcher[Call] | None = None  # set by the engine
         self.leasing = True  # False once draining: learners are checked against the database on every call
         self.term = 0  # bumped by a hand-over: leases granted before it are never believed again
+        self._term_lock = threading.Lock()  # a hand-over and a renewal's bookkeeping do not interleave
 
     # --- the batch ------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -203,12 +206,13 @@ class BatchRunner:
     def _hand_over(self, call: Call) -> None:
         """From now on no lease is taken or believed; the leases held end now, so other predictors take this
         process's learners over without waiting (run in the batch thread: no batch after it renews one)."""
-        self.leasing = False
-        self.term += 1
-        try:
-            call.future.set_result(self.repo.release(self.owner))
-        except Exception as exc:  # noqa: BLE001 - the leases simply run out
-            call.future.set_exception(exc)
+        with self._term_lock:
+            self.leasing = False
+            self.term += 1
+            try:
+                call.future.set_result(self.repo.release(self.owner))
+            except Exception as exc:  # noqa: BLE001 - the leases simply run out
+                call.future.set_exception(exc)
 
     def _admit(self, calls: list[Call]) -> list[Call]:
         """Per learner, the calls up to and including its first write run now; the rest wait their turn."""
@@ -257,8 +261,9 @@ class BatchRunner:
                 and entry is not None
                 and entry.generation == s.generation
                 and entry.lease_term == self.term
-                and entry.leased(now + self.lease_s / 2)
+                and entry.leased(now)  # the renewer extends the leases in use ahead of time
             ):
+                entry.used_at = now
                 out[key] = _Resident(entry, None)
                 HITS.inc()
             else:
@@ -356,11 +361,43 @@ class BatchRunner:
             REBUILD_SECONDS.observe(time.perf_counter() - begin)
         return out
 
+    def renew(self) -> int:
+        """Extends, in one statement and off the batch thread, the leases of the learners called within the
+        last lease term whose lease has run past its middle, so calls keep finding them leased and the batch
+        never waits for the database to renew one. Returns how many it renewed."""
+        if not self.leasing or self.lease_s <= 0:
+            return 0
+        now, term = time.monotonic(), self.term
+        due = [
+            (key, entry)
+            for key, entry in self.caches.items()
+            if entry.lease_term == term
+            and now - entry.used_at < self.lease_s
+            and 0 < entry.lease_deadline - now < self.lease_s / 2
+        ]
+        if not due:
+            return 0
+        with self._term_lock:  # a hand-over waits: no lease is renewed after it released them
+            if term != self.term or not self.leasing:
+                return 0
+            started = time.monotonic()
+            leases = [(k.tenant, k.learner_id, e.epoch) for k, e in due]
+            renewed = self.repo.renew(self.owner, leases, self.lease_s)
+            for key, entry in due:
+                if (key.tenant, key.learner_id) in renewed:
+                    entry.lease_deadline = max(entry.lease_deadline, self._deadline(started))
+        RENEWALS.inc(len(renewed))
+        return len(renewed)
+
+    def _deadline(self, started: float) -> float:
+        return started + self.lease_s * (1 - LEASE_MARGIN)
+
     def _grant(self, entry: Entry, started: float, owned: bool) -> None:
         """Records the lease a statement sent at `started` (monotonic) granted (or not): believed until
         shortly before the database's clock ends it, and only within this term of leasing."""
-        entry.lease_deadline = started + self.lease_s * (1 - LEASE_MARGIN) if owned and self.leasing else 0.0
+        entry.lease_deadline = self._deadline(started) if owned and self.leasing else 0.0
         entry.lease_term = self.term
+        entry.used_at = time.monotonic()
 
     # --- planning the forward -------------------------------------------------------------------------
     def _plan(self, s: Served, call: Call, resident: _Resident | None) -> _Plan | None:

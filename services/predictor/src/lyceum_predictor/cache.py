@@ -30,6 +30,9 @@ CLAIMS = Counter(
     "Learners checked against the database (a lease taken or renewed: owned; another process's: held)",
     ["result"],
 )
+RENEWALS = Counter(
+    "lyceum_predictor_lease_renewals_total", "Leases on learners in use renewed ahead of time (in bulk)"
+)
 EVICTIONS = Counter("lyceum_predictor_cache_evictions_total", "Learners evicted to stay under the budget")
 
 
@@ -55,6 +58,7 @@ class Entry:
     epoch: int = 0  # ownership epoch the lease was granted under
     lease_deadline: float = 0.0  # monotonic time until which this process holds the learner's lease
     lease_term: int = 0  # the batch runner's leasing term it was granted in
+    used_at: float = 0.0  # monotonic time of its last call (the lease renewer renews what is in use)
 
     @property
     def nbytes(self) -> int:

@@ -20,6 +20,7 @@ import math
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -79,6 +80,13 @@ class Served:
 
 
 @dataclass(frozen=True)
+class ForecastPlan:
+    tasks: torch.Tensor  # (S * L,) task rows
+    sequences: int
+    length: int
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     name: str
     version: str
@@ -126,6 +134,19 @@ class PredictorEngine:
             name="predictor-batcher",
         )
         self.runner.batcher = self.batcher
+        self._closing = threading.Event()
+        self._renewer = threading.Thread(target=self._renew_leases, name="lease-renewer", daemon=True)
+        if batching.lease_s > 0:
+            self._renewer.start()
+
+    def _renew_leases(self) -> None:
+        """Renews the leases of learners in use a few times per lease term (see BatchRunner.renew)."""
+        period = self.runner.lease_s / 4
+        while not self._closing.wait(period):
+            try:
+                self.runner.renew()
+            except Exception:  # noqa: BLE001 - calls renew synchronously meanwhile; try again next period
+                log.warning("renewing learner leases failed", exc_info=True)
 
     def swap(self, loaded: LoadedDFM) -> Served:
         """Serves another model from now on (no restart). Batches already running finish on the old one;
@@ -147,6 +168,9 @@ class PredictorEngine:
     def close(self) -> None:
         """Runs what is queued, stops the batch thread and hands this process's leases back, so other
         predictors take its learners over without waiting for the leases to run out."""
+        self._closing.set()
+        if self._renewer.is_alive():
+            self._renewer.join()
         self.batcher.close()
         try:
             self.repo.release(self.owner)
@@ -266,6 +290,11 @@ class PredictorEngine:
         seed: int = 0,
     ) -> list[list[float]]:
         """S x L roll-out probabilities from the learner's state; never changes it."""
+        plan = self.plan_forecast(sequences)
+        return self.roll_out(plan, self.submit_read(tenant, learner_id).result(), feedback, seed)
+
+    def plan_forecast(self, sequences: Sequence[Sequence[str]]) -> ForecastPlan:
+        """A forecast's sequences, checked and encoded (before the learner is read)."""
         lim = self.limits
         if len(sequences) > lim.max_forecast_sequences:
             raise InvalidArgument(
@@ -282,31 +311,45 @@ class PredictorEngine:
             )
         s = self.served
         flat = self._tasks(s, [t for seq in sequences for t in seq], "task_sequences", None, allow_empty=True)
-        snap = self._read(tenant, learner_id)
-        if L and snap.context_len + L - 1 > s.max_history_len:
+        return ForecastPlan(flat, len(sequences), L)
+
+    def submit_read(self, tenant: str, learner_id: str) -> Future:
+        """Resolves to a consistent snapshot of the learner's current cache (checked by the batch runner),
+        for a roll-out outside the batches."""
+        return self._submit(Call(Op.READ, _key(tenant, learner_id), self.served.generation))
+
+    def roll_out(
+        self, plan: ForecastPlan, snap: Snapshot, feedback: Feedback = Feedback.EXPECTED, seed: int = 0
+    ) -> list[list[float]]:
+        """The forecast of `plan` from `snap` (the heavy part: run it off the event loop)."""
+        S, L = plan.sequences, plan.length
+        lim, limit = self.limits, self.served.max_history_len
+        if L and snap.context_len + L - 1 > limit:
             raise InvalidArgument(
                 f"a roll-out of {L} tasks after {snap.context_len} events in context runs past the limit of "
-                f"{s.max_history_len} events",
+                f"{limit} events",
                 field="task_sequences",
             )
-        if not sequences or L == 0:
-            return [[] for _ in sequences]
-        need = inference.forecast_bytes(s.model, snap.kv.length, len(sequences), L)
+        if S == 0 or L == 0:
+            return [[] for _ in range(S)]
+        need = inference.forecast_bytes(snap.model, snap.kv.length, S, L)
         if need > lim.forecast_memory_bytes:
             raise InvalidArgument(
-                f"a forecast of {len(sequences)} sequences x {L} tasks needs {need / 2**20:.0f} MiB; the "
-                f"predictor's forecast_memory_bytes limit is {lim.forecast_memory_bytes / 2**20:.0f} MiB "
-                "(send fewer or shorter sequences)",
+                f"a forecast of {S} sequences x {L} tasks needs {need / 2**20:.0f} MiB; the predictor's "
+                f"forecast_memory_bytes limit is {lim.forecast_memory_bytes / 2**20:.0f} MiB (send fewer or "
+                "shorter sequences)",
                 field="task_sequences",
             )
-        probs = inference.forecast(snap.model, snap.kv, flat.view(len(sequences), L), feedback, seed)
-        return probs.tolist()
+        return inference.forecast(snap.model, snap.kv, plan.tasks.view(S, L), feedback, seed).tolist()
 
     def search(self, tenant: str, learner_id: str, request: SearchRequest) -> SearchResult:
         """Curriculum search from the learner's committed state; changes nothing."""
-        snap = self._read(tenant, learner_id)
-        s = self.served
-        result = run_search(snap.model, snap.vocab, snap.kv, snap.context_len, s.max_history_len, request)
+        return self.search_from(self.submit_read(tenant, learner_id).result(), request)
+
+    def search_from(self, snap: Snapshot, request: SearchRequest) -> SearchResult:
+        """The search of `request` from `snap` (the heavy part: run it off the event loop)."""
+        limit = self.served.max_history_len
+        result = run_search(snap.model, snap.vocab, snap.kv, snap.context_len, limit, request)
         return dataclasses.replace(result, history_len=snap.history_len)
 
     def submit_delete(self, tenant: str, learner_id: str) -> Future:
@@ -347,11 +390,6 @@ class PredictorEngine:
     def _submit(self, call: Call) -> Future:
         call.route = ROUTE.get()
         return self.batcher.submit(call)
-
-    def _read(self, tenant: str, learner_id: str) -> Snapshot:
-        """A consistent snapshot of the learner's current cache (validated by the runner)."""
-        key = _key(tenant, learner_id)
-        return self._submit(Call(Op.READ, key, self.served.generation)).result()
 
     # --- validation ---------------------------------------------------------------------------------
     def _tasks(

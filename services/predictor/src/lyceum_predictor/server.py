@@ -97,7 +97,8 @@ class PredictorServer:
         self.engine = engine or build_engine(settings, self.source)
         self._watcher: asyncio.Task | None = None
         self.executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="predictor")
-        servicer = PredictorServicer(self.engine, self.executor)
+        self.rollouts = ThreadPoolExecutor(settings.rollout_threads, thread_name_prefix="rollout")
+        servicer = PredictorServicer(self.engine, self.executor, self.rollouts)
         self.grpc = GrpcServer(
             lambda server: predictor_pb2_grpc.add_PredictorServiceServicer_to_server(servicer, server),
             [SERVICE_NAME],
@@ -149,6 +150,7 @@ class PredictorServer:
 
     def _close(self) -> None:
         self.executor.shutdown(wait=True)
+        self.rollouts.shutdown(wait=True)
         self.engine.close()
 
     def _stop_watcher(self) -> None:

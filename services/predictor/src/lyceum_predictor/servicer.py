@@ -101,14 +101,17 @@ def _events(events: Any) -> list[tuple[str, float]]:
 
 
 class PredictorServicer(predictor_pb2_grpc.PredictorServiceServicer):
-    def __init__(self, engine: PredictorEngine, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, engine: PredictorEngine, executor: ThreadPoolExecutor, rollouts: ThreadPoolExecutor
+    ) -> None:
         self.engine = engine
-        self.executor = executor
+        self.executor, self.rollouts = executor, rollouts
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Runs engine work on the executor, in the call's context (request context and route hint)."""
+    async def _run(self, fn: Callable[..., T], *args: Any, pool: ThreadPoolExecutor | None = None) -> T:
+        """Runs engine work on a thread pool (the executor, or `pool`), in the call's context (request
+        context and route hint)."""
         call = contextvars.copy_context().run
-        return await asyncio.get_running_loop().run_in_executor(self.executor, call, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(pool or self.executor, call, fn, *args)
 
     @staticmethod
     async def _batched(future: Future) -> Any:
@@ -143,13 +146,10 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServiceServicer):
         sequences = [list(s.tasks) for s in request.task_sequences]
         if request.feedback not in FEEDBACK:
             raise InvalidArgument(f"unknown feedback mode {request.feedback}", field="feedback")
+        plan = self.engine.plan_forecast(sequences)
+        snap = await self._batched(self.engine.submit_read(_tenant(), request.learner_id))
         probs = await self._run(
-            self.engine.forecast,
-            _tenant(),
-            request.learner_id,
-            sequences,
-            FEEDBACK[request.feedback],
-            request.seed,
+            self.engine.roll_out, plan, snap, FEEDBACK[request.feedback], request.seed, pool=self.rollouts
         )
         return pb.ForecastResponse(
             learner_id=request.learner_id,
@@ -175,7 +175,9 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServiceServicer):
         )
 
     async def SearchCurriculum(self, request: pb.SearchCurriculumRequest, context: grpc.aio.ServicerContext):
-        result = await self._run(self.engine.search, _tenant(), request.learner_id, _search_request(request))
+        search = _search_request(request)
+        snap = await self._batched(self.engine.submit_read(_tenant(), request.learner_id))
+        result = await self._run(self.engine.search_from, snap, search, pool=self.rollouts)
         return pb.SearchCurriculumResponse(
             learner_id=request.learner_id,
             best_sequence=result.best_sequence,

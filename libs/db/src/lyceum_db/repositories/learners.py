@@ -165,6 +165,23 @@ class LearnerRepository:
                     )
         return claims
 
+    def renew(self, owner: str, leases: Sequence[tuple[str, str, int]], lease_s: float) -> set[Key]:
+        """Extends `owner`'s leases on learners (tenant, learner_id, epoch) it still holds under that epoch,
+        in one statement; returns the keys renewed (a lease taken over meanwhile is not)."""
+        if not leases:
+            return set()
+        stmt = (
+            update(Learner)
+            .where(
+                Learner.owner == owner,
+                tuple_(Learner.tenant, Learner.learner_id, Learner.owner_epoch).in_(list(leases)),
+            )
+            .values(lease_until=self._now + lease_s)
+            .returning(Learner.tenant, Learner.learner_id)
+        )
+        with self._engine.begin() as conn:
+            return {(row[0], row[1]) for row in conn.execute(stmt)}
+
     def release(self, owner: str) -> int:
         """Ends every lease `owner` holds (a process shutting down), so others may take its learners over at
         once; returns how many it held."""
