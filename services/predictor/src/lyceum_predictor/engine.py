@@ -37,9 +37,10 @@ from lyceum_ml.devices import free_memory
 from lyceum_ml.dfm import DFM, TaskVocab, inference
 from lyceum_ml.dfm.inference import Feedback
 from lyceum_ml.dfm.vocab import UnknownTask
-from lyceum_predictor.batch import BatchRunner, Call, Learner, Op, Snapshot
+from lyceum_predictor.batch import BatchRunner
 from lyceum_predictor.batcher import Batcher
 from lyceum_predictor.cache import LearnerCaches, LearnerKey
+from lyceum_predictor.calls import Call, Learner, Op, Snapshot
 from lyceum_predictor.context import ContextPolicy, Policy
 from lyceum_predictor.search import SearchRequest, SearchResult, run_search
 
