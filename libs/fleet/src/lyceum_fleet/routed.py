@@ -29,7 +29,7 @@ from lyceum_fleet.predictor import (
     Predictor,
     SearchSpec,
 )
-from lyceum_fleet.routing import ROUTABLE, ReplicaRouter, WatchedClient, rendezvous_order, routing_key
+from lyceum_fleet.routing import ReplicaRouter, WatchedClient, routing_key
 from lyceum_fleet.sampler import (
     AppendedToken,
     Distribution,
@@ -171,13 +171,9 @@ async def predict_many(
     fails as a whole (after the router's usual failover, which re-sends reads) answers each of its items
     with that error (e.g. UNAVAILABLE); the other groups are unaffected."""
     keys = [routing_key(ctx.tenant, item.learner_id) for item in items]
-    states, addresses = router.states(), router.addresses
-    groups: dict[str, list[int]] = {}
+    groups: dict[str | None, list[int]] = {}
     for i, key in enumerate(keys):
-        order = rendezvous_order(addresses, key)
-        # The replica `router.call` will pick for this key (bar overload): the first routable one.
-        target = next((a for a in order if states.get(a) in ROUTABLE), order[0] if order else "")
-        groups.setdefault(target, []).append(i)
+        groups.setdefault(router.target(key), []).append(i)  # None: `call` answers Unavailable
     out: dict[int, Predictions | ItemFailure] = {}
 
     async def send(indices: list[int]) -> None:

@@ -333,9 +333,32 @@ class ReplicaRouter(Generic[C]):
         """Each replica's state, in membership order."""
         return {a: self._replicas[a].state for a in self._membership.addresses if a in self._replicas}
 
+    def target(self, key: str) -> str | None:
+        """The address `route(key)` would pick now (None: no replica can serve), without recording a call:
+        for grouping a batch of keys by the replica each will reach."""
+        chosen, _, _ = self._choose(key, frozenset())
+        return None if chosen is None else chosen.address
+
     def route(self, key: str, exclude: frozenset[str] = frozenset()) -> tuple[Replica[C], Route]:
         """The replica that serves `key` now, and how it was reached. Raises Unavailable if none can."""
         start = time.perf_counter()
+        chosen, order, reason = self._choose(key, exclude)
+        if chosen is None:
+            raise Unavailable(f"no {self.kind} is serving; retry later")
+        is_owner = chosen is order[0]
+        self._metrics.routed.labels(self.kind, "owner" if is_owner else "other").inc()
+        route = Route.OWNER
+        if not is_owner and reason is not None:
+            self._metrics.rebinds.labels(self.kind, reason.value).inc()
+            route = Route.OVERFLOW if reason is Rebind.OVERLOAD else Route.FAILOVER
+        self._metrics.latency.labels(self.kind).observe(time.perf_counter() - start)
+        return chosen, route
+
+    def _choose(
+        self, key: str, exclude: frozenset[str]
+    ) -> tuple[Replica[C] | None, list[Replica[C]], Rebind | None]:
+        """The first replica in `key`'s rendezvous order that can take the call (the owner, unless it is
+        down, draining or overloaded), the order, and why the owner was passed over."""
         order = [self._replicas[a] for a in rendezvous_order(self._membership.addresses, key)]
         reason: Rebind | None = None
         chosen: Replica[C] | None = None
@@ -350,16 +373,7 @@ class ReplicaRouter(Generic[C]):
             else:
                 chosen = replica
                 break
-        if chosen is None:
-            raise Unavailable(f"no {self.kind} is serving; retry later")
-        is_owner = chosen is order[0]
-        self._metrics.routed.labels(self.kind, "owner" if is_owner else "other").inc()
-        route = Route.OWNER
-        if not is_owner and reason is not None:
-            self._metrics.rebinds.labels(self.kind, reason.value).inc()
-            route = Route.OVERFLOW if reason is Rebind.OVERLOAD else Route.FAILOVER
-        self._metrics.latency.labels(self.kind).observe(time.perf_counter() - start)
-        return chosen, route
+        return chosen, order, reason
 
     def _overloaded(self, replica: Replica[C]) -> bool:
         """Bounded-load hashing: a replica may run at most `overflow_factor` times the mean in-flight calls
