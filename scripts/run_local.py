@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("LYCEUM_STATE_DIR", ROOT / "var")).resolve()
 DEMO = "dfm-demo"
 LM_DEMO = "lm-demo"
+ADAPTER_DEMO = "lm-demo-tutor"  # a LoRA over the demo LM
 
 
 def wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
@@ -51,12 +52,13 @@ def wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 120) -
 
 
 def prepare(database_url: str, registry_url: str) -> None:
-    """Migrates the database once, and registers the demo DFM and demo LM (trained now if missing) as
-    `production` in the model registry."""
+    """Migrates the database once, and registers the demo DFM, demo LM and demo LM adapter (built now if
+    missing) as `production` in the model registry."""
     upgrade(database_url)
     checkpoints = {
         DEMO: Path(os.environ.get("LYCEUM_PREDICTOR_MODEL_PATH", STATE / "models" / DEMO)),
         LM_DEMO: Path(os.environ.get("LYCEUM_DEMO_LM_PATH", STATE / "models" / LM_DEMO)),
+        ADAPTER_DEMO: STATE / "models" / ADAPTER_DEMO,
     }
     seed_demos(database_url, registry_url, checkpoints)
 

@@ -12,8 +12,16 @@ import sqlalchemy as sa
 from alembic.util import CommandError
 from sqlalchemy.exc import IntegrityError
 
-from lyceum_core.identity import DEFAULT_TENANT
-from lyceum_db import JobRepository, LearnerRepository, ModelRepository, TenantRepository, create_engine
+from lyceum_core.identity import DEFAULT_TENANT, new_completion_id
+from lyceum_db import (
+    CompletionRecord,
+    CompletionRepository,
+    JobRepository,
+    LearnerRepository,
+    ModelRepository,
+    TenantRepository,
+    create_engine,
+)
 from lyceum_db.migrate import MIGRATIONS_DIR, check, current, downgrade, head, upgrade
 from lyceum_db.models import Base
 
@@ -238,3 +246,62 @@ def test_downgrade_below_tenants_refuses_to_merge_tenants(empty_database_url: st
         engine.dispose()
     upgrade(empty_database_url)
     check(empty_database_url)
+
+
+# Rows as revision 0004 stored them, written with plain SQL like the 0002 rows above.
+_ROWS_0004 = [
+    "INSERT INTO tenants (tenant_id, quotas, created_at) VALUES ('acme', '{}', :t)",
+    (
+        "INSERT INTO learners (tenant, learner_id, history_len, created_at, updated_at, owner, owner_epoch, "
+        "lease_until) VALUES ('acme', 'ada', 1, :t, :t, 'host-1', 3, 12.5)"
+    ),
+    (
+        "INSERT INTO learner_events (tenant, learner_id, seq, task, outcome, created_at) "
+        "VALUES ('acme', 'ada', 0, 'add', 1.0, :t)"
+    ),
+    (
+        "INSERT INTO model_versions (tenant, name, version, kind, uri, metrics, job_id, metadata, public, "
+        "created_at) VALUES ('acme', 'lm', 1, 'lm', 'file:///m/1', '{}', NULL, '{}', false, :t)"
+    ),
+    (
+        "INSERT INTO model_aliases (tenant, name, alias, version, updated_at) "
+        "VALUES ('acme', 'lm', 'latest', 1, :t)"
+    ),
+]
+
+
+def test_upgrade_from_0004_adds_completions_and_keeps_rows(empty_database_url: str) -> None:
+    url = empty_database_url
+    upgrade(url, "0004")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in _ROWS_0004:
+                conn.execute(sa.text(statement), {"t": _T0})
+    finally:
+        engine.dispose()
+
+    upgrade(url)
+    check(url)
+    engine = create_engine(url)
+    try:
+        assert LearnerRepository(engine).history("acme", "ada") == [("add", 1.0)]
+        assert ModelRepository(engine).resolve("acme", "lm", "latest").uri == "file:///m/1"
+        completions = CompletionRepository(engine)
+        rec = CompletionRecord(
+            "acme", new_completion_id(), "acme/lm@1", None, "s-1", (1, 2), (3,), (-0.5,), {}, "eos"
+        )
+        completions.record(rec)
+        assert completions.get("acme", rec.completion_id) == rec
+    finally:
+        engine.dispose()
+
+    downgrade(url, "0004")  # drops the table, and only it
+    assert "completions" not in _tables(url)
+    engine = create_engine(url)
+    try:
+        assert LearnerRepository(engine).history("acme", "ada") == [("add", 1.0)]
+    finally:
+        engine.dispose()
+    upgrade(url)
+    check(url)

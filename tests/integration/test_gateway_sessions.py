@@ -91,6 +91,21 @@ def test_create_returns_201_with_the_session_and_its_location(sampler_gateway: T
     assert get(sampler_gateway, session["session_id"]) == session
 
 
+def test_a_session_keeps_its_gate_signal_and_ungated_models_refuse_one(sampler_gateway: TestClient) -> None:
+    response = sampler_gateway.post(BASE, json={"model": LYCEUM_MODEL, "prompt": PROMPT, "gate_signal": 0.25})
+    assert response.status_code == 201, response.text
+    session = response.json()
+    assert session["gate_signal"] == 0.25 and session["adapter"] is None
+    assert get(sampler_gateway, session["session_id"])["gate_signal"] == 0.25
+    assert distribution(sampler_gateway, session["session_id"])["above"]
+    refused = sampler_gateway.post(BASE, json={"model": HF_MODEL, "prompt": PROMPT, "gate_signal": 0.5})
+    assert_error(refused, 400, "INVALID_ARGUMENT", "gate_signal")
+    out_of_range = sampler_gateway.post(BASE, json={"model": LYCEUM_MODEL, "gate_signal": 1.5})
+    assert out_of_range.status_code == 422
+    unknown = sampler_gateway.post(BASE, json={"model": LYCEUM_MODEL, "adapter": "no-such-adapter"})
+    assert unknown.status_code == 404, unknown.text
+
+
 def test_a_session_created_without_a_prompt_takes_one_later(sampler_gateway: TestClient) -> None:
     sid = create(sampler_gateway, prompt=None)["session_id"]
     assert_error(sampler_gateway.get(f"{BASE}/{sid}/distribution"), 409, "FAILED_PRECONDITION", "prompt")

@@ -320,7 +320,7 @@ def test_list_models_reports_what_is_loaded(sampler_stub: Stub) -> None:
     create(sampler_stub, HF_MODEL)
     models = {m.name: m for m in sampler_stub.ListModels(pb.ListModelsRequest()).models}
     assert models[LYCEUM_MODEL] == pb.ModelDescription(
-        name=LYCEUM_MODEL, kind="lyceum-lm", vocab_size=384, max_context_len=96, loaded=True
+        name=LYCEUM_MODEL, kind="lyceum-lm", vocab_size=384, max_context_len=96, loaded=True, gated=True
     )
     assert models[HF_MODEL] == pb.ModelDescription(
         name=HF_MODEL, kind="hf-causal-lm", vocab_size=50257, max_context_len=256, loaded=True

@@ -15,7 +15,7 @@ from lyceum_api.predictor.v1 import predictor_pb2
 from lyceum_api.sampler.v1 import sampler_pb2
 from lyceum_core.context import RequestContext
 from lyceum_fleet.predictor import Event, GrpcPredictor, Predictor, SearchSpec
-from lyceum_fleet.sampler import GenerateSpec, GrpcSampler, Sampler, TokenChoice
+from lyceum_fleet.sampler import GenerateSpec, GrpcSampler, Sampler, ScoreSpec, TokenChoice
 
 TIMEOUT_S = 30.0
 GENERATE_TIMEOUT_S = 120.0
@@ -87,6 +87,7 @@ SAMPLER_CALLS = {
     "undo": lambda s, ctx: s.undo(ctx, "s1"),
     "delete_session": lambda s, ctx: s.delete_session(ctx, "s1"),
     "list_models": lambda s, ctx: s.list_models(ctx),
+    "score": lambda s, ctx: s.score(ctx, ScoreSpec(model="lm", prompt="hi", completion="!")),
     "generate": lambda s, ctx: _drain(
         s.generate(ctx, GenerateSpec(model="lm", prompt="hi", max_new_tokens=1))
     ),

@@ -19,7 +19,7 @@ from lyceum_fleet.membership import StaticSource
 from lyceum_fleet.predictor import Event, PredictItem, Predictor, SearchSpec
 from lyceum_fleet.routed import PredictorRouter, RoutedPredictor, RoutedSampler, SamplerRouter
 from lyceum_fleet.routing import ReplicaRouter, RoutingMetrics, owner, rendezvous_order, routing_key
-from lyceum_fleet.sampler import GenerateSpec, Sampler, TokenChoice
+from lyceum_fleet.sampler import GenerateSpec, Sampler, ScoreSpec, TokenChoice
 
 ADDRESSES = ["replica-0:1", "replica-1:1", "replica-2:1"]
 ACME = RequestContext.new("acme")
@@ -110,6 +110,7 @@ SAMPLER_CALLS: list[tuple[str, Call, str | None, bool]] = [
     ("undo", lambda s, ctx: s.undo(ctx, "s1"), "s1", False),
     ("delete_session", lambda s, ctx: s.delete_session(ctx, "s1"), "s1", False),
     ("list_models", lambda s, ctx: s.list_models(ctx), None, True),
+    ("score", lambda s, ctx: s.score(ctx, ScoreSpec(model="lm", prompt="hi", completion="!")), None, True),
 ]
 ALL_CALLS = [("predictor", *c) for c in PREDICTOR_CALLS] + [("sampler", *c) for c in SAMPLER_CALLS]
 IDS = [method for _, method, *_ in ALL_CALLS]

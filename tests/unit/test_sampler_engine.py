@@ -4,6 +4,7 @@ lazy model pool."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,15 @@ import torch
 
 from lyceum_core.errors import Aborted, InvalidArgument, NotFound, ResourceExhausted
 from lyceum_core.identity import DEFAULT_TENANT
-from lyceum_ml.causal_lm import CausalLM
+from lyceum_ml.causal_lm import CausalLM, Feed
 from lyceum_ml.causal_lm_impl import load_causal_lm
 from lyceum_ml.sampling import SamplingParams
-from lyceum_sampler.cache import SessionCaches, SessionKey
+from lyceum_sampler.cache import SessionKey
 from lyceum_sampler.config import Settings
-from lyceum_sampler.engine import Choice, Limits, SamplerEngine, check_params
-from lyceum_sampler.models import ModelPool, ModelSpec, module_nbytes, parse_specs
-from lyceum_sampler.sessions import MemorySessionStore
+from lyceum_sampler.engine import Choice, SamplerEngine
+from lyceum_sampler.limits import check_params
+from lyceum_sampler.models import ModelSpec, module_nbytes, parse_specs
+from lyceum_sampler.server import build_engine
 
 PROMPT = "Once upon a time"
 T = DEFAULT_TENANT
@@ -35,28 +37,30 @@ class FlakyLM:
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._lm, attr)
 
-    def extend(self, cache: Any, token_ids: list[int]) -> torch.Tensor:
+    def forward_rows(self, feeds: Sequence[Feed]) -> list[torch.Tensor]:
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("device error")
-        return self._lm.extend(cache, token_ids)
+        return self._lm.forward_rows(feeds)
 
 
 @pytest.fixture
-def engine(tiny_lyceum_lm_dir: Path) -> SamplerEngine:
+def engine(tiny_lyceum_lm_dir: Path) -> Iterator[SamplerEngine]:
     def loader(path: Path, name: str | None = None, **kw: Any) -> CausalLM:
         return FlakyLM(load_causal_lm(path, name=name, **kw))  # type: ignore[return-value]
 
-    caches = SessionCaches(1 << 30)
-    pool = ModelPool(
-        [ModelSpec("tiny", path=tiny_lyceum_lm_dir)],
-        loader,
-        budget_bytes=1 << 30,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
-        on_unload=caches.drop_model,
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        models=[f"tiny={tiny_lyceum_lm_dir}"],
+        cache_budget_bytes=1 << 30,
+        model_budget_bytes=1 << 30,
+        device="cpu",
+        dtype="float32",
+        serve_adapters=False,
     )
-    return SamplerEngine(pool, MemorySessionStore(60), caches, Limits())
+    engine = build_engine(settings, loader)
+    yield engine
+    engine.engines.close()
 
 
 def probs(engine: SamplerEngine, sid: str) -> list[float]:

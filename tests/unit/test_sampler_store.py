@@ -33,12 +33,24 @@ def test_state_round_trips_through_json() -> None:
         generated=(Generated(7, 0.25, "above", 0, 12.5), Generated(9, 0.001, "other", 40, 13.0, True)),
         draws=3,
         shown=Shown(0.05, SamplingParams(temperature=0.7, top_k=5), 14.0),
+        adapter="acme/tutor@2",
+        adapter_uri="/registry/tutor/2",
+        gate=0.25,
     )
     text = s.to_json()
-    assert json.loads(text)["schema"] == 2
+    assert json.loads(text)["schema"] == 3
     assert SessionState.from_json(text) == s
     assert SessionState.from_json(text.encode()) == s
     assert s.token_ids == [1, 2, 7, 9]
+
+
+def test_schema_2_states_read_as_unadapted_ungated() -> None:
+    doc = json.loads(state(draws=1).to_json())
+    for name in ("adapter", "adapter_uri", "gate"):
+        del doc[name]
+    doc["schema"] = 2
+    old = SessionState.from_json(json.dumps(doc))
+    assert (old.adapter, old.adapter_uri, old.gate, old.draws) == ("", "", None, 1)
 
 
 def test_the_other_stream_is_a_function_of_seed_and_draws() -> None:

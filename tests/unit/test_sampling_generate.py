@@ -3,13 +3,14 @@ sequences, seeded sampling repeats, and EOS, stop strings, max_new_tokens and th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 import torch
 
-from lyceum_ml.causal_lm import CausalLM
-from lyceum_ml.sampling import GenStep, SamplingParams, generate
+from lyceum_ml.causal_lm import CausalLM, Feed
+from lyceum_ml.engine import GenStep, generate
+from lyceum_ml.sampling import SamplingParams
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +30,7 @@ class ToyLM:
     of token ids)."""
 
     kind, name, vocab_size, eos_id = "toy", "toy", len(PIECES), EOS
+    gated, shares_prefix = False, False
 
     def __init__(self, next_logits: Callable[[list[int]], list[float]], max_context: int = 64) -> None:
         self.next_logits, self.max_context = next_logits, max_context
@@ -47,6 +49,12 @@ class ToyLM:
             raise ValueError(f"exceeds max_context={self.max_context}")
         cache += token_ids
         return torch.tensor(self.next_logits(cache), dtype=torch.float32)
+
+    def forward_rows(self, feeds: Sequence[Feed]) -> list[torch.Tensor]:
+        return [self.extend(f.cache, list(f.token_ids)) for f in feeds]
+
+    def copy_cache(self, cache: list[int]) -> list[int]:
+        return list(cache)
 
     def truncate(self, cache: list[int], length: int) -> None:
         del cache[length:]

@@ -5,6 +5,7 @@ re-stating them, so they cannot drift apart."""
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 
 from lyceum_core.errors import InvalidArgument
@@ -41,6 +42,11 @@ ALIAS_RULE = "1-64 characters of [A-Za-z0-9._-] (all digits reads as a version n
 MODEL_REF_PATTERN = r"^(?P<name>[a-z0-9][a-z0-9._-]{0,127})@(?P<ref>[A-Za-z0-9._-]{1,64})$"
 MODEL_REF_RULE = "name@alias or name@version, e.g. dfm-demo@production"
 
+COMPLETION_ID_PREFIX = "cmpl-"
+COMPLETION_ID_LEN = len(COMPLETION_ID_PREFIX) + 32  # cmpl- and 32 hex digits
+COMPLETION_ID_PATTERN = r"^cmpl-[0-9a-f]{32}$"
+COMPLETION_ID_RULE = "cmpl- followed by 32 lowercase hex digits"
+
 REQUEST_ID_MAX_LEN = 64
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
@@ -52,6 +58,7 @@ _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _ALIAS = re.compile(ALIAS_PATTERN)
 _MODEL_REF = re.compile(MODEL_REF_PATTERN)
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+_COMPLETION_ID = re.compile(COMPLETION_ID_PATTERN)
 
 
 def _check(value: object, pattern: re.Pattern[str], rule: str, field: str) -> str:
@@ -86,6 +93,15 @@ def check_alias(value: object, field: str = "alias") -> str:
     if alias.isdecimal():
         raise InvalidArgument(f"{field} {alias!r} would read as a version number", field=field)
     return alias
+
+
+def new_completion_id() -> str:
+    """A fresh id for a recorded completion."""
+    return COMPLETION_ID_PREFIX + uuid.uuid4().hex
+
+
+def check_completion_id(value: object, field: str = "completion_id") -> str:
+    return _check(value, _COMPLETION_ID, COMPLETION_ID_RULE, field)
 
 
 def is_request_id(value: str) -> bool:

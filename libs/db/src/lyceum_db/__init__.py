@@ -8,6 +8,8 @@ from lyceum_db.models import TERMINAL, AliasMove, JobState
 from lyceum_db.repositories import (
     AliasEvent,
     ApiKeyRepository,
+    CompletionRecord,
+    CompletionRepository,
     JobRecord,
     JobRepository,
     KeyRecord,
@@ -24,6 +26,8 @@ __all__ = [
     "AliasEvent",
     "AliasMove",
     "ApiKeyRepository",
+    "CompletionRecord",
+    "CompletionRepository",
     "JobRecord",
     "JobRepository",
     "JobState",

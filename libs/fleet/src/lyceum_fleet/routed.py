@@ -38,6 +38,8 @@ from lyceum_fleet.sampler import (
     LanguageModel,
     Sampler,
     SamplingParams,
+    ScoreResult,
+    ScoreSpec,
     Session,
     TokenChoice,
     UndoneToken,
@@ -201,12 +203,26 @@ class RoutedSampler(_Handle):
         self._router = router
 
     async def create_session(
-        self, ctx: RequestContext, model: str, prompt: str | None = None, *, max_live_sessions: int = 0
+        self,
+        ctx: RequestContext,
+        model: str,
+        prompt: str | None = None,
+        *,
+        max_live_sessions: int = 0,
+        adapter: str = "",
+        gate_signal: float | None = None,
     ) -> Session:
         # No id yet to route by; sessions live in the shared store, so any replica may create one.
         return await self._router.call(
             None,
-            lambda c: c.create_session(ctx, model, prompt, max_live_sessions=max_live_sessions),
+            lambda c: c.create_session(
+                ctx,
+                model,
+                prompt,
+                max_live_sessions=max_live_sessions,
+                adapter=adapter,
+                gate_signal=gate_signal,
+            ),
             retry_delivered=False,  # a write
         )
 
@@ -269,6 +285,10 @@ class RoutedSampler(_Handle):
     def generate(self, ctx: RequestContext, spec: GenerateSpec) -> AsyncGenerator[GenerationStep, None]:
         """A stream on the next serving replica; never re-sent (its steps may already have been shown)."""
         return self._router.spread().generate(ctx, spec)
+
+    async def score(self, ctx: RequestContext, spec: ScoreSpec) -> ScoreResult:
+        # Stateless and read-only: any replica, and safe to re-send past one that broke mid-call.
+        return await self._router.call(None, lambda c: c.score(ctx, spec), retry_delivered=True)
 
     async def list_models(self, ctx: RequestContext) -> list[LanguageModel]:
         return await self._router.call(None, lambda c: c.list_models(ctx), retry_delivered=True)

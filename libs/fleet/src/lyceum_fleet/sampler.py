@@ -1,6 +1,6 @@
 """A sampler as its callers (the gateway, jobs) see it: a small `Sampler` Protocol over plain dataclasses
-(token-wheel sessions, next-token distributions, streamed generation), and `GrpcSampler`, its implementation
-over one replica's grpc.aio channel. Protos stop here."""
+(token-wheel sessions, next-token distributions, streamed generation, scoring), and `GrpcSampler`, its
+implementation over one replica's grpc.aio channel. Protos stop here."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import enum
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import grpc
 
@@ -92,16 +92,21 @@ class Session:
     created_at: datetime | None = None  # None from a sampler that does not say
     updated_at: datetime | None = None
     last_shown: ShownSettings | None = None
+    adapter: str = ""  # the adapter version it is served with ("" = none)
+    gate_signal: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """How the next-token distribution is shaped; None leaves a knob at the sampler's default (off)."""
+    """How the next-token distribution is shaped; None leaves a knob at the sampler's default (off).
+    `presence_penalty` / `frequency_penalty` are OpenAI's, in [-2, 2], over the generated tokens only."""
 
     temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
     repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +147,20 @@ class DecodingStrategy(enum.StrEnum):
     BEAM = "beam"
 
 
+class ChatMessage(NamedTuple):
+    """A chat turn, `(role, content)`: role "system", "user" or "assistant" (the sampler renders the turns
+    with the model's chat template)."""
+
+    role: str
+    content: str
+
+
 @dataclass(frozen=True, slots=True)
 class GenerateSpec:
-    """One stateless generation."""
+    """One stateless generation. The context is exactly one of `prompt` (text), `messages` (chat turns; the
+    generation then also stops at the template's end of turn) or `prompt_token_ids`. `model` may name an
+    adapter, or `adapter` one of `model`'s. `top_logprobs` alternatives come with each token; `record` has the
+    sampler store the completion (with `subject`, else the caller's) and name it in the final step."""
 
     model: str
     prompt: str
@@ -154,28 +170,75 @@ class GenerateSpec:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     num_beams: int = 0
+    messages: list[ChatMessage] = field(default_factory=list)
+    prompt_token_ids: list[int] = field(default_factory=list)
+    adapter: str | None = None
+    gate_signal: float | None = None
+    top_logprobs: int = 0
+    record: bool = False
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationStep:
-    """A streamed generation message: a chosen `token` (None in the final message), the continuation so far
-    as `text`, and `finish_reason` ("eos", "stop" or "length") in the final message only."""
+    """A streamed generation message: a chosen `token` (None in the final message) with its probability and
+    log-probability under the distribution it was drawn from and the `top_logprobs` alternatives, the
+    continuation so far as `text`, and in the final message only: `finish_reason` ("eos", "stop" or
+    "length"), the prompt's and the completion's token counts, the `completion_id` when recorded, and the
+    `model` that served it (resolved, with versions; None from a sampler that does not say)."""
 
     token: Token | None
     probability: float
     text: str
     finish_reason: str
+    logprob: float = 0.0
+    top_logprobs: list[TokenProbability] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    completion_id: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreSpec:
+    """The log-probabilities of a given completion after a context, under `model` (or an adapter). The
+    context is exactly one of `prompt`, `messages` (the assistant turn opened) or `prompt_token_ids`; the
+    completion is exactly one of `completion` (text, tokenized as a continuation) or its token ids."""
+
+    model: str
+    prompt: str = ""
+    messages: list[ChatMessage] = field(default_factory=list)
+    prompt_token_ids: list[int] = field(default_factory=list)
+    completion: str = ""
+    completion_token_ids: list[int] = field(default_factory=list)
+    adapter: str | None = None
+    gate_signal: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreResult:
+    """Each completion token with its log-probability under the raw model (temperature 1, no shaping)."""
+
+    tokens: list[TokenProbability]
+    prompt_tokens: int
+    completion_tokens: int
+    sum_logprob: float
+    model: str
 
 
 @dataclass(frozen=True, slots=True)
 class LanguageModel:
-    """A model a sampler serves; what it is (kind, sizes) is None until a replica has loaded it."""
+    """A model a sampler serves, or an adapter of the caller's tenant (kind "adapter", with the `base` model
+    it applies to); what it is (kind, sizes) is None until a replica has loaded it. `gated`: it takes a gate
+    signal."""
 
     name: str
     kind: str | None
     vocab_size: int | None
     max_context_len: int | None
     loaded: bool
+    base: str | None = None
+    gated: bool = False
 
 
 class Sampler(Protocol):
@@ -183,10 +246,17 @@ class Sampler(Protocol):
     tenant owns the session); every failure is a `LyceumError`."""
 
     async def create_session(
-        self, ctx: RequestContext, model: str, prompt: str | None = None, *, max_live_sessions: int = 0
+        self,
+        ctx: RequestContext,
+        model: str,
+        prompt: str | None = None,
+        *,
+        max_live_sessions: int = 0,
+        adapter: str = "",
+        gate_signal: float | None = None,
     ) -> Session:
-        """A new session of `ctx`'s tenant; RESOURCE_EXHAUSTED if the tenant already has `max_live_sessions`
-        live ones (0: no limit)."""
+        """A new session of `ctx`'s tenant (under an adapter and a gate signal, when given);
+        RESOURCE_EXHAUSTED if the tenant already has `max_live_sessions` live ones (0: no limit)."""
         ...
 
     async def get_session(self, ctx: RequestContext, session_id: str) -> Session: ...
@@ -224,6 +294,8 @@ class Sampler(Protocol):
     def generate(self, ctx: RequestContext, spec: GenerateSpec) -> AsyncGenerator[GenerationStep, None]:
         """The generation's messages as the sampler streams them; closing the iterator cancels the call."""
         ...
+
+    async def score(self, ctx: RequestContext, spec: ScoreSpec) -> ScoreResult: ...
 
     async def list_models(self, ctx: RequestContext) -> list[LanguageModel]: ...
 
@@ -296,6 +368,8 @@ def _session(msg: pb.Session) -> Session:
         created_at=_time(msg, "created_at"),
         updated_at=_time(msg, "updated_at"),
         last_shown=_shown(msg),
+        adapter=msg.adapter,
+        gate_signal=msg.gate_signal if msg.HasField("gate_signal") else None,
     )
 
 
@@ -314,6 +388,33 @@ def _params(params: SamplingParams | None) -> pb.SamplingParams | None:
         top_k=_int32(params.top_k, "top_k"),
         top_p=params.top_p,
         repetition_penalty=params.repetition_penalty,
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+    )
+
+
+def _messages(messages: list[ChatMessage]) -> list[pb.ChatMessage]:
+    return [pb.ChatMessage(role=m.role, content=m.content) for m in messages]
+
+
+def _token_ids(ids: list[int], field: str) -> list[int]:
+    for i, token_id in enumerate(ids):
+        _int32(token_id, f"{field}[{i}]")
+    return ids
+
+
+def _step(msg: pb.GenerateResponse) -> GenerationStep:
+    return GenerationStep(
+        token=_token(msg.token) if msg.HasField("token") else None,
+        probability=msg.probability,
+        text=msg.text,
+        finish_reason=msg.finish_reason,
+        logprob=msg.logprob,
+        top_logprobs=[_probability(p) for p in msg.top_logprobs],
+        prompt_tokens=msg.prompt_tokens,
+        completion_tokens=msg.completion_tokens,
+        completion_id=msg.completion_id or None,
+        model=msg.model or None,
     )
 
 
@@ -348,10 +449,21 @@ class GrpcSampler(GrpcClient):
         return self._stub
 
     async def create_session(
-        self, ctx: RequestContext, model: str, prompt: str | None = None, *, max_live_sessions: int = 0
+        self,
+        ctx: RequestContext,
+        model: str,
+        prompt: str | None = None,
+        *,
+        max_live_sessions: int = 0,
+        adapter: str = "",
+        gate_signal: float | None = None,
     ) -> Session:
         request = pb.CreateSessionRequest(
-            model=model, prompt=prompt, max_live_sessions=_int32(max_live_sessions, "max_live_sessions")
+            model=model,
+            prompt=prompt,
+            max_live_sessions=_int32(max_live_sessions, "max_live_sessions"),
+            adapter=adapter,
+            gate_signal=gate_signal,
         )
         response = await self._call(self.stub.CreateSession, request, ctx)
         return _session(response.session)
@@ -434,23 +546,47 @@ class GrpcSampler(GrpcClient):
             prompt=spec.prompt,
             strategy=_STRATEGY_PB[spec.strategy],
             params=_params(spec.params),
-            max_new_tokens=spec.max_new_tokens,
+            max_new_tokens=_int32(spec.max_new_tokens, "max_new_tokens"),
             stop=spec.stop,
             seed=spec.seed,
-            num_beams=spec.num_beams,
+            num_beams=_int32(spec.num_beams, "num_beams"),
+            messages=_messages(spec.messages),
+            prompt_token_ids=_token_ids(spec.prompt_token_ids, "prompt_token_ids"),
+            adapter=spec.adapter or "",
+            gate_signal=spec.gate_signal,
+            top_logprobs=_int32(spec.top_logprobs, "top_logprobs"),
+            record=spec.record,
+            subject=spec.subject or "",
         )
         timeout = ctx.timeout(self._generate_timeout_s)
         call = self.stub.Generate(request, metadata=ctx.metadata(), timeout=timeout)
         try:
             async for msg in call:
-                token = _token(msg.token) if msg.HasField("token") else None
-                yield GenerationStep(
-                    token=token, probability=msg.probability, text=msg.text, finish_reason=msg.finish_reason
-                )
+                yield _step(msg)
         except grpc.RpcError as exc:
             raise self._public(from_rpc_error(exc), timeout) from None
         finally:
             call.cancel()  # a no-op once the stream ended; stops the sampler when the client left early
+
+    async def score(self, ctx: RequestContext, spec: ScoreSpec) -> ScoreResult:
+        request = pb.ScoreRequest(
+            model=spec.model,
+            adapter=spec.adapter or "",
+            prompt=spec.prompt,
+            messages=_messages(spec.messages),
+            prompt_token_ids=_token_ids(spec.prompt_token_ids, "prompt_token_ids"),
+            completion=spec.completion,
+            completion_token_ids=_token_ids(spec.completion_token_ids, "completion_token_ids"),
+            gate_signal=spec.gate_signal,
+        )
+        r = await self._call(self.stub.Score, request, ctx)
+        return ScoreResult(
+            tokens=[_probability(p) for p in r.tokens],
+            prompt_tokens=r.prompt_tokens,
+            completion_tokens=r.completion_tokens,
+            sum_logprob=r.sum_logprob,
+            model=r.model,
+        )
 
     async def list_models(self, ctx: RequestContext) -> list[LanguageModel]:
         response = await self._call(self.stub.ListModels, pb.ListModelsRequest(), ctx)
@@ -461,6 +597,8 @@ class GrpcSampler(GrpcClient):
                 vocab_size=m.vocab_size or None,
                 max_context_len=m.max_context_len or None,
                 loaded=m.loaded,
+                base=m.base or None,
+                gated=m.gated,
             )
             for m in response.models
         ]

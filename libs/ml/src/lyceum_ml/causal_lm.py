@@ -4,9 +4,30 @@ local directories (see `lyceum_ml.causal_lm_impl`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from torch import Tensor
+
+from lyceum_ml.adapters import AdapterHost
+
+
+@dataclass
+class Feed:
+    """New tokens for one sequence of a batched forward, fed after `prefix` (a shared, read-only cache of
+    tokens before `cache`'s, e.g. beams' common prompt; None = nothing; only where `shares_prefix`) and
+    `cache`'s own tokens, which they extend.
+
+    `gate` is these tokens' gate signal (None: ungated), `adapter` the loaded adapter's name (None: the base
+    model), `all_logits` asks for every new token's logits rather than the last one's."""
+
+    cache: Any
+    token_ids: Sequence[int]
+    gate: float | None = None
+    adapter: str | None = None
+    all_logits: bool = False
+    prefix: Any = None
 
 
 class CausalLM(Protocol):
@@ -15,6 +36,9 @@ class CausalLM(Protocol):
     vocab_size: int  # size of the distribution (logits length)
     max_context: int  # longest context in tokens
     eos_id: int | None
+    gated: bool  # takes a gate signal
+    shares_prefix: bool  # Feed.prefix is supported (else beams copy caches)
+    adapters: AdapterHost  # LoRA adapters loaded into this model
 
     def new_cache(self) -> Any:
         """An empty per-sequence cache."""
@@ -26,9 +50,18 @@ class CausalLM(Protocol):
 
     def cache_nbytes(self, cache: Any) -> int: ...
 
+    def forward_rows(self, feeds: Sequence[Feed]) -> list[Tensor]:
+        """One batched forward: feeds each row's tokens after its cache (growing it) and returns per row the
+        fp32 logits (vocab_size,) after its last token, or (n, vocab_size) with `all_logits`. A row's result
+        does not depend on the other rows (float rounding aside). Runs on the model's own thread."""
+        ...
+
     def extend(self, cache: Any, token_ids: list[int]) -> Tensor:
-        """Feeds token_ids after the cache's tokens (growing it) and returns the fp32 logits (vocab_size,)
-        for the token after the last one. One forward pass over the new tokens only."""
+        """`forward_rows` of one row without adapter or gate: the logits (vocab_size,) after token_ids."""
+        ...
+
+    def copy_cache(self, cache: Any) -> Any:
+        """An independent copy of a cache (beams of models that cannot share a prefix)."""
         ...
 
     def truncate(self, cache: Any, length: int) -> None:

@@ -3,8 +3,10 @@ similar) over a `DynamicCache`, both loaded from local directories by `load_caus
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,11 @@ from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
-from lyceum_ml.causal_lm import CausalLM
+from lyceum_ml.adapters import AdapterHost
+from lyceum_ml.causal_lm import CausalLM, Feed
 from lyceum_ml.kv_cache import KVCache
 from lyceum_ml.lm.checkpoint import LoadedLM, load_lm
+from lyceum_ml.lm.ragged import forward_rows, token_adapters
 from lyceum_ml.tokenization import eos_id as lyceum_eos_id
 
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece byte-fallback tokens
@@ -62,10 +66,12 @@ def _check_context(lm: CausalLM, have: int, token_ids: list[int]) -> None:
 
 
 class LyceumCausalLM:
-    """Lyceum's TransformerLM (ungated) with its `tokenizers` byte-level BPE. The distribution covers the
+    """Lyceum's TransformerLM with its `tokenizers` byte-level BPE; batches pack every row's tokens into one
+    forward (`lyceum_ml.lm.ragged`), adapters and gate signals per row. The distribution covers the
     tokenizer's ids only: embedding rows past the vocabulary (padding) are never offered."""
 
     kind = "lyceum-lm"
+    shares_prefix = True
 
     def __init__(self, loaded: LoadedLM, name: str) -> None:
         self.model, self.tokenizer, self.name = loaded.model.eval(), loaded.tokenizer, name
@@ -77,9 +83,14 @@ class LyceumCausalLM:
             self.eos_id = None
         self._special = {i: t.content for i, t in self.tokenizer.get_added_tokens_decoder().items()}
         self._byte_level = is_byte_level(self.tokenizer)
+        self.gated = self.model.cfg.gated
+        self.adapters = AdapterHost(self.model)
 
     def new_cache(self) -> KVCache:
         return self.model.new_cache()
+
+    def copy_cache(self, cache: KVCache) -> KVCache:
+        return copy.deepcopy(cache)
 
     def cache_len(self, cache: KVCache) -> int:
         return cache.length
@@ -87,12 +98,15 @@ class LyceumCausalLM:
     def cache_nbytes(self, cache: KVCache) -> int:
         return cache.nbytes
 
+    def forward_rows(self, feeds: Sequence[Feed]) -> list[Tensor]:
+        for f in feeds:
+            _check_context(self, f.cache.length + (f.prefix.length if f.prefix else 0), f.token_ids)
+        with self.adapters.applied(token_adapters(feeds)):
+            out = forward_rows(self.model, feeds)
+        return [logits[..., : self.vocab_size].cpu() for logits in out]
+
     def extend(self, cache: KVCache, token_ids: list[int]) -> Tensor:
-        _check_context(self, cache.length, token_ids)
-        idx = torch.tensor([token_ids], device=self.model.device)  # (1, n)
-        with torch.no_grad():
-            logits = self.model.decode(idx, cache)  # (1, n, V) fp32
-        return logits[0, -1, : self.vocab_size].float().cpu()
+        return self.forward_rows([Feed(cache, token_ids)])[0]
 
     def truncate(self, cache: KVCache, length: int) -> None:
         if not 0 <= length <= cache.length:
@@ -148,6 +162,8 @@ class HFCausalLM:
     cropped by `truncate`. Text is encoded without added special tokens (no BOS) and decoded verbatim."""
 
     kind = "hf-causal-lm"
+    gated = False
+    shares_prefix = False
 
     def __init__(self, model: PreTrainedModel, tokenizer: Any, name: str) -> None:
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
@@ -161,6 +177,10 @@ class HFCausalLM:
         self._special = {i: t.content for i, t in tokenizer.added_tokens_decoder.items()}
         backend = getattr(tokenizer, "backend_tokenizer", None)  # a `tokenizers` pipeline, when there is one
         self._byte_level = backend is not None and is_byte_level(backend)
+        self.adapters = AdapterHost(model)
+
+    def copy_cache(self, cache: DynamicCache) -> DynamicCache:
+        return copy.deepcopy(cache)
 
     def new_cache(self) -> DynamicCache:
         cache = DynamicCache(config=self.model.config)
@@ -176,12 +196,26 @@ class HFCausalLM:
         held = [getattr(layer, "buffers", None) or (layer.keys, layer.values) for layer in layers]
         return sum(t.numel() * t.element_size() for tensors in held for t in tensors)
 
+    def forward_rows(self, feeds: Sequence[Feed]) -> list[Tensor]:
+        """Row by row (a transformers model's cache is one rectangular batch): correct, not batched."""
+        for f in feeds:
+            if f.gate is not None:
+                raise ValueError("this model has no gates but a gate signal was given")
+            if f.prefix is not None:
+                raise ValueError("this model cannot share a prefix cache")
+            _check_context(self, f.cache.get_seq_length(), f.token_ids)
+        return [self._forward(f) for f in feeds]
+
+    def _forward(self, feed: Feed) -> Tensor:
+        idx = torch.tensor([list(feed.token_ids)], device=self.model.device)  # (1, n)
+        keep = 0 if feed.all_logits else 1
+        with torch.no_grad(), self.adapters.applied([feed.adapter]):
+            out = self.model(input_ids=idx, past_key_values=feed.cache, use_cache=True, logits_to_keep=keep)
+        logits = out.logits[0, :, : self.vocab_size].float().cpu()  # (n or 1, V)
+        return logits if feed.all_logits else logits[-1]
+
     def extend(self, cache: DynamicCache, token_ids: list[int]) -> Tensor:
-        _check_context(self, cache.get_seq_length(), token_ids)
-        idx = torch.tensor([token_ids], device=self.model.device)  # (1, n)
-        with torch.no_grad():
-            out = self.model(input_ids=idx, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[0, -1, : self.vocab_size].float().cpu()  # (1, 1, V) -> (V,)
+        return self.forward_rows([Feed(cache, token_ids)])[0]
 
     def truncate(self, cache: DynamicCache, length: int) -> None:
         have = cache.get_seq_length()

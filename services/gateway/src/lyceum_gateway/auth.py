@@ -35,7 +35,7 @@ from lyceum_core.errors import LyceumError, PermissionDenied, Unauthenticated, U
 from lyceum_core.identity import DEFAULT_TENANT, PLATFORM_TENANT, is_request_id
 from lyceum_db.repositories.tenants import ApiKeyRepository, KeyRecord, hash_key
 from lyceum_gateway.cors import MountCorsMiddleware
-from lyceum_gateway.errors import error_response
+from lyceum_gateway.errors import ErrorShape, error_response
 from lyceum_gateway.metrics import HttpMetrics, route_template
 
 log = logging.getLogger(__name__)
@@ -214,11 +214,11 @@ class AdminKeys(ApiKeyRepository):
 
 @dataclass(frozen=True, slots=True)
 class MountPolicy:
-    """How one mount authenticates: its path prefix, whether it answers in the compatibility shape, and the
-    tenant a caller without a key becomes (None: a key is needed when authentication is on)."""
+    """How one mount authenticates: its path prefix, the error shape it answers in, and the tenant a caller
+    without a key becomes (None: a key is needed when authentication is on)."""
 
     prefix: str
-    compat: bool = False
+    shape: ErrorShape = ErrorShape.NATIVE
     anonymous_tenant: str | None = None
 
 
@@ -294,8 +294,8 @@ class EdgeMiddleware:
             else:
                 ctx = await self._tenant_context(state, mount, headers)
         except LyceumError as err:
-            compat = mount is not None and mount.compat
-            await error_response(err, compat=compat, request_id=rid)(scope, receive, send)
+            shape = mount.shape if mount is not None else ErrorShape.NATIVE
+            await error_response(err, shape=shape, request_id=rid)(scope, receive, send)
             return
         state["context"] = ctx
         with bound(ctx):
@@ -305,7 +305,7 @@ class EdgeMiddleware:
                     await quotas.check_rate(ctx.tenant)
                 except LyceumError as err:
                     log.info("refused: %s", err.message)
-                    await error_response(err, compat=mount.compat, request_id=rid)(scope, receive, send)
+                    await error_response(err, shape=mount.shape, request_id=rid)(scope, receive, send)
                     return
             await self.app(scope, receive, send)
 

@@ -81,6 +81,11 @@ class Settings(ServiceSettings):
         30.0, gt=0, description="Deadline of each call to a predictor or sampler (generation excepted)"
     )
     generate_timeout_s: float = Field(300.0, gt=0, description="Deadline of one whole generation")
+    record_completions: bool = Field(
+        True,
+        description="Record the completions of the OpenAI-compatible API durably (prompt and sampled token "
+        "ids, their log-probs, the parameters) and answer their ids; a request's `store` overrides it",
+    )
     migrate_on_start: bool = Field(
         True,
         description="Bring the database schema up to date before serving (as predictors and trainers do)",

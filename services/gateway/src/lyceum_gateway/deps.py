@@ -1,5 +1,5 @@
 """FastAPI dependencies: what a route needs from the app's lifespan state (predictors, samplers, limits, jobs,
-registry, the token-wheel mount's settings).
+registry, the token-wheel and OpenAI mounts' settings).
 
 All of them are `async def`: FastAPI runs a plain `def` dependency in its thread pool, a thread hand-off per
 dependency per request (most of the gateway's own CPU per call, measured), for what is a dictionary read."""
@@ -49,6 +49,11 @@ async def get_quotas(request: Request) -> Quotas:
     return request.state.quotas
 
 
+async def get_record_completions(request: Request) -> bool:
+    """Whether OpenAI-compatible completions are recorded unless a request says otherwise (`store`)."""
+    return request.state.record_completions
+
+
 async def get_model_aliases(request: Request) -> dict[str, str]:
     """The token-wheel mount's model-name aliases (`gpt2` -> `lm-demo@production`)."""
     return request.state.token_wheel_model_aliases
@@ -71,3 +76,4 @@ Jobs = Annotated[JobService, Depends(get_jobs)]
 Registry = Annotated[RegistryService, Depends(get_registry)]
 QuotaChecks = Annotated[Quotas, Depends(get_quotas)]
 ModelAliases = Annotated[dict[str, str], Depends(get_model_aliases)]
+RecordCompletions = Annotated[bool, Depends(get_record_completions)]

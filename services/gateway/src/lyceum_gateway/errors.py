@@ -4,11 +4,13 @@ The native API answers `{"error": {"code", "message", "field", "request_id"}}` w
 DFM-Server compatibility app answers the original server's `{"detail": "<message>"}`; the token-wheel one
 answers as the original backend did: `{"detail": "<message>"}`, and FastAPI's own list of problems for a
 malformed request. The compatibility shapes gain one key, `request_id`, which the original clients ignore.
-Every error response carries the `X-Request-Id` header too.
+The OpenAI-compatible mount answers OpenAI's `{"error": {"message", "type", "param", "code"}}`, a malformed
+request included (400, as OpenAI does, not 422). Every error response carries the `X-Request-Id` header too.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from collections.abc import Sequence
@@ -32,6 +34,14 @@ for _code, _status in HTTP_STATUS.items():
 
 _BODY_LOCATIONS = {"body", "path", "query", "header", "cookie"}
 PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"  # 413's code (HTTPStatus names it differently across Pythons)
+
+
+class ErrorShape(enum.Enum):
+    """Which error body an app (or the edge, for a path) answers with."""
+
+    NATIVE = "native"  # {"error": {"code", "message", "field", "request_id"}}
+    COMPAT = "compat"  # {"detail": ..., "request_id"}
+    OPENAI = "openai"  # {"error": {"message", "type", "param", "code"}}
 
 
 def error_body(
@@ -64,20 +74,22 @@ def _headers(request_id: str | None, extra: dict[str, str] | None = None) -> dic
 def error_response(
     err: LyceumError,
     *,
-    compat: bool = False,
+    shape: ErrorShape = ErrorShape.NATIVE,
     request_id: str | None = None,
     status_code: int | None = None,
 ) -> JSONResponse:
-    """The response for a domain error, in the native or a compatibility shape. An unauthenticated caller is
-    told the scheme; a quota refusal says when to retry."""
+    """The response for a domain error, in `shape`. An unauthenticated caller is told the scheme; a quota
+    refusal says when to retry."""
     extra: dict[str, str] = {}
     if err.code is Code.UNAUTHENTICATED:
         extra["WWW-Authenticate"] = "Bearer"
     retry_after = getattr(err, "retry_after_s", None)
     if retry_after is not None:
         extra["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    if compat:
+    if shape is ErrorShape.COMPAT:
         content = compat_body(err.message, request_id)
+    elif shape is ErrorShape.OPENAI:
+        content = openai_error_body(err)
     else:
         content = error_body(err.code.value, err.message, err.field, request_id)
     return JSONResponse(
@@ -170,7 +182,7 @@ def install_native_handlers(app: FastAPI) -> None:
 
 async def _compat_lyceum_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LyceumError)
-    return error_response(exc, compat=True, request_id=request_id_of(request))
+    return error_response(exc, shape=ErrorShape.COMPAT, request_id=request_id_of(request))
 
 
 def _compat_json(request: Request, status_code: int, detail: Any, headers: Any = None) -> JSONResponse:
@@ -220,3 +232,99 @@ def install_compat_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _compat_validation_error)
     app.add_exception_handler(StarletteHTTPException, _compat_http_error)
     app.add_exception_handler(Exception, _compat_unhandled)
+
+
+# --- OpenAI compatibility -------------------------------------------------------------------------
+
+# OpenAI's error `type`s: every client mistake is an `invalid_request_error` (unknown keys and models
+# included, as OpenAI answers them), a refused quota a rate limit, anything on our side a `server_error`.
+_OPENAI_TYPE = {
+    Code.RESOURCE_EXHAUSTED: "rate_limit_error",
+    Code.UNAVAILABLE: "server_error",
+    Code.DEADLINE_EXCEEDED: "server_error",
+    Code.INTERNAL: "server_error",
+    Code.UNIMPLEMENTED: "server_error",
+}
+_NO_PARAM = {Code.UNAUTHENTICATED, Code.PERMISSION_DENIED, Code.RESOURCE_EXHAUSTED}
+# The sampler's names for what OpenAI calls otherwise (`params.temperature` is `temperature`).
+_OPENAI_PARAM = {"max_new_tokens": "max_tokens", "prompt_token_ids": "prompt"}
+
+
+def openai_param(field: str | None) -> str | None:
+    """The request parameter an error's `field` names, as an OpenAI client knows it."""
+    if field is None:
+        return None
+    field = field.removeprefix("params.")
+    return _OPENAI_PARAM.get(field, field)
+
+
+def _openai_code(err: LyceumError) -> str | None:
+    if err.code is Code.NOT_FOUND and err.field == "model":
+        return "model_not_found"
+    if err.code is Code.UNAUTHENTICATED:
+        return "invalid_api_key"
+    if err.code is Code.RESOURCE_EXHAUSTED:
+        return "rate_limit_exceeded"
+    if err.code is Code.INVALID_ARGUMENT:
+        return "invalid_value"
+    return err.code.value.lower()
+
+
+def openai_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's error envelope."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def openai_error_body(err: LyceumError) -> dict[str, Any]:
+    """A domain error in OpenAI's envelope: unknown model 404 `model_not_found`, bad parameter 400
+    `invalid_request_error` naming the `param`, quota 429 `rate_limit_exceeded`."""
+    type_ = _OPENAI_TYPE.get(err.code, "invalid_request_error")
+    # A key or a quota is no request parameter: OpenAI names none.
+    param = None if err.code in _NO_PARAM else openai_param(err.field)
+    return openai_body(err.message, type_, param, _openai_code(err))
+
+
+def _openai_json(request: Request, status_code: int, content: Any, headers: Any = None) -> JSONResponse:
+    rid = request_id_of(request)
+    return JSONResponse(status_code=status_code, content=content, headers=_headers(rid, headers))
+
+
+async def _openai_lyceum_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LyceumError)
+    return error_response(exc, shape=ErrorShape.OPENAI, request_id=request_id_of(request))
+
+
+async def _openai_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    # OpenAI answers a malformed request 400, naming the first offending parameter.
+    assert isinstance(exc, RequestValidationError)
+    field, message = validation_summary(exc)
+    kinds = {e.get("type"): e for e in exc.errors()}
+    if "json_invalid" in kinds:
+        field, message = "body", "We could not parse the JSON body of your request."
+    elif "extra_forbidden" in kinds:
+        field = field_path(kinds["extra_forbidden"].get("loc", ()))
+        message = f"Unrecognized request argument supplied: {field}"
+    body = openai_body(message, "invalid_request_error", None if field == "body" else field, "invalid_value")
+    return _openai_json(request, 400, body)
+
+
+async def _openai_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = PAYLOAD_TOO_LARGE if exc.status_code == 413 else HTTPStatus(exc.status_code).name
+    body = openai_body(str(exc.detail), "invalid_request_error", getattr(exc, "field", None), code.lower())
+    return _openai_json(request, exc.status_code, body, getattr(exc, "headers", None))
+
+
+async def _openai_unhandled(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _openai_json(request, 500, openai_body("internal error", "server_error", None, "internal"))
+
+
+def install_openai_handlers(app: FastAPI) -> None:
+    """Maps every error of the OpenAI-compatible app to OpenAI's `{"error": {...}}` envelope."""
+    app.add_exception_handler(LyceumError, _openai_lyceum_error)
+    app.add_exception_handler(RequestValidationError, _openai_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _openai_http_error)
+    app.add_exception_handler(Exception, _openai_unhandled)

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lyceum_core.errors import InvalidArgument
 from lyceum_gateway.config import Settings
-from lyceum_gateway.errors import PAYLOAD_TOO_LARGE, compat_body, error_body
+from lyceum_gateway.errors import PAYLOAD_TOO_LARGE, ErrorShape, compat_body, error_body, openai_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +85,12 @@ class BodyTooLarge(StarletteHTTPException):
 
 class BodyLimitMiddleware:
     """Refuses request bodies over `max_bytes` on every route: at once when `Content-Length` says so, else as
-    soon as a streamed body crosses the limit. `compat(path)` tells which error shape the path answers in."""
+    soon as a streamed body crosses the limit. `shape(path)` tells which error shape the path answers in."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, compat: Callable[[str], bool]) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, shape: Callable[[str], ErrorShape]) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.compat = compat
+        self.shape = shape
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,8 +129,11 @@ class BodyLimitMiddleware:
         path = scope["path"].removeprefix(scope.get("root_path", ""))
         rid = scope.get("state", {}).get("request_id")
         err = BodyTooLarge(self.max_bytes)
-        if self.compat(path):
+        shape = self.shape(path)
+        if shape is ErrorShape.COMPAT:
             body: dict[str, object] = compat_body(err.detail, rid)
+        elif shape is ErrorShape.OPENAI:
+            body = openai_body(err.detail, "invalid_request_error", None, PAYLOAD_TOO_LARGE.lower())
         else:
             body = error_body(PAYLOAD_TOO_LARGE, err.detail, "body", rid)
         await JSONResponse(body, status_code=413)(scope, receive, send)

@@ -1,6 +1,6 @@
-"""Builds the gateway app from its settings: the native `/v1` API, the DFM-Server and AI Token Wheel
-compatibility mounts, probes and metrics; predictor and sampler channels, the database engine and the broker
-producer are opened in the lifespan and closed on shutdown."""
+"""Builds the gateway app from its settings: the native `/v1` API, the DFM-Server, AI Token Wheel and
+OpenAI-compatible mounts, probes and metrics; predictor and sampler channels, the database engine and the
+broker producer are opened in the lifespan and closed on shutdown."""
 
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ from lyceum_gateway import __version__
 from lyceum_gateway.auth import AdminKeys, EdgeMiddleware, KeyStore, MountPolicy
 from lyceum_gateway.config import Settings
 from lyceum_gateway.errors import (
+    ErrorShape,
     install_compat_handlers,
     install_native_handlers,
+    install_openai_handlers,
     install_token_wheel_handlers,
 )
 from lyceum_gateway.jobs import JobService
@@ -46,6 +48,7 @@ from lyceum_gateway.routes import (
     jobs,
     learners,
     models,
+    openai,
     ops,
     predictions,
     sessions,
@@ -53,11 +56,13 @@ from lyceum_gateway.routes import (
 )
 from lyceum_gateway.schemas.common import ErrorResponse
 from lyceum_gateway.schemas.compat import CompatErrorResponse
+from lyceum_gateway.schemas.openai_responses import OpenAIErrorResponse
 from lyceum_jobs.kinds import KINDS
 from lyceum_jobs.queue import make_celery
 
 COMPAT_PREFIX = "/dfm-server"
 TOKEN_WHEEL_PREFIX = "/token-wheel"
+OPENAI_PREFIX = "/openai/v1"
 ADMIN_PREFIX = admin.PREFIX
 
 TAGS = [
@@ -77,8 +82,10 @@ TAGS = [
     },
     {
         "name": "generation",
-        "description": "Stateless generation (greedy, sampled or beam search), as one result or streamed per "
-        "token (Server-Sent Events), and the language models the samplers serve.",
+        "description": "Stateless generation (greedy, sampled or beam search; from a prompt or chat "
+        "messages; with a base model or an adapter), as one result or streamed per token (Server-Sent "
+        "Events); the log-probabilities of a given completion (score); the language models the samplers "
+        "serve.",
     },
     {"name": "operations", "description": "Liveness and readiness probes (never need an API key)."},
     {
@@ -96,8 +103,9 @@ may name a subject; else `X-Lyceum-Subject` does). Another tenant's learners, se
 404, like missing ones. Each tenant has quotas (429 naming the quota; `Retry-After` for the request rate).
 Every response carries `X-Request-Id` (yours, if plain, or a new one). Errors answer
 `{"error": {"code", "message", "field", "request_id"}}`. The DFM-Server v0.1 API is served unchanged under
-`/dfm-server` (its own docs at `/dfm-server/docs`), and the AI Token Wheel backend's API under `/token-wheel`
-(docs at `/token-wheel/docs`)."""
+`/dfm-server` (its own docs at `/dfm-server/docs`), the AI Token Wheel backend's API under `/token-wheel`
+(docs at `/token-wheel/docs`), and an OpenAI-compatible API under `/openai/v1` (chat and legacy completions,
+models; docs at `/openai/v1/docs`): point any OpenAI client's base URL there, with your key as its API key."""
 
 
 def _lifespan(settings: Settings, clock: Callable[[], float]) -> Callable[[FastAPI], Any]:
@@ -183,6 +191,7 @@ def _lifespan(settings: Settings, clock: Callable[[], float]) -> Callable[[FastA
                 "tenants": tenants,
                 "api_keys": AdminKeys(engine, key_store),
                 "token_wheel_model_aliases": settings.model_aliases(),
+                "record_completions": settings.record_completions,
                 "jobs": JobService(job_repository, celery, poll_s=settings.events_poll_s),
                 "registry": RegistryService(ModelRepository(engine)),
             }
@@ -242,6 +251,23 @@ def _token_wheel_app() -> FastAPI:
     return compat
 
 
+def _openai_app() -> FastAPI:
+    compat = FastAPI(
+        title="OpenAI-compatible API",
+        version="1.0.0",
+        description="OpenAI's chat completions, legacy completions and models endpoints, served by Lyceum's "
+        "samplers: set an OpenAI client's base URL to `http://<host>/openai/v1` and its API key to your "
+        "Lyceum key. `model` is a base model the samplers serve or an adapter of your tenant. Extensions: "
+        "`top_k`, `repetition_penalty` and `gate_signal` in requests; `completion_id` in each choice (the "
+        "id a completion is recorded under; a response's `id` is its first choice's). Errors answer "
+        'OpenAI\'s `{"error": {"message", "type", "param", "code"}}`, a malformed request 400.',
+    )
+    install_openai_handlers(compat)
+    compat.include_router(openai.router)
+    _document_security(compat, prefix="/", error=OpenAIErrorResponse, malformed_is_400=True)
+    return compat
+
+
 # Answers any operation of `/v1` or of a compatibility mount may give whatever its own code does: the
 # middleware's (key, body size, rate quota) and, for operations with a body, an unparsable one. Documented
 # once per document (`_document_security`), not on every route; each in its API's error shape.
@@ -269,9 +295,12 @@ def _add_component(components: dict[str, Any], model: type[BaseModel]) -> str:
     return model.__name__
 
 
-def _document_security(app: FastAPI, *, prefix: str, error: type[BaseModel]) -> None:
+def _document_security(
+    app: FastAPI, *, prefix: str, error: type[BaseModel], malformed_is_400: bool = False
+) -> None:
     """Declares the two accepted credentials, and the errors every operation under `prefix` may answer at the
-    edge (with `error`'s body), in `app`'s OpenAPI document."""
+    edge (with `error`'s body), in `app`'s OpenAPI document. With `malformed_is_400`, a malformed request is
+    documented as the 400 it answers (`error`'s body) instead of FastAPI's 422."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -290,6 +319,8 @@ def _document_security(app: FastAPI, *, prefix: str, error: type[BaseModel]) -> 
                     operation["security"] = [{"bearer": []}, {"apiKey": []}]
                     errors = {**_EDGE_ERRORS, **(_BODY_ERRORS if "requestBody" in operation else {})}
                     responses = operation.setdefault("responses", {})
+                    if malformed_is_400 and responses.pop("422", None) is not None:
+                        responses.setdefault("400", _error_response("Invalid parameters", name))
                     for status, description in errors.items():
                         responses.setdefault(status, _error_response(description, name))
         app.openapi_schema = schema
@@ -322,6 +353,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     app.include_router(admin.router)
     app.mount(COMPAT_PREFIX, _dfm_server_app())
     app.mount(TOKEN_WHEEL_PREFIX, _token_wheel_app())
+    app.mount(OPENAI_PREFIX, _openai_app())
     _document_security(app, prefix=API_PREFIX + "/", error=ErrorResponse)
     _install_middleware(app, settings)
     return app
@@ -331,12 +363,17 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     """Two pure ASGI layers, from the outside in: the edge (metrics: every request counted, refusals
     included; the request id; CORS per mount, preflights answered before authentication; authentication and
     the rate quota), then the body limit."""
-    compat = (COMPAT_PREFIX, TOKEN_WHEEL_PREFIX)
-    app.add_middleware(
-        BodyLimitMiddleware,
-        max_bytes=settings.max_body_bytes,
-        compat=lambda path: any(path == p or path.startswith(p + "/") for p in compat),
-    )
+    shapes = {
+        COMPAT_PREFIX: ErrorShape.COMPAT,
+        TOKEN_WHEEL_PREFIX: ErrorShape.COMPAT,
+        OPENAI_PREFIX: ErrorShape.OPENAI,
+    }
+
+    def shape(path: str) -> ErrorShape:
+        prefix = next((p for p in shapes if path == p or path.startswith(p + "/")), None)
+        return shapes[prefix] if prefix is not None else ErrorShape.NATIVE
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, shape=shape)
     app.add_middleware(
         EdgeMiddleware,
         metrics=app.state.metrics,
@@ -347,10 +384,13 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
         ],
         mounts=[
             MountPolicy(API_PREFIX),
-            MountPolicy(COMPAT_PREFIX, compat=True),
+            MountPolicy(COMPAT_PREFIX, shape=ErrorShape.COMPAT),
             MountPolicy(
-                TOKEN_WHEEL_PREFIX, compat=True, anonymous_tenant=settings.anonymous_tenant_token_wheel
+                TOKEN_WHEEL_PREFIX,
+                shape=ErrorShape.COMPAT,
+                anonymous_tenant=settings.anonymous_tenant_token_wheel,
             ),
+            MountPolicy(OPENAI_PREFIX, shape=ErrorShape.OPENAI),
         ],
         admin_prefix=ADMIN_PREFIX,
         # The outer bound of the request; each gRPC call keeps its own, shorter deadline within it.

@@ -16,6 +16,11 @@ def event(name: str, data: str, event_id: str | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def data(payload: str) -> str:
+    """An unnamed event (a `message`), as OpenAI streams its chunks; `payload` may span lines."""
+    return "\n".join(f"data: {line}" for line in payload.splitlines() or [""]) + "\n\n"
+
+
 def comment(text: str) -> str:
     """A comment line: clients ignore it; it keeps an idle connection open and reveals a departed client."""
     return f": {text}\n\n"

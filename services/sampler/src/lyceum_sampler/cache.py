@@ -51,13 +51,17 @@ class Entry:
     digest: bytes  # ids_digest of the tokens it holds
     model_key: str
     model_generation: int  # of the loaded model instance that built it
+    adapter: str = ""  # the adapter it was built under ("" = none): never reused under another
     nbytes: int = 0  # KV + logits bytes, as last measured
 
-    def holds(self, token_ids: Sequence[int], model_key: str, model_generation: int) -> bool:
+    def holds(
+        self, token_ids: Sequence[int], model_key: str, model_generation: int, adapter: str = ""
+    ) -> bool:
         return (
             self.length == len(token_ids)
             and self.model_key == model_key
             and self.model_generation == model_generation
+            and self.adapter == adapter
             and self.digest == ids_digest(token_ids)
         )
 

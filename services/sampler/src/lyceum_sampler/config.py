@@ -52,6 +52,22 @@ class Settings(ServiceSettings):
     max_new_tokens: int = Field(4096, ge=1, description="cap on Generate's max_new_tokens")
     default_threshold: float = Field(0.01, ge=0, le=1, description="distribution threshold when unset")
     default_other_top_k: int = Field(10, ge=0, le=1000, description="Other-bucket tokens shown when unset")
+    engine_max_rows: int = Field(32, ge=1, le=1024, description="rows (streams) decoding together per model")
+    engine_step_tokens: int = Field(
+        512, ge=1, description="tokens per forward pass: decode tokens first, then chunks of new prompts"
+    )
+    stream_buffer: int = Field(
+        64, ge=1, description="tokens a stream may hold undelivered before its row waits (slow clients)"
+    )
+    serve_adapters: bool = Field(
+        True, description="resolve registry adapters named in requests (needs the database)"
+    )
+    adapter_budget_bytes: int = Field(
+        512 << 20, ge=0, description="memory for loaded LoRA adapters (LRU of unused ones beyond)"
+    )
+    completion_retention_days: float = Field(
+        30.0, gt=0, description="recorded completions older than this are deleted (checked hourly)"
+    )
     worker_threads: int = Field(4, ge=1, description="threads running model work off the event loop")
     torch_threads: int = Field(0, ge=0, description="intra-op threads (0 = torch default)")
     drain_delay_s: float = Field(

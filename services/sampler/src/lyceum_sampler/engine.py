@@ -1,5 +1,7 @@
-"""The sampler's core: token-wheel sessions (state in the session store, KV caches in this pod) and
-stateless generation. Knows nothing of gRPC; every failure is a lyceum_core error.
+"""The sampler's core: token-wheel sessions (state in the session store, KV caches in this pod), with
+stateless generation and scoring in `generations` (`lyceum_sampler.generation`). Every forward pass runs in
+its model's batched engine (`lyceum_sampler.batching`), shared with every other request of that model. Knows
+nothing of gRPC; every failure is a lyceum_core error.
 
 Every operation acts for a tenant: sessions are stored, cached and locked under (tenant, session id), so
 another tenant's session is NOT_FOUND like a missing one, and model references resolve in the caller's tenant.
@@ -13,22 +15,23 @@ forward pass. Every request is validated in full before anything changes; writes
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from lyceum_core.errors import FailedPrecondition, InvalidArgument, NotFound, clip
 from lyceum_core.grpc.route_hint import rebuild_reason
-from lyceum_core.identity import ALIAS_MAX_LEN, MODEL_NAME_MAX_LEN, check_session_id
+from lyceum_core.identity import check_session_id
 from lyceum_ml import sampling
-from lyceum_ml.causal_lm import CausalLM
+from lyceum_ml.causal_lm import CausalLM, Feed
 from lyceum_ml.sampling import EmptyOther, SamplingParams
+from lyceum_sampler.adapters import Adapter
+from lyceum_sampler.batching import Engines
 from lyceum_sampler.cache import (
     HITS,
     MISSES,
@@ -39,31 +42,16 @@ from lyceum_sampler.cache import (
     SessionKey,
     ids_digest,
 )
-from lyceum_sampler.models import Loaded, ModelDescription, ModelPool
+from lyceum_sampler.generation import GenerationService, check_gate
+from lyceum_sampler.limits import Limits, check_params, prompt_ids
+from lyceum_sampler.models import Loaded, ModelDescription, ModelPool, parse_registry_key
+from lyceum_sampler.recording import Recorder
 from lyceum_sampler.sessions import Generated, SessionState, SessionStore, Shown
-from lyceum_sampler.views import (
-    Distribution,
-    GenEvent,
-    HistoryItem,
-    SessionView,
-    TokenProb,
-    Tokens,
-    view,
-)
+from lyceum_sampler.targets import Target, Targets
+from lyceum_sampler.views import Distribution, HistoryItem, SessionView, TokenProb, view
 
 log = logging.getLogger(__name__)
-STRATEGIES = ("greedy", "sample", "beam")
-MAX_STOP_STRINGS = 16
 MAX_OTHER_TOP_K = 1000
-MAX_MODEL_LEN = MODEL_NAME_MAX_LEN + 1 + ALIAS_MAX_LEN  # `name@alias`, the longest a model may be named
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_prompt_tokens: int | None = None  # None = as many as the model's context holds
-    max_new_tokens: int = 4096
-    default_threshold: float = 0.01
-    default_other_top_k: int = 10
 
 
 @dataclass(frozen=True)
@@ -82,19 +70,36 @@ class SamplerEngine:
         store: SessionStore,
         caches: SessionCaches,
         limits: Limits,
+        targets: Targets,
+        engines: Engines,
+        recorder: Recorder,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.pool, self.store, self.caches, self.limits, self.clock = pool, store, caches, limits, clock
+        self.targets, self.engines, self.recorder = targets, engines, recorder
+        self.generations = GenerationService(targets, engines, limits)
         self._locks = [threading.Lock() for _ in range(1024)]  # striped per-session locks (this pod)
 
     # --- sessions ---------------------------------------------------------------------------------
-    def create(self, tenant: str, model: str, prompt: str | None = None, max_live: int = 0) -> SessionView:
-        """A new session of `model` for `tenant`, optionally with a prompt (its cache is built right away).
-        With `max_live` > 0: ResourceExhausted (field max_sessions) if the tenant has that many live."""
+    def create(
+        self,
+        tenant: str,
+        model: str,
+        prompt: str | None = None,
+        max_live: int = 0,
+        adapter: str = "",
+        gate: float | None = None,
+    ) -> SessionView:
+        """A new session of `model` (or of an adapter) for `tenant`, optionally with a prompt (its cache is
+        built right away) and a gate signal. With `max_live` > 0: ResourceExhausted (field max_sessions) if
+        the tenant has that many live."""
         if max_live < 0:
             raise InvalidArgument("max_live_sessions must be >= 0 (0 = no limit)", field="max_live_sessions")
-        model_key = self.pool.pin(tenant, _check_model(model))
-        loaded = self.pool.get(model_key)
+        check_gate(gate)
+        model_key, named = self.targets.pin(tenant, model, adapter)
+        loaded = self.targets.load(model_key)
+        if gate is not None and not loaded.lm.gated:
+            raise InvalidArgument(f"model {model!r} has no gates; omit gate_signal", field="gate_signal")
         now = self.clock()
         state = SessionState(
             tenant=tenant,
@@ -103,12 +108,15 @@ class SamplerEngine:
             model_key=model_key,
             created_at=now,
             updated_at=now,
+            adapter=named.key if named else "",
+            adapter_uri=named.uri if named else "",
+            gate=gate,
         )
         entry = None
         if prompt is not None:
-            ids = self._prompt_ids(loaded.lm, prompt)
+            ids = prompt_ids(loaded.lm, prompt, self.limits)
             state = state.evolve(now=now, prompt=prompt, prompt_ids=tuple(ids))
-            entry = self._build(loaded, ids)
+            entry = self._build(loaded, state, ids)
         self.store.create(state, max_live)
         if entry is not None:
             self.caches.put(SessionKey(tenant, state.session_id), entry)
@@ -124,17 +132,19 @@ class SamplerEngine:
         with self._lock(key):
             state = self._state(key)
             loaded = self.pool.get(state.model_key)
-            ids = self._prompt_ids(loaded.lm, prompt)
+            ids = prompt_ids(loaded.lm, prompt, self.limits)
             old = self.caches.get(key)
             committed = self.store.update(
                 state.evolve(now=self.clock(), prompt=prompt, prompt_ids=tuple(ids), generated=())
             )
             try:
-                if old is not None and old.holds(state.token_ids, loaded.key, loaded.generation):
+                if old is not None and old.holds(
+                    state.token_ids, loaded.key, loaded.generation, state.adapter
+                ):
                     keep = min(_common_prefix(state.token_ids, ids), len(ids) - 1)
-                    self._advance(key, loaded.lm, old, ids, keep)
+                    self._advance(key, loaded, state, old, ids, keep)
                 else:
-                    self.caches.put(key, self._build(loaded, ids))
+                    self.caches.put(key, self._build(loaded, state, ids))
             except Exception:  # noqa: BLE001 - committed already; the cache is rebuilt on next use
                 log.exception("could not update the cache of session %s", session_id)
                 self.caches.drop(key)
@@ -235,7 +245,7 @@ class SamplerEngine:
                 state.evolve(now=now, generated=(*state.generated, record), draws=draws)
             )
             try:
-                self._advance(key, lm, entry, [*ids, token_id], len(ids))
+                self._advance(key, loaded, state, entry, [*ids, token_id], len(ids))
             except Exception:  # noqa: BLE001 - committed already; the cache is rebuilt on next use
                 log.exception("could not extend the cache of session %s", session_id)
                 self.caches.drop(key)
@@ -258,9 +268,11 @@ class SamplerEngine:
             committed = self.store.update(state.evolve(now=self.clock(), generated=state.generated[:-1]))
             ids = committed.token_ids
             try:
-                if entry is not None and entry.holds(state.token_ids, loaded.key, loaded.generation):
+                if entry is not None and entry.holds(
+                    state.token_ids, loaded.key, loaded.generation, state.adapter
+                ):
                     # the logits after ids need the last of them fed again: keep len - 1, extend by one
-                    self._advance(key, loaded.lm, entry, ids, len(ids) - 1)
+                    self._advance(key, loaded, state, entry, ids, len(ids) - 1)
             except Exception:  # noqa: BLE001 - committed already; the cache is rebuilt on next use
                 log.exception("could not truncate the cache of session %s", session_id)
                 self.caches.drop(key)
@@ -274,53 +286,27 @@ class SamplerEngine:
                 raise _not_found(session_id)
 
     def list_models(self, tenant: str) -> list[ModelDescription]:
-        return self.pool.describe(tenant)
+        """The served models as the tenant sees them, then the adapters it may use with them."""
+        models = self.pool.describe(tenant)
+        served = {self.pool.specs[m.name].name for m in models}
+        adapters = []
+        for name, adapter in self.targets.adapters.visible(tenant):
+            base = self._served_name(tenant, adapter.base, served)
+            if base is not None:
+                adapters.append(ModelDescription(name, "adapter", 0, 0, False, base=base))
+        return models + adapters
 
-    # --- generation -------------------------------------------------------------------------------
-    def generate(
-        self,
-        tenant: str,
-        model: str,
-        prompt: str,
-        strategy: str = "sample",
-        params: SamplingParams | None = None,
-        max_new_tokens: int = 64,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
-        num_beams: int = 4,
-    ) -> Iterator[GenEvent]:
-        """Validates everything, then returns the stream of chosen tokens; the last event has no token and
-        carries the whole continuation and the finish reason ("eos", "stop" or "length")."""
-        params = check_params(params)
-        if strategy not in STRATEGIES:
-            raise InvalidArgument(f"strategy must be one of {STRATEGIES}", field="strategy")
-        if not 1 <= max_new_tokens <= self.limits.max_new_tokens:
-            raise InvalidArgument(
-                f"max_new_tokens must be in [1, {self.limits.max_new_tokens}]", field="max_new_tokens"
-            )
-        if strategy == "beam" and not 2 <= num_beams <= 16:
-            raise InvalidArgument("num_beams must be in [2, 16]", field="num_beams")
-        if len(stop) > MAX_STOP_STRINGS or any(not s for s in stop):
-            raise InvalidArgument(f"at most {MAX_STOP_STRINGS} non-empty stop strings", field="stop")
-        loaded = self.pool.get(self.pool.pin(tenant, _check_model(model)))
-        ids = self._prompt_ids(loaded.lm, prompt)
-        room = loaded.lm.max_context - len(ids) + 1  # the last new token is chosen, never fed
-        seed = secrets.randbits(63) if seed is None else seed
-        steps = sampling.generate(
-            loaded.lm, ids, strategy, params, min(max_new_tokens, room), list(stop), seed, num_beams=num_beams
-        )
-        return self._events(loaded.tokens, steps)
-
-    def _events(self, tokens: Tokens, steps: Iterator[sampling.GenStep]) -> Iterator[GenEvent]:
-        text = ""
-        for step in steps:
-            text = step.text_so_far
-            if step.token_id is not None:
-                yield GenEvent(tokens(step.token_id), float(step.probability), text, "")
-            if step.finish_reason:
-                yield GenEvent(None, 0.0, text, step.finish_reason)
-                return
-        yield GenEvent(None, 0.0, text, "length")
+    def _served_name(self, tenant: str, base_key: str, served: set[str]) -> str | None:
+        """The served name of an adapter's base model key (None: not served here)."""
+        if base_key in served:
+            return base_key  # a local model
+        parsed = parse_registry_key(base_key)
+        if parsed is None:
+            return None
+        for spec in self.pool.specs.values():
+            if spec.registry_name == parsed[1]:
+                return spec.name
+        return None
 
     # --- validation -------------------------------------------------------------------------------
     def _threshold(self, threshold: float | None) -> float:
@@ -328,19 +314,6 @@ class SamplerEngine:
         if not 0.0 <= threshold <= 1.0:
             raise InvalidArgument("threshold must be in [0, 1]", field="threshold")
         return threshold
-
-    def _prompt_ids(self, lm: CausalLM, prompt: str) -> list[int]:
-        if not prompt:
-            raise InvalidArgument("prompt must not be empty", field="prompt")
-        ids = lm.encode(prompt)
-        limit = min(lm.max_context, self.limits.max_prompt_tokens or lm.max_context)
-        if not ids:
-            raise InvalidArgument("the prompt encodes to no tokens", field="prompt")
-        if len(ids) > limit:
-            raise InvalidArgument(
-                f"the prompt is {len(ids)} tokens long; the limit is {limit}", field="prompt"
-            )
-        return ids
 
     # --- state and cache --------------------------------------------------------------------------
     def _lock(self, key: SessionKey) -> threading.Lock:
@@ -361,58 +334,46 @@ class SamplerEngine:
         loaded = loaded or self.pool.get(state.model_key)
         ids = state.token_ids
         entry = self.caches.get(key)
-        if entry is not None and entry.holds(ids, loaded.key, loaded.generation):
+        if entry is not None and entry.holds(ids, loaded.key, loaded.generation, state.adapter):
             HITS.inc()
             return state, loaded, entry
         MISSES.inc()
         reason = rebuild_reason(entry is not None, self.caches.was_evicted(key))
         REBUILDS.labels(reason).inc()
         with REBUILD_SECONDS.time():
-            entry = self._build(loaded, ids)
+            entry = self._build(loaded, state, ids)
         self.caches.put(key, entry)
         return state, loaded, entry
 
-    def _build(self, loaded: Loaded, ids: list[int]) -> Entry:
-        """A fresh cache of `ids`: one forward pass over all of them."""
+    def _build(self, loaded: Loaded, state: SessionState, ids: list[int]) -> Entry:
+        """A fresh cache of `ids`: one forward pass over all of them (in the model's engine)."""
         lm = loaded.lm
         cache = lm.new_cache()
-        logits = lm.extend(cache, ids)
-        entry = Entry(cache, logits, len(ids), ids_digest(ids), loaded.key, loaded.generation)
+        logits = self._forward(loaded, state, cache, ids)
+        entry = Entry(cache, logits, len(ids), ids_digest(ids), loaded.key, loaded.generation, state.adapter)
         entry.nbytes = lm.cache_nbytes(cache) + logits.numel() * logits.element_size()
         return entry
 
-    def _advance(self, key: SessionKey, lm: CausalLM, entry: Entry, ids: list[int], keep: int) -> None:
+    def _advance(
+        self, key: SessionKey, loaded: Loaded, state: SessionState, entry: Entry, ids: list[int], keep: int
+    ) -> None:
         """Makes `entry` hold `ids`: keeps its first `keep` tokens (a prefix of ids) and feeds the rest."""
+        lm = loaded.lm
         lm.truncate(entry.cache, keep)
-        entry.length = keep  # until the extend below succeeds, the entry matches nothing
+        entry.length = keep  # until the forward below succeeds, the entry matches nothing
         entry.digest = b""
-        entry.logits = lm.extend(entry.cache, list(ids[keep:]))
+        entry.logits = self._forward(loaded, state, entry.cache, list(ids[keep:]))
         entry.length, entry.digest = len(ids), ids_digest(ids)
         entry.nbytes = lm.cache_nbytes(entry.cache) + entry.logits.numel() * entry.logits.element_size()
         self.caches.resized(key)
 
-
-def check_params(params: SamplingParams | None) -> SamplingParams:
-    """The shaping params (defaults if None), each checked with the offending field named."""
-    params = params or SamplingParams()
-    checks = [
-        ("temperature", params.temperature > 0 and params.temperature < float("inf"), "must be > 0"),
-        ("top_k", params.top_k >= 0, "must be >= 0 (0 = off)"),
-        ("top_p", 0 < params.top_p <= 1, "must be in (0, 1]"),
-        (
-            "repetition_penalty",
-            1 <= params.repetition_penalty < float("inf"),
-            "must be >= 1 (1 = off)",
-        ),
-    ]
-    for name, ok, rule in checks:
-        if not ok:
-            raise InvalidArgument(f"params.{name} {rule}", field=f"params.{name}")
-    try:
-        params.validate()
-    except ValueError as exc:
-        raise InvalidArgument(str(exc), field="params") from None
-    return params
+    def _forward(self, loaded: Loaded, state: SessionState, cache: object, ids: list[int]) -> torch.Tensor:
+        """The session's tokens through its model's engine (batched with every other row of that model),
+        under its adapter and gate signal."""
+        adapter = Adapter(state.adapter, state.model_key, state.adapter_uri) if state.adapter else None
+        with self.targets.using(Target(loaded, adapter)) as module:
+            feed = Feed(cache, ids, gate=state.gate, adapter=module)
+            return self.engines.of(loaded).forward(feed).result()
 
 
 def _check_choice(choice: Choice) -> None:
@@ -447,14 +408,6 @@ def _require_prompt(state: SessionState) -> None:
 def _key(tenant: str, session_id: str) -> SessionKey:
     """The checked cache/lock key of a session: equal ids in two tenants are two sessions."""
     return SessionKey(tenant, check_session_id(session_id))
-
-
-def _check_model(model: str) -> str:
-    if not model:
-        raise InvalidArgument("model must not be empty; see ListModels", field="model")
-    if len(model) > MAX_MODEL_LEN:
-        raise InvalidArgument(f"model must be at most {MAX_MODEL_LEN} characters", field="model")
-    return model
 
 
 def _not_found(session_id: str) -> NotFound:

@@ -75,6 +75,8 @@ class ModelDescription:
     vocab_size: int
     max_context: int
     loaded: bool
+    base: str = ""  # adapters: the model they apply to
+    gated: bool = False
 
 
 def module_nbytes(lm: object) -> int:
@@ -173,7 +175,9 @@ class ModelPool:
                 self._generation += 1
                 loaded = Loaded(key, lm, self._generation, module_nbytes(lm), Tokens(lm))
                 self._models[key] = loaded
-                self._known[key] = ModelDescription(key, lm.kind, lm.vocab_size, lm.max_context, True)
+                self._known[key] = ModelDescription(
+                    key, lm.kind, lm.vocab_size, lm.max_context, True, gated=lm.gated
+                )
                 unloaded = self._evict()
                 self._publish()
             LOADS.inc()
@@ -196,7 +200,9 @@ class ModelPool:
                 else:
                     loaded = key in self._models
                     out.append(
-                        ModelDescription(name, known.kind, known.vocab_size, known.max_context, loaded)
+                        ModelDescription(
+                            name, known.kind, known.vocab_size, known.max_context, loaded, gated=known.gated
+                        )
                     )
             return out
 

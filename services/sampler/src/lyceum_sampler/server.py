@@ -10,14 +10,22 @@ import torch
 
 from lyceum_api.sampler.v1 import sampler_pb2, sampler_pb2_grpc
 from lyceum_core.grpc.server import GrpcServer
+from lyceum_core.storage import ArtifactStore
+from lyceum_db.engine import create_engine
+from lyceum_db.repositories.registry import ModelRepository
 from lyceum_ml.causal_lm_impl import load_causal_lm
 from lyceum_ml.devices import default_cache_budget, resolve_device, resolve_dtype
+from lyceum_sampler.adapters import AdapterPool
+from lyceum_sampler.batching import EngineLimits, Engines
 from lyceum_sampler.cache import SessionCaches
 from lyceum_sampler.config import Settings
-from lyceum_sampler.engine import Limits, SamplerEngine
+from lyceum_sampler.engine import SamplerEngine
+from lyceum_sampler.limits import Limits
 from lyceum_sampler.models import Loader, ModelPool, parse_specs
+from lyceum_sampler.recording import Recorder
 from lyceum_sampler.servicer import SamplerServicer
 from lyceum_sampler.sessions import open_store
+from lyceum_sampler.targets import Targets
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = sampler_pb2.DESCRIPTOR.services_by_name["SamplerService"].full_name
@@ -38,16 +46,39 @@ def build_engine(settings: Settings, loader: Loader = load_causal_lm) -> Sampler
         torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
     caches = SessionCaches(cache_budget(settings, device))
+    engines = Engines(
+        EngineLimits(settings.engine_max_rows, settings.engine_step_tokens, settings.stream_buffer)
+    )
+    dtype = resolve_dtype(settings.dtype, device)
+
+    def unloaded(model_key: str) -> None:
+        caches.drop_model(model_key)
+        engines.drop_model(model_key)
+        adapters.drop_model(model_key)
+
     pool = ModelPool(
         parse_specs(settings.models),
         loader,
         budget_bytes=settings.model_budget_bytes,
         device=device,
-        dtype=resolve_dtype(settings.dtype, device),
+        dtype=dtype,
         database_url=settings.database_url,
         registry_url=settings.registry_url,
         cache_dir=settings.model_cache_dir,
-        on_unload=caches.drop_model,
+        on_unload=unloaded,
+    )
+    registry, artifacts = None, None
+    if settings.serve_adapters:
+        registry = ModelRepository(create_engine(settings.database_url))
+        artifacts = ArtifactStore(settings.registry_url)
+    adapters = AdapterPool(
+        registry,
+        artifacts,
+        engines,
+        budget_bytes=settings.adapter_budget_bytes,
+        cache_dir=settings.model_cache_dir / "adapters",
+        device=device,
+        dtype=dtype,
     )
     store = open_store(settings.session_store_url, settings.session_ttl_s, settings.session_key_prefix)
     store.ping()
@@ -58,7 +89,8 @@ def build_engine(settings: Settings, loader: Loader = load_causal_lm) -> Sampler
         default_other_top_k=settings.default_other_top_k,
     )
     log.info("serving models %s on %s; sessions in %s", list(pool.specs), device, settings.session_store_url)
-    return SamplerEngine(pool, store, caches, limits)
+    recorder = Recorder(settings.database_url, settings.completion_retention_days)
+    return SamplerEngine(pool, store, caches, limits, Targets(pool, adapters), engines, recorder)
 
 
 class SamplerServer:
@@ -94,4 +126,6 @@ class SamplerServer:
 
     def _close(self) -> None:
         self.executor.shutdown(wait=True)
+        self.engine.engines.close()
         self.engine.store.close()
+        self.engine.recorder.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +22,12 @@ from lyceum_api.sampler.v1 import sampler_pb2_grpc
 from lyceum_core.context import current_context
 from lyceum_core.errors import Internal, InvalidArgument, LyceumError
 from lyceum_core.grpc.errors import GRPC_CODE, to_status
+from lyceum_core.identity import check_subject
 from lyceum_core.metrics import GRPC_LATENCY, GRPC_REQUESTS
+from lyceum_ml import chat
 from lyceum_ml.sampling import SamplingParams
 from lyceum_sampler.engine import Choice, SamplerEngine
+from lyceum_sampler.generation import GenerateSpec, Generation, Prompt
 from lyceum_sampler.sessions import Shown
 from lyceum_sampler.views import HistoryItem, SessionView, Token, TokenProb
 
@@ -36,13 +40,24 @@ STRATEGY = {
     pb.DECODING_STRATEGY_SAMPLE: "sample",
     pb.DECODING_STRATEGY_BEAM: "beam",
 }
-PARAM_FIELDS = ("temperature", "top_k", "top_p", "repetition_penalty")
+PARAM_FIELDS = (
+    "temperature",
+    "top_k",
+    "top_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+)
 DEFAULT_BEAMS = 4
 
 
 def _params(msg: pb.SamplingParams) -> SamplingParams:
     """Unset fields take SamplingParams' defaults."""
     return SamplingParams(**{f: getattr(msg, f) for f in PARAM_FIELDS if msg.HasField(f)})
+
+
+def _prompt(text: str, messages: Any, token_ids: Any) -> Prompt:
+    return Prompt(text, tuple(chat.Message(m.role, m.content) for m in messages), tuple(token_ids))
 
 
 def _tenant() -> str:
@@ -106,6 +121,8 @@ def _session(s: SessionView) -> pb.Session:
         created_at=_timestamp(s.created_at),
         updated_at=_timestamp(s.updated_at),
         last_shown=_shown(s.shown) if s.shown is not None else None,
+        adapter=s.adapter,
+        gate_signal=s.gate,
     )
 
 
@@ -139,6 +156,8 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
             request.model,
             _optional(request, "prompt"),
             request.max_live_sessions,
+            request.adapter,
+            _optional(request, "gate_signal"),
         )
         return pb.CreateSessionResponse(session=_session(session))
 
@@ -195,7 +214,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
         return pb.DeleteSessionResponse(session_id=request.session_id)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext):
-        models = self.engine.list_models(_tenant())
+        models = await self._run(self.engine.list_models, _tenant())
         return pb.ListModelsResponse(
             models=[
                 pb.ModelDescription(
@@ -204,37 +223,80 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
                     vocab_size=m.vocab_size,
                     max_context_len=m.max_context,
                     loaded=m.loaded,
+                    base=m.base,
+                    gated=m.gated,
                 )
                 for m in models
             ]
+        )
+
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext):
+        target, prompt_ids, ids, logprobs = await self._run(
+            self.engine.generations.score,
+            _tenant(),
+            request.model,
+            request.adapter,
+            _prompt(request.prompt, request.messages, request.prompt_token_ids),
+            request.completion,
+            list(request.completion_token_ids),
+            _optional(request, "gate_signal"),
+        )
+        tokens = target.loaded.tokens
+        return pb.ScoreResponse(
+            tokens=[
+                pb.TokenProbability(token=_token(tokens(i)), probability=math.exp(lp), logprob=lp)
+                for i, lp in zip(ids, logprobs, strict=True)
+            ],
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=len(ids),
+            sum_logprob=math.fsum(logprobs),
+            model=target.label,
         )
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
         start, code = time.perf_counter(), "OK"
+        generation: Generation | None = None
         try:
             if request.strategy not in STRATEGY:
                 raise InvalidArgument(f"unknown decoding strategy {request.strategy}", field="strategy")
-            events = await self._run(
-                self.engine.generate,
-                _tenant(),
-                request.model,
-                request.prompt,
-                STRATEGY[request.strategy],
-                _params(request.params),
-                request.max_new_tokens,
-                list(request.stop),
-                _optional(request, "seed"),
-                request.num_beams or DEFAULT_BEAMS,
+            spec = GenerateSpec(
+                model=request.model,
+                prompt=_prompt(request.prompt, request.messages, request.prompt_token_ids),
+                strategy=STRATEGY[request.strategy],
+                params=_params(request.params),
+                max_new_tokens=request.max_new_tokens,
+                stop=tuple(request.stop),
+                seed=_optional(request, "seed"),
+                num_beams=request.num_beams or DEFAULT_BEAMS,
+                adapter=request.adapter,
+                gate=_optional(request, "gate_signal"),
+                top_logprobs=request.top_logprobs,
             )
-            while (event := await self._run(next, events, None)) is not None:
-                yield pb.GenerateResponse(
+            # a subject bound to the caller's key (or set by the gateway) wins over one the request names
+            tenant, subject = _tenant(), current_context().subject or request.subject
+            if subject:
+                check_subject(subject)
+            generation = await self._run(self.engine.generations.start, tenant, spec)
+            async for event in generation.events(self._run):
+                message = pb.GenerateResponse(
                     token=_token(event.token) if event.token is not None else None,
                     probability=event.probability,
                     text=event.text,
                     finish_reason=event.finish_reason,
+                    logprob=event.logprob,
+                    top_logprobs=[_token_prob(tp) for tp in event.top],
                 )
+                if event.finish_reason:
+                    message.prompt_tokens = event.prompt_tokens
+                    message.completion_tokens = event.completion_tokens
+                    message.model = event.model
+                    if request.record and generation.completed is not None:
+                        message.completion_id = await self._run(
+                            self.engine.recorder.record, tenant, subject, generation.completed
+                        )
+                yield message
         except LyceumError as err:
             code = GRPC_CODE[err.code].name
             await context.abort_with_status(to_status(err))
@@ -246,5 +308,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
             code = "INTERNAL"
             await context.abort_with_status(to_status(Internal("internal error")))
         finally:
+            if generation is not None:
+                generation.close()
             GRPC_REQUESTS.labels("Generate", code).inc()
             GRPC_LATENCY.labels("Generate").observe(time.perf_counter() - start)

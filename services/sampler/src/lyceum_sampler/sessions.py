@@ -24,7 +24,7 @@ from redis.exceptions import RedisError, WatchError
 from lyceum_core.errors import Aborted, InvalidArgument, ResourceExhausted, Unavailable
 from lyceum_ml.sampling import SamplingParams
 
-SCHEMA = 2
+SCHEMA = 3  # 3: adapter, adapter_uri, gate (absent in schema 2: none)
 KEY_PREFIX = "lyceum:sampler:session:"
 QUOTA_FIELD = "max_sessions"
 Clock = Callable[[], float]
@@ -70,6 +70,9 @@ class SessionState:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     version: int = 0  # bumped by every write
+    adapter: str = ""  # the adapter version it is served with (`owner/name@version`), pinned; "" = none
+    adapter_uri: str = ""  # where that adapter's files are
+    gate: float | None = None  # the gate signal of every token (gated models)
 
     @property
     def token_ids(self) -> list[int]:

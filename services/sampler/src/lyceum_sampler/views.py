@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lyceum_ml.causal_lm import CausalLM
 from lyceum_sampler.sessions import SessionState, Shown
@@ -51,6 +51,8 @@ class SessionView:
     created_at: float  # time.time() seconds
     updated_at: float
     shown: Shown | None  # the settings a distribution was last recorded as shown with
+    adapter: str = ""  # the adapter version it is served with ("" = none)
+    gate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,12 @@ class GenEvent:
     probability: float
     text: str  # the continuation so far
     finish_reason: str  # "" until the final event: "eos" | "stop" | "length"
+    logprob: float = 0.0
+    top: list[TokenProb] = field(default_factory=list)  # the most likely alternatives
+    # the final event only
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""  # what served it, versions resolved
 
 
 def token_info(lm: CausalLM, token_id: int) -> Token:
@@ -114,4 +122,6 @@ def view(state: SessionState, tokens: Tokens) -> SessionView:
         created_at=state.created_at,
         updated_at=state.updated_at,
         shown=state.shown,
+        adapter=state.adapter,
+        gate=state.gate,
     )

@@ -1,14 +1,15 @@
-"""Seeds a fresh deployment with the demo models: the demo DFM (`dfm-demo`) and demo language model
-(`lm-demo`), each trained now if no checkpoint is at hand, stored in the artifact store and registered with
-the alias `production`, which the predictors and samplers serve. The platform tenant publishes them (public:
-every tenant may read them). Models already registered are left alone, so seeding is idempotent (`make run`
-and the deployments' seed job run it on every start)."""
+"""Seeds a fresh deployment with the demo models: the demo DFM (`dfm-demo`), demo language model (`lm-demo`)
+and a demo LoRA adapter over it (`lm-demo-tutor`), each built now if no checkpoint is at hand, stored in the
+artifact store and registered with the alias `production`, which the predictors and samplers serve. The
+platform tenant publishes them (public: every tenant may read them). Models already registered are left
+alone, so seeding is idempotent (`make run` and the deployments' seed job run it on every start)."""
 
 from __future__ import annotations
 
 import logging
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +27,16 @@ ALIAS = "production"
 class Demo:
     name: str
     kind: str
-    builder: str  # module whose `--out DIR` trains the checkpoint
+    builder: str  # module whose `--out DIR` builds the checkpoint (an adapter's also takes `--base DIR`)
+    base: str | None = None  # an adapter's base demo
 
 
-DEMOS = (Demo("dfm-demo", "dfm", "lyceum_ml.dfm.demo"), Demo("lm-demo", "lm", "lyceum_ml.lm.demo"))
+DEMOS = (
+    Demo("dfm-demo", "dfm", "lyceum_ml.dfm.demo"),
+    Demo("lm-demo", "lm", "lyceum_ml.lm.demo"),
+    # Listed after its base, which is registered by the time the adapter is.
+    Demo("lm-demo-tutor", "adapter", "lyceum_ml.lm.demo_adapter", base="lm-demo"),
+)
 
 
 def seed_demos(
@@ -40,15 +47,21 @@ def seed_demos(
     alias: str = ALIAS,
     lm_corpus: Path | None = None,
 ) -> list[str]:
-    """Registers each demo not yet in the registry, from `checkpoints[name]` (trained there when missing;
-    the demo LM on `lm_corpus` if given, else on its default corpus); returns the names registered now."""
+    """Registers each demo not yet in the registry, from `checkpoints[name]` (trained there when missing:
+    the demo LM on `lm_corpus` if given, else on its default corpus). An adapter is built there for its base's
+    registered version (without an entry: next to the base's checkpoint). Returns the names registered now."""
     engine = create_engine(database_url)
     models, store = ModelRepository(engine), ArtifactStore(registry_url)
     seeded = []
     try:
         with bound(RequestContext.system()):
             for demo in DEMOS:
-                if _seed(models, store, demo, checkpoints[demo.name], alias, lm_corpus):
+                checkpoint = checkpoints.get(demo.name)
+                if checkpoint is None and demo.base is not None:
+                    checkpoint = checkpoints[demo.base].parent / demo.name
+                if checkpoint is None:
+                    raise KeyError(f"no checkpoint directory given for {demo.name!r}")
+                if _seed(models, store, demo, checkpoint, alias, lm_corpus):
                     seeded.append(demo.name)
     finally:
         engine.dispose()
@@ -66,16 +79,29 @@ def _seed(
     """Registers one demo as the platform's public model unless the platform has it already."""
     if any(record.tenant == PLATFORM_TENANT for record in models.list(PLATFORM_TENANT, demo.name)):
         return False
-    if not (checkpoint / "config.json").exists():
-        log.info("training %s into %s", demo.name, checkpoint)
-        command = [sys.executable, "-m", demo.builder, "--out", str(checkpoint)]
-        if demo.kind == "lm" and lm_corpus is not None:
-            command += ["--corpus", str(lm_corpus)]
-        subprocess.run(command, check=True)
+    metadata = {"source": demo.builder}
+    if demo.base is None:
+        if not (checkpoint / "config.json").exists():
+            command = ["--out", str(checkpoint)]
+            if demo.kind == "lm" and lm_corpus is not None:
+                command += ["--corpus", str(lm_corpus)]
+            _build(demo, checkpoint, command)
+    else:
+        # Built for the base version the alias serves now (e.g. `default/lm-demo@1`), from its registered
+        # weights, and always anew: a leftover directory may fit another base, and building takes a second.
+        base = models.resolve(PLATFORM_TENANT, demo.base, alias)
+        metadata["base"] = f"{base.tenant}/{base.name}@{base.version}"
+        with tempfile.TemporaryDirectory() as scratch:
+            base_dir = store.get_dir(base.uri, scratch)
+            _build(demo, checkpoint, ["--base", str(base_dir), "--out", str(checkpoint)])
     uri = store.put_dir(checkpoint, f"models/{PLATFORM_TENANT}/{demo.name}/demo")
-    record = models.register(
-        PLATFORM_TENANT, demo.name, demo.kind, uri, {}, metadata={"source": demo.builder}, public=True
-    )
+    record = models.register(PLATFORM_TENANT, demo.name, demo.kind, uri, {}, metadata=metadata, public=True)
     models.set_alias(PLATFORM_TENANT, demo.name, alias, record.version)
     log.info("registered %s version %s as %s (public)", demo.name, record.version, alias)
     return True
+
+
+def _build(demo: Demo, checkpoint: Path, args: list[str]) -> None:
+    """Runs the demo's builder in a child process (it needs torch, which seeding itself does not)."""
+    log.info("building %s into %s", demo.name, checkpoint)
+    subprocess.run([sys.executable, "-m", demo.builder, *args], check=True)

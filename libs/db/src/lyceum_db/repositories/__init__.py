@@ -2,6 +2,7 @@
 
 Methods that act for a caller take its tenant first; another tenant's resource behaves like a missing one."""
 
+from lyceum_db.repositories.completions import CompletionRecord, CompletionRepository
 from lyceum_db.repositories.jobs import JobRecord, JobRepository
 from lyceum_db.repositories.learners import LearnerRecord, LearnerRepository
 from lyceum_db.repositories.registry import AliasEvent, ModelRecord, ModelRepository
@@ -16,6 +17,8 @@ from lyceum_db.repositories.tenants import (
 __all__ = [
     "AliasEvent",
     "ApiKeyRepository",
+    "CompletionRecord",
+    "CompletionRepository",
     "JobRecord",
     "JobRepository",
     "KeyRecord",

@@ -1,5 +1,6 @@
 """Native generation routes: `POST /v1/generate` (stateless; one JSON result, or Server-Sent Events per token
-with `Accept: text/event-stream`) and `GET /v1/sampler/models`, the language models the samplers serve."""
+with `Accept: text/event-stream`), `POST /v1/score` (the log-probabilities of a given completion) and
+`GET /v1/sampler/models`, the language models the samplers serve."""
 
 from __future__ import annotations
 
@@ -12,18 +13,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from lyceum_core.errors import Code, Internal, LyceumError
-from lyceum_fleet.sampler import GenerateSpec, GenerationStep, Token
+from lyceum_fleet.sampler import GenerateSpec, GenerationStep
 from lyceum_gateway import sse
 from lyceum_gateway.deps import Context, Samplers
 from lyceum_gateway.errors import error_body
 from lyceum_gateway.routes import API_PREFIX
 from lyceum_gateway.schemas.common import error_responses
-from lyceum_gateway.schemas.sessions import (
+from lyceum_gateway.schemas.generation import (
     GeneratedToken,
     GenerateRequest,
     GenerateResponse,
     SamplerModelsResponse,
-    TokenOut,
+    ScoreRequest,
+    ScoreResponse,
 )
 
 log = logging.getLogger(__name__)
@@ -57,9 +59,11 @@ STREAM_DOC = (
 async def generate(
     body: GenerateRequest, ctx: Context, samplers: Samplers, request: Request
 ) -> GenerateResponse | StreamingResponse:
-    """Continues `prompt` with `model` (stateless: no session is created): `sample` shaped by the knobs and
-    reproducible by `seed`, `greedy`, or `beam` search; stops at `max_new_tokens`, the end-of-sequence token
-    or a `stop` string. Errors before the first token are plain error responses, streaming or not."""
+    """Continues `prompt` (or the chat `messages`) with `model` or an adapter (stateless: no session is
+    created): `sample` shaped by the knobs and reproducible by `seed`, `greedy`, or `beam` search; stops at
+    `max_new_tokens`, the end-of-sequence token or a `stop` string. Each token comes with its log-probability
+    (and `top_logprobs` alternatives); with `record`, the completion is stored and its `completion_id`
+    answered. Errors before the first token are plain error responses, streaming or not."""
     spec = body.to_domain()
     steps = samplers.spread().generate(ctx, spec)
     try:
@@ -78,17 +82,19 @@ async def generate(
         step: GenerationStep | None = first
         while step is not None:
             if step.token is None:
-                return GenerateResponse(
-                    model=spec.model, text=step.text, finish_reason=step.finish_reason, tokens=tokens
-                )
-            tokens.append(_token(len(tokens), step, step.token))
+                return _end(spec, step, tokens)
+            tokens.append(GeneratedToken.from_domain(len(tokens), step, step.token))
             step = await anext(steps, None)
     raise Internal("the sampler ended the generation without a final message")
 
 
-def _token(index: int, step: GenerationStep, token: Token) -> GeneratedToken:
-    return GeneratedToken(
-        index=index, token=TokenOut.from_domain(token), probability=step.probability, text=step.text
+def _end(spec: GenerateSpec, final: GenerationStep, tokens: list[GeneratedToken] | None) -> GenerateResponse:
+    return GenerateResponse(
+        model=spec.model,
+        text=final.text,
+        finish_reason=final.finish_reason,
+        tokens=tokens,
+        completion_id=final.completion_id,
     )
 
 
@@ -104,10 +110,9 @@ async def _event_stream(
             step: GenerationStep | None = first
             while step is not None:
                 if step.token is None:
-                    end = GenerateResponse(model=spec.model, text=step.text, finish_reason=step.finish_reason)
-                    yield sse.event("end", end.model_dump_json(exclude_none=True))
+                    yield sse.event("end", _end(spec, step, None).model_dump_json(exclude_none=True))
                     return
-                data = _token(index, step, step.token).model_dump_json()
+                data = GeneratedToken.from_domain(index, step, step.token).model_dump_json()
                 yield sse.event("token", data, event_id=str(index))
                 index += 1
                 if await request.is_disconnected():
@@ -119,6 +124,17 @@ async def _event_stream(
     except Exception:  # noqa: BLE001 - the status line is long sent; tell the client, then end the stream
         log.exception("generation stream for model %s failed", spec.model)
         yield sse.event("error", json.dumps(error_body(Code.INTERNAL.value, "internal error")))
+
+
+@router.post("/score", summary="Score a completion", responses=error_responses(400, 404, 422))
+async def score(body: ScoreRequest, ctx: Context, samplers: Samplers) -> ScoreResponse:
+    """The log-probability of each token of a given completion (its text, or the token ids that were
+    sampled) after a context (a prompt, chat messages or token ids), under `model` or an adapter at
+    temperature 1: the tokens, the prompt's and completion's token counts, and their sum."""
+    spec = body.to_domain()
+    # Scoring changes nothing: safe to re-send past a replica that broke mid-call.
+    result = await samplers.any().score(ctx, spec)
+    return ScoreResponse.from_domain(result)
 
 
 @router.get("/sampler/models", summary="List the language models")

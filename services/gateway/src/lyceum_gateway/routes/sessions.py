@@ -52,7 +52,14 @@ async def create_session(
     """Starts a session on a model (404 if the sampler does not serve it), with a prompt if given; 429
     naming `max_sessions` when the tenant has its quota of live sessions."""
     limit = await quotas.max_sessions(ctx.tenant)
-    session = await samplers.any().create_session(ctx, body.model, body.prompt, max_live_sessions=limit)
+    session = await samplers.any().create_session(
+        ctx,
+        body.model,
+        body.prompt,
+        max_live_sessions=limit,
+        adapter=body.adapter or "",
+        gate_signal=body.gate_signal,
+    )
     response.headers["Location"] = f"{router.prefix}/{session.session_id}"
     return SessionOut.from_domain(session)
 

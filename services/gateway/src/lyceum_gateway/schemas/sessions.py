@@ -1,5 +1,5 @@
-"""Bodies of the native `/v1/sessions`, `/v1/generate` and `/v1/sampler/models` API, with their conversions
-from the sampler client's dataclasses.
+"""Bodies of the native `/v1/sessions` API, the token and shaping-knob types the generation bodies share
+(`schemas/generation.py`), and their conversions from the sampler client's dataclasses.
 
 Tokens are shown faithfully: `text` is the decoded text when the token's bytes are valid UTF-8 on their own
 (`is_valid_utf8`), else empty; `bytes` always holds the raw bytes, base64-encoded (RFC 4648 standard alphabet,
@@ -15,9 +15,31 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lyceum_fleet import sampler as clients
 
-MAX_NEW_TOKENS = 4096
+MAX_MODEL_REF_LEN = 256  # `name@alias`, with room
+AdapterRef = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_MODEL_REF_LEN,
+        description="A LoRA adapter of `model`: a registry adapter `name` (its latest version) or "
+        "`name@alias`/`name@version` of your tenant (`model` may name the adapter itself instead)",
+        examples=["tutor-style@production"],
+    ),
+]
+GateSignal = Annotated[
+    float,
+    Field(
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="The gated model's gate signal for every token, in [0, 1]; a model without gates "
+        "answers 400",
+        examples=[0.5],
+    ),
+]
+
+
 MAX_OTHER_TOP_K = 1000
-MAX_STOP_STRINGS = 16
 
 # Shaping knobs, shared by bodies (here) and query strings (the routes); unset = the sampler's default (off).
 Threshold = Annotated[
@@ -120,6 +142,8 @@ class SessionOut(BaseModel):
     text: str = Field(description="Prompt and generated tokens, decoded together")
     context_len: int = Field(description="Tokens in the context (prompt + generated)")
     max_context_len: int = Field(description="The model's context limit")
+    adapter: str | None = Field(None, description="The adapter version it is served with, if any")
+    gate_signal: float | None = Field(None, description="Its gate signal, if one was given")
 
     @classmethod
     def from_domain(cls, session: clients.Session) -> SessionOut:
@@ -132,6 +156,8 @@ class SessionOut(BaseModel):
             text=session.text,
             context_len=session.context_len,
             max_context_len=session.max_context_len,
+            adapter=session.adapter or None,
+            gate_signal=session.gate_signal,
         )
 
 
@@ -147,6 +173,8 @@ class CreateSessionRequest(BaseModel):
         description="A model the sampler serves (see `GET /v1/sampler/models`), or a registry `name@alias`",
     )
     prompt: str | None = Field(None, description="The prompt to start from; set it later if omitted")
+    adapter: AdapterRef | None = None
+    gate_signal: GateSignal | None = None
 
 
 class SetPromptRequest(BaseModel):
@@ -263,101 +291,4 @@ class UndoResponse(BaseModel):
         return cls(
             session=SessionOut.from_domain(result.session),
             removed=HistoryEntryOut.from_domain(result.removed),
-        )
-
-
-class GenerateRequest(SamplingFields):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"model": "tiny-lm", "prompt": "Once upon a time", "max_new_tokens": 32, "seed": 7},
-                {"model": "tiny-lm", "prompt": "The", "strategy": "greedy", "stop": ["."]},
-                {"model": "tiny-lm", "prompt": "The", "strategy": "beam", "num_beams": 3},
-            ]
-        },
-    )
-
-    model: str = Field(min_length=1, max_length=256, description="A model the sampler serves")
-    prompt: str = Field(min_length=1, description="The text to continue")
-    strategy: clients.DecodingStrategy = Field(
-        clients.DecodingStrategy.SAMPLE,
-        description="`sample` (shaped by the knobs), `greedy` (most likely token) or `beam` search",
-    )
-    max_new_tokens: int = Field(64, ge=1, le=MAX_NEW_TOKENS, strict=True)
-    stop: list[Annotated[str, Field(min_length=1)]] = Field(
-        default_factory=list,
-        max_length=MAX_STOP_STRINGS,
-        description="Stop when the continuation contains one of these; the text is cut before it",
-    )
-    seed: Seed | None = None
-    num_beams: int | None = Field(
-        None, ge=2, le=16, strict=True, description="Beams, with `beam` only (the sampler's default is 4)"
-    )
-
-    @model_validator(mode="after")
-    def _beams_only_for_beam(self) -> GenerateRequest:
-        if self.num_beams is not None and self.strategy is not clients.DecodingStrategy.BEAM:
-            raise ValueError("num_beams applies to strategy beam only")
-        return self
-
-    def to_domain(self) -> clients.GenerateSpec:
-        return clients.GenerateSpec(
-            model=self.model,
-            prompt=self.prompt,
-            max_new_tokens=self.max_new_tokens,
-            strategy=self.strategy,
-            params=self.sampling_params(),
-            stop=list(self.stop),
-            seed=self.seed,
-            num_beams=self.num_beams or 0,
-        )
-
-
-class GeneratedToken(BaseModel):
-    """One streamed token (also the data of each `token` event)."""
-
-    index: int = Field(description="0-based position in the continuation")
-    token: TokenOut
-    probability: float = Field(description="Its probability when it was chosen")
-    text: str = Field(
-        description="The continuation so far, less any tail that may still become a stop string"
-    )
-
-
-class GenerateResponse(BaseModel):
-    """A whole generation (also the data of the final `end` event, there without `tokens`)."""
-
-    model: str
-    text: str = Field(description="The whole continuation (the prompt excluded; cut before a stop string)")
-    finish_reason: str = Field(description="`eos`, `stop` or `length`", examples=["length"])
-    tokens: list[GeneratedToken] | None = Field(None, description="Each chosen token, in order")
-
-
-class LanguageModelOut(BaseModel):
-    """A served model; `kind` and the sizes are null until the answering replica has loaded it."""
-
-    name: str = Field(examples=["tiny-lm"])
-    kind: str | None = Field(description="`lyceum-lm` or `hf-causal-lm`", examples=["lyceum-lm"])
-    vocab_size: int | None = Field(examples=[384])
-    max_context_len: int | None = Field(examples=[96])
-    loaded: bool = Field(description="Whether the answering replica has it in memory")
-
-
-class SamplerModelsResponse(BaseModel):
-    models: list[LanguageModelOut]
-
-    @classmethod
-    def from_domain(cls, models: list[clients.LanguageModel]) -> SamplerModelsResponse:
-        return cls(
-            models=[
-                LanguageModelOut(
-                    name=m.name,
-                    kind=m.kind,
-                    vocab_size=m.vocab_size,
-                    max_context_len=m.max_context_len,
-                    loaded=m.loaded,
-                )
-                for m in models
-            ]
         )

@@ -31,16 +31,28 @@ DECODING_STRATEGY_SAMPLE: DecodingStrategy
 DECODING_STRATEGY_BEAM: DecodingStrategy
 
 class SamplingParams(_message.Message):
-    __slots__ = ("temperature", "top_k", "top_p", "repetition_penalty")
+    __slots__ = ("temperature", "top_k", "top_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     REPETITION_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_PENALTY_FIELD_NUMBER: _ClassVar[int]
     temperature: float
     top_k: int
     top_p: float
     repetition_penalty: float
-    def __init__(self, temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., repetition_penalty: _Optional[float] = ...) -> None: ...
+    presence_penalty: float
+    frequency_penalty: float
+    def __init__(self, temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., repetition_penalty: _Optional[float] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ...) -> None: ...
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class TokenInfo(_message.Message):
     __slots__ = ("id", "text", "bytes", "is_valid_utf8")
@@ -101,7 +113,7 @@ class ShownSettings(_message.Message):
     def __init__(self, threshold: _Optional[float] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., shown_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "model", "prompt", "prompt_token_ids", "generated", "text", "context_len", "max_context_len", "created_at", "updated_at", "last_shown")
+    __slots__ = ("session_id", "model", "prompt", "prompt_token_ids", "generated", "text", "context_len", "max_context_len", "created_at", "updated_at", "last_shown", "adapter", "gate_signal")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +125,8 @@ class Session(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_SHOWN_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    GATE_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     model: str
     prompt: str
@@ -124,17 +138,23 @@ class Session(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     last_shown: ShownSettings
-    def __init__(self, session_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., generated: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., text: _Optional[str] = ..., context_len: _Optional[int] = ..., max_context_len: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_shown: _Optional[_Union[ShownSettings, _Mapping]] = ...) -> None: ...
+    adapter: str
+    gate_signal: float
+    def __init__(self, session_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., generated: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., text: _Optional[str] = ..., context_len: _Optional[int] = ..., max_context_len: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_shown: _Optional[_Union[ShownSettings, _Mapping]] = ..., adapter: _Optional[str] = ..., gate_signal: _Optional[float] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("model", "prompt", "max_live_sessions")
+    __slots__ = ("model", "prompt", "max_live_sessions", "adapter", "gate_signal")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MAX_LIVE_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    GATE_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     max_live_sessions: int
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., max_live_sessions: _Optional[int] = ...) -> None: ...
+    adapter: str
+    gate_signal: float
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., max_live_sessions: _Optional[int] = ..., adapter: _Optional[str] = ..., gate_signal: _Optional[float] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -251,7 +271,7 @@ class DeleteSessionResponse(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "prompt", "strategy", "params", "max_new_tokens", "stop", "seed", "num_beams")
+    __slots__ = ("model", "prompt", "strategy", "params", "max_new_tokens", "stop", "seed", "num_beams", "messages", "prompt_token_ids", "adapter", "gate_signal", "top_logprobs", "record", "subject")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +280,13 @@ class GenerateRequest(_message.Message):
     STOP_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     NUM_BEAMS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    GATE_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     strategy: DecodingStrategy
@@ -268,37 +295,94 @@ class GenerateRequest(_message.Message):
     stop: _containers.RepeatedScalarFieldContainer[str]
     seed: int
     num_beams: int
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., strategy: _Optional[_Union[DecodingStrategy, str]] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., max_new_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., num_beams: _Optional[int] = ...) -> None: ...
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    adapter: str
+    gate_signal: float
+    top_logprobs: int
+    record: bool
+    subject: str
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., strategy: _Optional[_Union[DecodingStrategy, str]] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., max_new_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., num_beams: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., adapter: _Optional[str] = ..., gate_signal: _Optional[float] = ..., top_logprobs: _Optional[int] = ..., record: _Optional[bool] = ..., subject: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("token", "probability", "text", "finish_reason")
+    __slots__ = ("token", "probability", "text", "finish_reason", "logprob", "top_logprobs", "prompt_tokens", "completion_tokens", "completion_id", "model")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     token: TokenInfo
     probability: float
     text: str
     finish_reason: str
-    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ..., probability: _Optional[float] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    logprob: float
+    top_logprobs: _containers.RepeatedCompositeFieldContainer[TokenProbability]
+    prompt_tokens: int
+    completion_tokens: int
+    completion_id: str
+    model: str
+    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ..., probability: _Optional[float] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., logprob: _Optional[float] = ..., top_logprobs: _Optional[_Iterable[_Union[TokenProbability, _Mapping]]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., completion_id: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("model", "adapter", "prompt", "messages", "prompt_token_ids", "completion", "completion_token_ids", "gate_signal")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    GATE_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    adapter: str
+    prompt: str
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    completion: str
+    completion_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    gate_signal: float
+    def __init__(self, model: _Optional[str] = ..., adapter: _Optional[str] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., completion: _Optional[str] = ..., completion_token_ids: _Optional[_Iterable[int]] = ..., gate_signal: _Optional[float] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("tokens", "prompt_tokens", "completion_tokens", "sum_logprob", "model")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SUM_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[TokenProbability]
+    prompt_tokens: int
+    completion_tokens: int
+    sum_logprob: float
+    model: str
+    def __init__(self, tokens: _Optional[_Iterable[_Union[TokenProbability, _Mapping]]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., sum_logprob: _Optional[float] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ModelDescription(_message.Message):
-    __slots__ = ("name", "kind", "vocab_size", "max_context_len", "loaded")
+    __slots__ = ("name", "kind", "vocab_size", "max_context_len", "loaded", "base", "gated")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTEXT_LEN_FIELD_NUMBER: _ClassVar[int]
     LOADED_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    GATED_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     vocab_size: int
     max_context_len: int
     loaded: bool
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_context_len: _Optional[int] = ..., loaded: _Optional[bool] = ...) -> None: ...
+    base: str
+    gated: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_context_len: _Optional[int] = ..., loaded: _Optional[bool] = ..., base: _Optional[str] = ..., gated: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -74,6 +74,11 @@ class SamplerServiceStub:
                 request_serializer=lyceum_dot_sampler_dot_v1_dot_sampler__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=lyceum_dot_sampler_dot_v1_dot_sampler__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.Score = channel.unary_unary(
+                '/lyceum.sampler.v1.SamplerService/Score',
+                request_serializer=lyceum_dot_sampler_dot_v1_dot_sampler__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=lyceum_dot_sampler_dot_v1_dot_sampler__pb2.ScoreResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/lyceum.sampler.v1.SamplerService/ListModels',
                 request_serializer=lyceum_dot_sampler_dot_v1_dot_sampler__pb2.ListModelsRequest.SerializeToString,
@@ -140,6 +145,13 @@ class SamplerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Score(self, request, context):
+        """Log-probabilities of a given completion after a prompt (teacher forcing), under a model or an adapter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Lists the models this pod can serve.
         """
@@ -189,6 +201,11 @@ def add_SamplerServiceServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=lyceum_dot_sampler_dot_v1_dot_sampler__pb2.GenerateRequest.FromString,
                     response_serializer=lyceum_dot_sampler_dot_v1_dot_sampler__pb2.GenerateResponse.SerializeToString,
+            ),
+            'Score': grpc.unary_unary_rpc_method_handler(
+                    servicer.Score,
+                    request_deserializer=lyceum_dot_sampler_dot_v1_dot_sampler__pb2.ScoreRequest.FromString,
+                    response_serializer=lyceum_dot_sampler_dot_v1_dot_sampler__pb2.ScoreResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -412,6 +429,33 @@ class SamplerService:
             '/lyceum.sampler.v1.SamplerService/Generate',
             lyceum_dot_sampler_dot_v1_dot_sampler__pb2.GenerateRequest.SerializeToString,
             lyceum_dot_sampler_dot_v1_dot_sampler__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Score(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lyceum.sampler.v1.SamplerService/Score',
+            lyceum_dot_sampler_dot_v1_dot_sampler__pb2.ScoreRequest.SerializeToString,
+            lyceum_dot_sampler_dot_v1_dot_sampler__pb2.ScoreResponse.FromString,
             options,
             channel_credentials,
             insecure,
