@@ -126,8 +126,7 @@ class AdapterPool:
             load_lock = self._load_locks.setdefault(slot_key, threading.Lock())
         with load_lock:
             with self._lock:
-                if (slot := self._slots.get(slot_key)) is None:
-                    slot = None
+                slot = self._slots.get(slot_key)  # loaded by another request meanwhile?
             if slot is None:
                 slot = self._load(loaded, adapter)
             with self._lock:

@@ -17,6 +17,7 @@ from lyceum_core.errors import InvalidArgument
 from lyceum_ml import chat
 from lyceum_ml.causal_lm import CausalLM, Feed
 from lyceum_ml.engine import Finish, GenStep, Request, Stream, TokenEvent, beam_search, engine_forward
+from lyceum_ml.engine.choose import log_prob
 from lyceum_ml.engine.request import MAX_TOP_LOGPROBS
 from lyceum_ml.sampling import SamplingParams
 from lyceum_sampler.batching import Engines
@@ -94,7 +95,7 @@ class Generation:
         while (step := await run_sync(next, self.steps, None)) is not None:
             if step.token_id is not None:
                 ids.append(step.token_id)
-                logprobs.append(_log(step.probability))
+                logprobs.append(log_prob(step.probability))
                 yield GenEvent(
                     self.tokens(step.token_id), step.probability, step.text_so_far, "", logprobs[-1]
                 )
@@ -291,7 +292,3 @@ def check_token_ids(lm: CausalLM, ids: Sequence[int], field: str, limits: Limits
         raise InvalidArgument(f"{field} holds {len(ids)} tokens; the limit is {limit}", field=field)
     if any(not 0 <= i < lm.vocab_size for i in ids):
         raise InvalidArgument(f"{field} must be token ids in [0, {lm.vocab_size})", field=field)
-
-
-def _log(p: float) -> float:
-    return math.log(p) if p > 0 else -math.inf

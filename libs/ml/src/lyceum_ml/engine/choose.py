@@ -43,9 +43,10 @@ def choose(
     p = float(probs[token])
     top: tuple[tuple[int, float], ...] = ()
     if request.top_logprobs:
-        top = tuple((i, _log(q)) for i, q in sampling.top(probs, request.top_logprobs))
-    return token, _log(p), p, top
+        top = tuple((i, log_prob(q)) for i, q in sampling.top(probs, request.top_logprobs))
+    return token, log_prob(p), p, top
 
 
-def _log(p: float) -> float:
+def log_prob(p: float) -> float:
+    """log(p), -inf for 0 (a token the hook chose outside the distribution)."""
     return math.log(p) if p > 0 else -math.inf
