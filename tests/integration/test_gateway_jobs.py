@@ -112,7 +112,7 @@ def test_idempotency_keys_in_header_and_body_must_agree(jobs_gateway: JobsGatewa
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"kind": "sft", "config": DFM_CONFIG}, "kind"),
+        ({"kind": "rlhf", "config": DFM_CONFIG}, "kind"),
         ({"kind": "dfm_pretrain"}, "config"),
         ({"kind": "dfm_pretrain", "config": {"train": {"steps": 10}}}, "config.dataset"),
         ({"kind": "dfm_pretrain", "config": {**DFM_CONFIG, "train": {"lr": 0}}}, "config.train.lr"),
@@ -189,7 +189,7 @@ def test_an_exactly_full_last_page_has_no_cursor(jobs_gateway: JobsGateway) -> N
     [
         ({"before": "nope"}, 400, "before"),
         ({"state": "sleeping"}, 422, "state"),
-        ({"kind": "sft"}, 422, "kind"),
+        ({"kind": "rlhf"}, 422, "kind"),
         ({"limit": 0}, 422, "limit"),
         ({"limit": 201}, 422, "limit"),
     ],
@@ -353,7 +353,7 @@ def test_openapi_documents_jobs_and_models(jobs_gateway: JobsGateway) -> None:
     assert submit_op["tags"] == ["jobs"]
     assert {"201", "200", "409", "422"} <= set(submit_op["responses"])
     request = schema["components"]["schemas"]["SubmitJobRequest"]
-    assert request["properties"]["kind"]["enum"] == ["dfm_pretrain", "lm_pretrain"]
+    assert request["properties"]["kind"]["enum"] == ["dfm_pretrain", "lm_pretrain", "sft"]
     assert request["examples"]
     stream = schema["paths"]["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
     assert "text/event-stream" in stream

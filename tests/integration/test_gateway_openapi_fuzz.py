@@ -61,6 +61,7 @@ def fuzz_stack(
                 sampler_addresses=[sampler.address],
                 database_url=database_url,
                 broker_url=f"filesystem://{folder / 'broker'}",
+                registry_url=str(folder / "registry"),
                 api_keys=[TENANT_KEY],
                 admin_keys=[ADMIN_KEY],
             )

@@ -4,28 +4,19 @@ SIGKILL the worker holding a job -> another worker resumes it from its checkpoin
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-import redis
-import sqlalchemy as sa
+from fixtures.trainer import TENANT, Workers, wait_for
 
 from lyceum_db.engine import create_engine
 from lyceum_db.models.job import JobState
-from lyceum_db.repositories.jobs import JobRecord, JobRepository
+from lyceum_db.repositories.jobs import JobRepository
 from lyceum_db.repositories.registry import ModelRepository
 from lyceum_jobs.queue import enqueue, make_celery
 from lyceum_jobs.submit import submit
 
 pytestmark = pytest.mark.integration
-REDIS_URL = os.environ.get("LYCEUM_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
-TENANT = "acme"  # the jobs' tenant: what they train is its own
 
 
 def dfm_config(steps: int, checkpoint_every: int = 10) -> dict:
@@ -36,97 +27,6 @@ def dfm_config(steps: int, checkpoint_every: int = 10) -> dict:
         "run": {"checkpoint_every": checkpoint_every, "log_every": 5},
         "register_as": "dfm-test",
     }
-
-
-class Workers:
-    """Starts and stops trainer worker processes sharing one database, broker and registry."""
-
-    def __init__(self, tmp: Path, database_url: str) -> None:
-        self.tmp, self.database_url = tmp, database_url
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str) -> subprocess.Popen:
-        env = {
-            **os.environ,
-            "LYCEUM_TRAINER_DATABASE_URL": self.database_url,
-            "LYCEUM_TRAINER_BROKER_URL": REDIS_URL,
-            "LYCEUM_TRAINER_REGISTRY_URL": str(self.tmp / "registry"),
-            "LYCEUM_TRAINER_WORK_DIR": str(self.tmp / f"work-{name}"),
-            "LYCEUM_TRAINER_WORKER_NAME": name,
-            "LYCEUM_TRAINER_LEASE_S": "3",
-            "LYCEUM_TRAINER_HEARTBEAT_S": "0.3",
-            "LYCEUM_TRAINER_RECONCILE_EVERY_S": "0.5",
-            "LYCEUM_TRAINER_QUEUED_GRACE_S": "2",
-            "LYCEUM_TRAINER_METRICS_PORT": "0",
-            "LYCEUM_TRAINER_TORCH_THREADS": "1",
-            "LYCEUM_TRAINER_MIGRATE_ON_START": "false",
-        }
-        log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lyceum_trainer", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        self.procs[name] = proc
-        return proc
-
-    def kill(self, name: str) -> None:
-        self.procs[name].send_signal(signal.SIGKILL)
-        self.procs[name].wait(timeout=10)
-
-    def log(self, name: str) -> str:
-        return (self.tmp / f"{name}.log").read_text()
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGQUIT)  # cold shutdown: don't wait for a running slice
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-@pytest.fixture
-def broker() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
-
-
-@pytest.fixture
-def db(postgres_url: str) -> str:
-    engine = create_engine(postgres_url)
-    with engine.begin() as conn:  # a clean job table and registry for each test
-        conn.execute(sa.text("TRUNCATE jobs, job_metrics, model_versions, model_aliases, model_alias_events"))
-    engine.dispose()
-    return postgres_url
-
-
-@pytest.fixture
-def workers(tmp_path: Path, db: str, broker: str) -> Iterator[Workers]:
-    w = Workers(tmp_path, db)
-    yield w
-    w.stop_all()
-
-
-def wait_for(
-    jobs: JobRepository,
-    job_id: str,
-    ok: Callable[[JobRecord], bool],
-    timeout: float,
-    what: str,
-    workers: Workers,
-) -> JobRecord:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = jobs.get(TENANT, job_id)
-        assert job is not None
-        if ok(job):
-            return job
-        time.sleep(0.2)
-    logs = "\n".join(f"--- {n}\n{workers.log(n)[-3000:]}" for n in workers.procs)
-    pytest.fail(f"timed out waiting for {what}; job: {jobs.get(TENANT, job_id)}\n{logs}")
 
 
 def test_submit_runs_to_success_and_registers_the_model(workers: Workers, db: str, broker: str) -> None:
@@ -141,7 +41,8 @@ def test_submit_runs_to_success_and_registers_the_model(workers: Workers, db: st
     assert done.progress["step"] == done.progress["total"] == 20
     assert 0.5 < done.metrics["auc"] <= 1 and "test_auc" in done.metrics
     registered = models.resolve(TENANT, "dfm-test", "latest")
-    assert done.result["model"] == {"name": "dfm-test", "version": registered.version, "uri": registered.uri}
+    expected = {"name": "dfm-test", "version": registered.version, "kind": "dfm", "uri": registered.uri}
+    assert done.result["model"] == expected and done.result["models"] == [expected]
     assert registered.job_id == job.job_id and registered.metrics["auc"] == done.metrics["auc"]
     steps = [step for step, _, _ in jobs.metrics_history(TENANT, job.job_id)]
     assert steps == sorted(steps) and steps[-1] == 20

@@ -13,10 +13,11 @@ import torch
 from fixtures.data import require_shared
 from tokenizers import Tokenizer
 
+from lyceum_ml.distributed import autocast_dtype
 from lyceum_ml.lm import DynamicGate, LMConfig, TransformerLM
 from lyceum_ml.lm.checkpoint import load_lm, save_lm
 from lyceum_ml.lm.data import split_documents, tokenize_documents, train_val_split
-from lyceum_ml.lm.train import LMTrainConfig, LMTrainer, autocast_dtype
+from lyceum_ml.lm.train import LMTrainConfig, LMTrainer
 from lyceum_ml.tokenization import train_bpe
 from lyceum_ml.training import ResumableTrainer
 

@@ -6,7 +6,7 @@ wins over the chart's defaults (log level, device, ...).
 
 {{- define "lyceum.gateway.configData" -}}
 {{- $v := .Values }}
-{{- $owned := dict "host" "0.0.0.0" "port" $v.gateway.port "predictor_addresses" (include "lyceum.predictorAddresses" .) "migrate_on_start" (include "lyceum.migrateOnStart" .) }}
+{{- $owned := dict "host" "0.0.0.0" "port" $v.gateway.port "predictor_addresses" (include "lyceum.predictorAddresses" .) "migrate_on_start" (include "lyceum.migrateOnStart" .) "registry_url" (include "lyceum.registryUrl" .) }}
 {{- if $v.sampler.enabled }}
 {{- $_ := set $owned "sampler_addresses" (include "lyceum.samplerAddresses" .) }}
 {{- end }}

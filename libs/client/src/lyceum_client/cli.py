@@ -1,7 +1,8 @@
-"""The `lyceum` command: submit, list, show, follow, cancel and resume training jobs, and list models and move
-their aliases, against a Lyceum gateway (`--url`, env LYCEUM_URL; `--api-key`, env LYCEUM_API_KEY); and, with
-an admin key (`--admin-key`, env LYCEUM_ADMIN_KEY), create and list tenants and create, list and revoke their
-API keys. A new key is printed once, alone on the last line of stdout.
+"""The `lyceum` command: submit, list, show, follow, cancel and resume training jobs, upload, list, show and
+delete datasets, and list models and move their aliases, against a Lyceum gateway (`--url`, env LYCEUM_URL;
+`--api-key`, env LYCEUM_API_KEY); and, with an admin key (`--admin-key`, env LYCEUM_ADMIN_KEY), create and
+list tenants and create, list and revoke their API keys. A new key is printed once, alone on the last line of
+stdout.
 
 Exit status: 0 on success; 1 when the gateway refuses or cannot be reached, or when a followed job ends
 failed or cancelled; 2 for usage errors.
@@ -25,6 +26,9 @@ from lyceum_client.client import DEFAULT_URL, LyceumClient, LyceumClientError
 from lyceum_client.follow import follow
 from lyceum_client.render import (
     FollowDisplay,
+    UploadDisplay,
+    dataset_summary,
+    datasets_table,
     job_summary,
     jobs_table,
     keys_table,
@@ -84,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print the gateway's JSON instead of a summary")
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{jobs,models,tenants,keys}")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{jobs,datasets,models,tenants,keys}")
 
     jobs = groups.add_parser("jobs", help="training jobs").add_subparsers(dest="command", required=True)
     p = jobs.add_parser("submit", parents=[output], help="submit a job")
@@ -118,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     _follow_options(p, "then follow it to its end")
     p.set_defaults(handler=resume_job)
 
+    _dataset_commands(groups, output)
+
     models = groups.add_parser("models", help="the model registry").add_subparsers(
         dest="command", required=True
     )
@@ -135,6 +141,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=rollback_alias)
     _admin_commands(groups, output)
     return parser
+
+
+def _dataset_commands(groups: Any, output: argparse.ArgumentParser) -> None:
+    datasets = groups.add_parser("datasets", help="uploaded datasets").add_subparsers(
+        dest="command", required=True
+    )
+    p = datasets.add_parser("upload", parents=[output], help="upload a file, with a progress bar")
+    p.add_argument("file", type=Path, help="JSON (an array), JSONL, CSV or plain text")
+    p.add_argument(
+        "--format",
+        required=True,
+        help="alpaca, chat, completion or text (rows), or kt3, pykt, jsonl (DFM learner histories)",
+    )
+    p.add_argument("--name", help="a label (default: the file's name)")
+    p.add_argument("--dedupe", action="store_true", help="drop exact duplicate rows")
+    p.add_argument(
+        "--scrub-pii", action="store_true", help="replace e-mails, phones, cards and IPs by placeholders"
+    )
+    p.add_argument("--min-length", type=int, help="drop rows of fewer characters")
+    p.add_argument("--max-length", type=int, help="drop rows of more characters")
+    p.add_argument("--tokenizer", help="count tokens with this language model's tokenizer (name@alias)")
+    p.set_defaults(handler=upload_dataset)
+    p = datasets.add_parser("list", parents=[output], help="list datasets, newest first")
+    p.set_defaults(handler=list_datasets)
+    p = datasets.add_parser("show", parents=[output], help="show a dataset and its statistics")
+    p.add_argument("dataset_id")
+    p.set_defaults(handler=show_dataset)
+    p = datasets.add_parser("delete", help="delete a dataset")
+    p.add_argument("dataset_id")
+    p.set_defaults(handler=delete_dataset)
 
 
 def _admin_commands(groups: Any, output: argparse.ArgumentParser) -> None:
@@ -232,6 +268,56 @@ def _follow(client: LyceumClient, job_id: str, args: argparse.Namespace, out: Co
         job = follow(client, job_id, display, poll=args.poll)
     out.print(job_summary(job))
     return 0 if job["state"] == "succeeded" else 1
+
+
+# --- datasets -----------------------------------------------------------------------------------------------
+
+
+def upload_dataset(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    try:
+        total = args.file.stat().st_size
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    options = {
+        "name": args.name,
+        "dedupe": args.dedupe,
+        "scrub_pii": args.scrub_pii,
+        "min_length": args.min_length,
+        "max_length": args.max_length,
+        "tokenizer": args.tokenizer,
+    }
+    if args.json:  # stdout stays machine-readable: no bar
+        dataset = client.upload_dataset(args.file, args.format, **options)
+    else:
+        with UploadDisplay(out, args.file.name, total) as display:
+            dataset = client.upload_dataset(args.file, args.format, on_progress=display.sent, **options)
+    _show(out, args, dataset, dataset_summary(dataset))
+    return 0
+
+
+def list_datasets(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    datasets = client.list_datasets()
+    if args.json:
+        _print_json({"datasets": datasets})
+    else:
+        out.print(datasets_table(datasets) if datasets else "no datasets")
+    return 0
+
+
+def show_dataset(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    dataset = client.get_dataset(args.dataset_id)
+    if args.json:
+        _print_json(dataset)
+    else:
+        out.print(dataset_summary(dataset))
+        out.print_json(data={"stats": dataset["stats"], "cleaning": dataset["cleaning"]})
+    return 0
+
+
+def delete_dataset(client: LyceumClient, args: argparse.Namespace, out: Console) -> int:
+    client.delete_dataset(args.dataset_id)
+    out.print(escape(f"dataset {args.dataset_id} deleted"))
+    return 0
 
 
 # --- models -------------------------------------------------------------------------------------------------

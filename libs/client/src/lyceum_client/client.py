@@ -1,14 +1,16 @@
-"""`LyceumClient`: a synchronous httpx client for the gateway's `/v1` jobs and models API and its admin routes
-(tenants and keys). Responses are the gateway's JSON documents as dicts; every failure is a
+"""`LyceumClient`: a synchronous httpx client for the gateway's `/v1` jobs, datasets and models API and its
+admin routes (tenants and keys). Responses are the gateway's JSON documents as dicts; every failure is a
 `LyceumClientError` carrying the gateway's error."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 from urllib.parse import quote
 
 import httpx
@@ -16,6 +18,8 @@ import httpx
 DEFAULT_URL = "http://127.0.0.1:8000"
 # An event stream sends a keep-alive comment at least every 15 s; a longer silence means it is gone.
 STREAM_READ_TIMEOUT_S = 60.0
+# The gateway answers an upload after checking, cleaning and storing every row: allow it time.
+UPLOAD_READ_TIMEOUT_S = 600.0
 
 
 class LyceumClientError(Exception):
@@ -157,6 +161,49 @@ class LyceumClient:
         """Queues a cancelled or failed job again; it continues from its last checkpoint."""
         return self._call("POST", f"/v1/jobs/{_seg(job_id)}/resume")
 
+    # --- datasets -------------------------------------------------------------------------------------------
+
+    def upload_dataset(
+        self,
+        path: str | os.PathLike[str],
+        format: str,
+        *,
+        name: str | None = None,
+        dedupe: bool = False,
+        scrub_pii: bool = False,
+        min_length: int | None = None,
+        max_length: int | None = None,
+        tokenizer: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Uploads the file at `path` as a dataset of `format`, streamed from disk; `on_progress(sent)` is
+        called with the bytes of the file sent so far. Returns the dataset with its statistics."""
+        fields = _params(
+            format=format,
+            name=name,
+            dedupe="true" if dedupe else None,
+            scrub_pii="true" if scrub_pii else None,
+            min_length=min_length,
+            max_length=max_length,
+            tokenizer=tokenizer,
+        )
+        timeout = httpx.Timeout(self._http.timeout.connect, read=UPLOAD_READ_TIMEOUT_S)
+        with open(path, "rb") as f:
+            data: BinaryIO = f if on_progress is None else _ProgressReader(f, on_progress)  # type: ignore[assignment]
+            files = {"file": (Path(path).name, data)}
+            return self._call("POST", "/v1/datasets", data=fields, files=files, timeout=timeout)
+
+    def list_datasets(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The tenant's datasets, newest first."""
+        return self._call("GET", "/v1/datasets", params=_params(limit=limit))["datasets"]
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/datasets/{_seg(dataset_id)}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Deletes the dataset and its stored data."""
+        self._call("DELETE", f"/v1/datasets/{_seg(dataset_id)}")
+
     # --- models ---------------------------------------------------------------------------------------------
 
     def list_models(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -218,7 +265,30 @@ class LyceumClient:
             raise _unreachable(self.base_url, exc) from exc
         if response.is_error:
             raise _error(response)
-        return response.json()
+        return response.json() if response.content else None
+
+
+class _ProgressReader:
+    """A binary file that reports its position after every read (a multipart body reads its file in chunks),
+    keeping `fileno` so that the body's length is known up front."""
+
+    def __init__(self, file: BinaryIO, report: Callable[[int], None]) -> None:
+        self._file = file
+        self._report = report
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._file.read(size)
+        self._report(self._file.tell())
+        return chunk
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
 
 
 def parse_events(lines: Iterable[str]) -> Iterator[ServerEvent]:

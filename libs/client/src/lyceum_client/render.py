@@ -1,5 +1,5 @@
-"""How the `lyceum` command shows things: tables of jobs and model versions, one-line summaries, and the live
-progress bar of a followed job (step/total, throughput, ETA, loss)."""
+"""How the `lyceum` command shows things: tables of jobs, datasets and model versions, one-line summaries, the
+live progress bar of a followed job (step/total, throughput, ETA, loss) and that of an upload (bytes sent)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ from typing import Any, Self
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 STATE_STYLES = {
@@ -74,6 +83,52 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
             when(job["created_at"]),
         )
     return table
+
+
+def size(n: int | None) -> str:
+    """Bytes in decimal units: `913.4 kB`."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+def datasets_table(datasets: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold")
+    table.add_column("DATASET", no_wrap=True, min_width=35)  # whole ids, to paste into job configs
+    for column in ("NAME", "FORMAT", "ROWS", "SIZE", "TOKENS", "CREATED"):
+        table.add_column(column, no_wrap=True)
+    for dataset in datasets:
+        cells = [
+            dataset["dataset_id"],
+            dataset["name"],
+            dataset["format"],
+            str(dataset["rows"]),
+            size(dataset["size_bytes"]),
+            number((dataset.get("stats") or {}).get("tokens")),
+            when(dataset["created_at"]),
+        ]
+        table.add_row(*(escape(cell) for cell in cells))
+    return table
+
+
+def dataset_summary(dataset: dict[str, Any]) -> str:
+    """`dataset <id> (<format>, <rows> rows, <size>): <name>`, and what cleaning removed, if it ran."""
+    text = (
+        f"dataset {dataset['dataset_id']} ({dataset['format']}, {dataset['rows']} rows, "
+        f"{size(dataset['size_bytes'])}): {dataset['name']}"
+    )
+    cleaning = dataset.get("cleaning") or {}
+    if cleaning:
+        removed = cleaning["rows_in"] - cleaning["rows_out"]
+        text += f"; cleaning removed {removed} of {cleaning['rows_in']} rows"
+        if cleaning.get("pii_rows_changed"):
+            text += f", scrubbed PII in {cleaning['pii_rows_changed']}"
+    return escape(text)
 
 
 def models_table(models: list[dict[str, Any]]) -> Table:
@@ -195,3 +250,36 @@ class FollowDisplay:
         if evaluation:
             shown = "  ".join(f"{k}={number(v)}" for k, v in sorted(evaluation.items()))
             self._progress.console.print(escape(f"step {point['step']}: {shown}"))
+
+
+class UploadDisplay:
+    """A rich progress bar of one file's upload: bytes sent of the total, speed, time left."""
+
+    def __init__(self, console: Console, name: str, total: int) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._name = name
+        self._total = total
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> Self:
+        self._progress.start()
+        self._task = self._progress.add_task(self._name, total=self._total)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+    def sent(self, sent: int) -> None:
+        """The bytes of the file sent so far."""
+        assert self._task is not None
+        self._progress.update(self._task, completed=sent)

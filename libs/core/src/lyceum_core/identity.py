@@ -47,6 +47,11 @@ COMPLETION_ID_LEN = len(COMPLETION_ID_PREFIX) + 32  # cmpl- and 32 hex digits
 COMPLETION_ID_PATTERN = r"^cmpl-[0-9a-f]{32}$"
 COMPLETION_ID_RULE = "cmpl- followed by 32 lowercase hex digits"
 
+DATASET_ID_PREFIX = "ds-"
+DATASET_ID_LEN = len(DATASET_ID_PREFIX) + 32  # ds- and 32 hex digits
+DATASET_ID_PATTERN = r"^ds-[0-9a-f]{32}$"
+DATASET_ID_RULE = "ds- followed by 32 lowercase hex digits"
+
 REQUEST_ID_MAX_LEN = 64
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
@@ -59,6 +64,7 @@ _ALIAS = re.compile(ALIAS_PATTERN)
 _MODEL_REF = re.compile(MODEL_REF_PATTERN)
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 _COMPLETION_ID = re.compile(COMPLETION_ID_PATTERN)
+_DATASET_ID = re.compile(DATASET_ID_PATTERN)
 
 
 def _check(value: object, pattern: re.Pattern[str], rule: str, field: str) -> str:
@@ -104,6 +110,15 @@ def check_completion_id(value: object, field: str = "completion_id") -> str:
     return _check(value, _COMPLETION_ID, COMPLETION_ID_RULE, field)
 
 
+def new_dataset_id() -> str:
+    """A fresh id for an uploaded dataset."""
+    return DATASET_ID_PREFIX + uuid.uuid4().hex
+
+
+def check_dataset_id(value: object, field: str = "dataset_id") -> str:
+    return _check(value, _DATASET_ID, DATASET_ID_RULE, field)
+
+
 def is_request_id(value: str) -> bool:
     """A client-supplied request id is kept only if it is short and plain (it ends up in logs)."""
     return bool(_REQUEST_ID.fullmatch(value))
@@ -130,3 +145,9 @@ class ModelRef:
 
     def __str__(self) -> str:
         return f"{self.name}@{self.ref}"
+
+
+def model_key(owner: str, name: str, version: int) -> str:
+    """One registry version, pinned: `owner/name@version` (`acme/story-lm@3`): the sampler's pool key, and
+    what an adapter's metadata names as its `base`."""
+    return f"{owner}/{name}@{version}"

@@ -85,6 +85,16 @@ class ArtifactStore:
         self._fs.get(remote, [str(file) for file in local])
         return dest
 
+    def read_bytes(self, uri: str, relpath: str) -> bytes:
+        """The bytes of one file of the artifact at `uri` (`relpath` inside it, e.g. `tokenizer.json`),
+        without fetching the rest. NotFound if the artifact has no such file."""
+        path = f"{self._uri_path(uri).rstrip('/')}/{_relpath(relpath)}"
+        try:
+            with self._fs.open(path, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFound(f"no file {relpath!r} in the artifact at {uri}", field="uri") from None
+
     def exists(self, uri: str) -> bool:
         """True if an artifact is stored at `uri`."""
         return bool(self._fs.exists(self._uri_path(uri)))
@@ -130,6 +140,17 @@ class ArtifactStore:
 def _normpath(path: str) -> str:
     # normpath resolves '..' before the root check; it would turn the empty root of `memory://` into '.'.
     return posixpath.normpath(path) if path else path
+
+
+def _relpath(relpath: str) -> str:
+    """`relpath` if it names a file inside an artifact (no '.', '..', '\\' or empty segments)."""
+    parts = relpath.split("/")
+    if not relpath or any(part in ("", ".", "..") for part in parts) or "\\" in relpath:
+        raise InvalidArgument(
+            f"{relpath!r} must be a relative path of non-empty segments without '.', '..' or '\\'",
+            field="relpath",
+        )
+    return relpath
 
 
 def _put_local(source: Path, target: Path) -> None:

@@ -8,17 +8,73 @@ default drifts. They are not imported here because the gateway, which validates 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lyceum_core.identity import MODEL_NAME_PATTERN
+from lyceum_core.identity import DATASET_ID_PATTERN, MODEL_NAME_PATTERN, MODEL_REF_PATTERN
+from lyceum_core.lora import DEFAULT_ALPHA, DEFAULT_DROPOUT, DEFAULT_R, MAX_R
 
 RegistryName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
+ModelRefText = Annotated[str, Field(pattern=MODEL_REF_PATTERN, description="name@alias or name@version")]
+MAX_PROCESSES = 64
+C = TypeVar("C", bound=BaseModel)
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class DatasetRef(Strict):
+    """An uploaded dataset of the job's tenant (`POST /v1/datasets`), in place of a path on the worker."""
+
+    id: str = Field(pattern=DATASET_ID_PATTERN, description="the dataset's id, ds-...")
+
+
+FilePath = Annotated[str, Field(min_length=1, max_length=4096)]
+# Wherever a job reads a file: a path on the worker's disk, or an uploaded dataset of the tenant.
+Source = FilePath | DatasetRef
+
+
+def referenced_datasets(config: BaseModel) -> list[str]:
+    """The ids of every uploaded dataset a parsed config reads, in order, each once."""
+    found: dict[str, None] = {}
+
+    def walk(value: object) -> None:
+        if isinstance(value, DatasetRef):
+            found[value.id] = None
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk(config)
+    return list(found)
+
+
+def referenced_models(config: BaseModel) -> list[tuple[str, str, str]]:
+    """(field, name@ref, registry kind) of every registered model a parsed config starts from."""
+    references = getattr(config, "model_references", None)
+    return references() if callable(references) else []
+
+
+def with_local_paths(config: C, paths: dict[str, str]) -> C:
+    """The config with every DatasetRef replaced by the local path `paths` maps its id to (the worker's
+    copy of the dataset); KeyError for an id missing from `paths`."""
+
+    def swap(value: object) -> object:
+        if isinstance(value, DatasetRef):
+            return paths[value.id]
+        if isinstance(value, BaseModel):
+            changes = {name: swap(getattr(value, name)) for name in type(value).model_fields}
+            return value.model_copy(update=changes)
+        if isinstance(value, list):
+            return [swap(item) for item in value]
+        return value
+
+    return swap(config)  # type: ignore[return-value]
 
 
 class RunSettings(Strict):
@@ -27,14 +83,21 @@ class RunSettings(Strict):
     checkpoint_every: int = Field(200, ge=1, le=10_000_000, description="steps between checkpoints")
     eval_every: int = Field(0, ge=0, le=10_000_000, description="steps between evaluations (0 = at the end)")
     log_every: int = Field(10, ge=1, le=1_000_000, description="steps between recorded training metrics")
+    processes: int = Field(
+        1,
+        ge=1,
+        le=MAX_PROCESSES,
+        description="training processes (ranks): >1 launches the job under torchrun, DDP over NCCL on GPUs "
+        "and gloo on CPUs",
+    )
 
 
 # --- DFM pretraining --------------------------------------------------------------------------------------
 class DFMDataset(Strict):
     format: Literal["kt3", "pykt", "jsonl", "simulated"]
-    train_path: str | None = Field(None, min_length=1, max_length=4096)
-    valid_path: str | None = Field(None, min_length=1, max_length=4096)
-    test_path: str | None = Field(None, min_length=1, max_length=4096)
+    train_path: Source | None = None
+    valid_path: Source | None = None
+    test_path: Source | None = None
     valid_fraction: float = Field(0.1, gt=0.0, le=0.5)
     valid_fold: int | None = Field(None, ge=0, le=100, description="pyKT fold held out for validation")
     seed: int = Field(0, ge=0)
@@ -92,12 +155,14 @@ class DFMPretrainConfig(Strict):
             raise ValueError(
                 f"train.window={self.train.window} does not fit model.max_len={self.model.max_len}"
             )
+        if self.run.processes > 1:
+            raise ValueError("run.processes: DFM pretraining runs in one process")
         return self
 
 
 # --- LM pretraining ---------------------------------------------------------------------------------------
 class LMCorpus(Strict):
-    paths: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(min_length=1, max_length=1000)
+    paths: list[Source] = Field(min_length=1, max_length=1000)
     separator: Literal["auto", "eot", "blank_lines"] = "auto"
     val_fraction: float = Field(0.05, gt=0.0, le=0.5)
 
@@ -160,4 +225,101 @@ class LMPretrainConfig(Strict):
     def _seq(self) -> LMPretrainConfig:
         if self.train.seq_len > self.model.max_seq_len:
             raise ValueError(f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len")
+        return self
+
+
+# --- supervised fine-tuning -------------------------------------------------------------------------------
+class SFTBase(Strict):
+    """The model to fine-tune: a registered language model, or a local Hugging Face model directory."""
+
+    model: ModelRefText | None = Field(None, description="a registered language model, name@alias")
+    path: FilePath | None = Field(None, description="a Hugging Face model directory on the worker")
+    gguf_file: str | None = Field(
+        None, min_length=1, max_length=255, description="a GGUF file inside `path`, loaded dequantised"
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> SFTBase:
+        if (self.model is None) == (self.path is None):
+            raise ValueError("give exactly one of model (name@alias) and path")
+        if self.gguf_file is not None and self.path is None:
+            raise ValueError("gguf_file needs path")
+        return self
+
+
+class SFTData(Strict):
+    format: Literal["alpaca", "chat", "completion"] = Field(
+        description="alpaca: instruction, input?, output; chat: messages; completion: prompt, completion"
+    )
+    train: Source = Field(description="JSON/JSONL rows of the format")
+    valid: Source | None = Field(None, description="held-out rows; else val_fraction of train")
+    val_fraction: float = Field(0.05, ge=0.0, le=0.5)
+    template: Literal["auto", "alpaca", "chatml", "llama2", "tokenizer"] = Field(
+        "auto",
+        description="how rows become text: auto = the tokenizer's chat template when it has one, else chatml "
+        "(alpaca rows: the alpaca template); completion rows are prompt + completion as they are",
+    )
+    max_seq_length: int = Field(1024, ge=8, le=131_072, description="tokens per example (or packed row)")
+    packing: bool = Field(False, description="pack examples into rows; no example attends to another")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _template(self) -> SFTData:
+        if self.format == "completion" and self.template not in ("auto",):
+            raise ValueError("template: completion rows are used as they are; leave template 'auto'")
+        return self
+
+
+class LoRASettings(Strict):
+    r: int = Field(DEFAULT_R, ge=1, le=MAX_R)
+    alpha: float = Field(DEFAULT_ALPHA, gt=0, le=65_536)
+    dropout: float = Field(DEFAULT_DROPOUT, ge=0.0, lt=1.0)
+    target_modules: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,128}$")]] | None = Field(
+        None, min_length=1, max_length=64, description="default: by architecture (lyceum_jobs.lora)"
+    )
+
+
+class SFTTrain(Strict):
+    method: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="qlora: LoRA over the base quantised to 4-bit NF4 (bitsandbytes)"
+    )
+    epochs: int = Field(1, ge=1, le=1000)
+    max_steps: int = Field(0, ge=0, le=100_000_000, description="optimizer steps; 0 = what epochs make")
+    batch_size: int = Field(4, ge=1, le=4096, description="examples per micro-batch per process")
+    grad_accum: int = Field(1, ge=1, le=1024)
+    lr: float = Field(2e-4, gt=0.0, le=1.0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0.0, le=1.0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    grad_clip: float = Field(1.0, ge=0.0, description="max global grad norm; 0 = off")
+    eval_batches: int = Field(16, ge=1, le=100_000, description="validation micro-batches (at most)")
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    seed: int = Field(0, ge=0)
+
+
+class SFTConfig(Strict):
+    base: SFTBase
+    data: SFTData
+    lora: LoRASettings = LoRASettings()
+    train: SFTTrain = SFTTrain()
+    run: RunSettings = RunSettings()
+    init_adapter: ModelRefText | None = Field(
+        None, description="continue an adapter of this base (e.g. an empty one from POST /v1/adapters)"
+    )
+    register_as: RegistryName = Field("sft", description="the adapter's name (the model's, for method full)")
+    merged_as: RegistryName | None = Field(
+        None, description="also register the base with the adapter merged in, as a full model of this name"
+    )
+
+    def model_references(self) -> list[tuple[str, str, str]]:
+        refs = [("config.base.model", self.base.model, "lm")] if self.base.model else []
+        if self.init_adapter:
+            refs.append(("config.init_adapter", self.init_adapter, "adapter"))
+        return refs
+
+    @model_validator(mode="after")
+    def _method(self) -> SFTConfig:
+        if self.train.method == "full" and (self.init_adapter or self.merged_as):
+            raise ValueError("train.method 'full' trains no adapter: init_adapter and merged_as do not apply")
         return self

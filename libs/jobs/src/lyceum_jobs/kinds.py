@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from lyceum_core.errors import InvalidArgument
-from lyceum_jobs.configs import DFMPretrainConfig, LMPretrainConfig
+from lyceum_jobs.configs import DFMPretrainConfig, LMPretrainConfig, SFTConfig
 
 QUEUES = ("gpu", "cpu")
 
@@ -42,6 +42,14 @@ KINDS: dict[str, JobKind] = {
             "gpu",
             "pretrain the gated TransformerLM on a text corpus",
             model_kind="lm",
+            unit="tokens/s",
+        ),
+        JobKind(
+            "sft",
+            SFTConfig,
+            "gpu",
+            "fine-tune a language model on instructions or chats (LoRA, QLoRA or full)",
+            model_kind="adapter",  # the merged model, and a full fine-tune, are kind lm
             unit="tokens/s",
         ),
     )

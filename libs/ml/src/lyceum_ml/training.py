@@ -8,12 +8,24 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 TRAIN_STATE_FILE = "train_state.pt"
+
+
+@dataclass(frozen=True)
+class Export:
+    """One artifact a finished job registers: the folder written, its registry kind, its name (None: the
+    job's `register_as`) and its registry metadata."""
+
+    path: Path
+    kind: str
+    name: str | None
+    metadata: dict[str, Any]
 
 
 class ResumableTrainer(Protocol):
@@ -38,7 +50,8 @@ class ResumableTrainer(Protocol):
         ...
 
     def export(self, directory: Path) -> dict[str, Any]:
-        """Writes the servable artifact (model checkpoint + tokenizer/vocabulary) and returns its metadata."""
+        """Writes the servable artifact (model checkpoint + tokenizer/vocabulary) and returns its metadata.
+        A trainer with several artifacts offers `exports(directory) -> list[Export]` instead."""
         ...
 
 
@@ -48,6 +61,25 @@ def warmup_cosine(step: int, *, lr: float, warmup_steps: int, total_steps: int, 
         return lr * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def scheduled_lr(
+    schedule: str, step: int, *, lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
+) -> float:
+    """The learning rate at `step`: linear warmup to `lr`, then `cosine` or `linear` decay to
+    `lr * min_lr_ratio` at `total_steps`, or `constant`."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "cosine":
+        return warmup_cosine(
+            step, lr=lr, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio
+        )
+    if schedule == "linear":
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return lr * (1 - (1 - min_lr_ratio) * progress)
+    if schedule == "constant":
+        return lr
+    raise ValueError(f"unknown schedule {schedule!r}")
 
 
 def rng_state() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from lyceum_core.identity import DEFAULT_TENANT, check_tenant_id
 from lyceum_core.settings import (
     DEFAULT_BROKER_URL,
     DEFAULT_DATABASE_URL,
+    DEFAULT_REGISTRY_URL,
     CommaList,
     ServiceSettings,
     service_config,
@@ -86,6 +87,11 @@ class Settings(ServiceSettings):
         description="Record the completions of the OpenAI-compatible API durably (prompt and sampled token "
         "ids, their log-probs, the parameters) and answer their ids; a request's `store` overrides it",
     )
+    registry_url: str = Field(
+        DEFAULT_REGISTRY_URL,
+        description="The artifact store root (path or fsspec URL) the trainers and samplers share: uploaded "
+        "datasets and imported adapters are written there, exported adapters read from there",
+    )
     migrate_on_start: bool = Field(
         True,
         description="Bring the database schema up to date before serving (as predictors and trainers do)",
@@ -138,6 +144,17 @@ class Settings(ServiceSettings):
     # Request bodies.
     max_body_bytes: int = Field(
         1 << 20, ge=1024, description="Largest request body accepted on any route (413 above it)"
+    )
+    dataset_max_bytes: int = Field(
+        256 << 20,
+        ge=1024,
+        description="Largest dataset file accepted by `POST /v1/datasets` (413 above it); that route's only "
+        "body limit, in place of max_body_bytes",
+    )
+    adapter_max_bytes: int = Field(
+        1 << 30,
+        ge=1024,
+        description="Largest adapter archive accepted by `POST /v1/adapters:import` (413 above it)",
     )
 
     # Request size caps: the gateway refuses larger requests before they reach a predictor.

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from sqlalchemy import Engine
 
 from lyceum_core.context import RequestContext
+from lyceum_core.storage import ArtifactStore
 from lyceum_fleet.routed import PredictorRouter, SamplerRouter
 from lyceum_gateway.jobs import JobService
 from lyceum_gateway.limits import Limits
@@ -45,6 +47,16 @@ async def get_registry(request: Request) -> RegistryService:
     return request.state.registry
 
 
+async def get_store(request: Request) -> ArtifactStore:
+    """The artifact store shared with the trainers and samplers (datasets, adapters)."""
+    return request.state.store
+
+
+async def get_engine(request: Request) -> Engine:
+    """The database engine, for routes whose repositories have no service of their own."""
+    return request.state.engine
+
+
 async def get_quotas(request: Request) -> Quotas:
     return request.state.quotas
 
@@ -75,5 +87,7 @@ LearnerIdPath = Annotated[str, Depends(learner_id_path)]
 Jobs = Annotated[JobService, Depends(get_jobs)]
 Registry = Annotated[RegistryService, Depends(get_registry)]
 QuotaChecks = Annotated[Quotas, Depends(get_quotas)]
+Store = Annotated[ArtifactStore, Depends(get_store)]
+DatabaseEngine = Annotated[Engine, Depends(get_engine)]
 ModelAliases = Annotated[dict[str, str], Depends(get_model_aliases)]
 RecordCompletions = Annotated[bool, Depends(get_record_completions)]

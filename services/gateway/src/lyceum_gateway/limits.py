@@ -6,7 +6,7 @@ Shape and type rules live in the pydantic schemas; these are the deployment-tuna
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from starlette.datastructures import Headers
@@ -85,20 +85,30 @@ class BodyTooLarge(StarletteHTTPException):
 
 class BodyLimitMiddleware:
     """Refuses request bodies over `max_bytes` on every route: at once when `Content-Length` says so, else as
-    soon as a streamed body crosses the limit. `shape(path)` tells which error shape the path answers in."""
+    soon as a streamed body crosses the limit. `shape(path)` tells which error shape the path answers in;
+    `routes` maps paths with a limit of their own (uploads) to it."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, shape: Callable[[str], ErrorShape]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        shape: Callable[[str], ErrorShape],
+        routes: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.shape = shape
+        self.routes = dict(routes or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.routes.get(scope["path"].removeprefix(scope.get("root_path", "")), self.max_bytes)
         length = Headers(scope=scope).get("content-length", "")
-        if length.strip().isdigit() and int(length) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        if length.strip().isdigit() and int(length) > max_bytes:
+            await self._refuse(scope, receive, send, max_bytes)
             return
         received = 0
         started = False
@@ -108,8 +118,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > max_bytes:
+                    raise BodyTooLarge(max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -123,12 +133,12 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, max_bytes)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
         path = scope["path"].removeprefix(scope.get("root_path", ""))
         rid = scope.get("state", {}).get("request_id")
-        err = BodyTooLarge(self.max_bytes)
+        err = BodyTooLarge(max_bytes)
         shape = self.shape(path)
         if shape is ErrorShape.COMPAT:
             body: dict[str, object] = compat_body(err.detail, rid)

@@ -14,6 +14,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from lyceum_core.storage import ArtifactStore
 from lyceum_db.engine import create_engine
 from lyceum_db.models.job import JobState
 from lyceum_db.repositories import ApiKeyRepository, LearnerRepository, TenantRepository
@@ -41,8 +42,10 @@ from lyceum_gateway.quotas import LocalBuckets, QuotaBook, Quotas, RedisBuckets,
 from lyceum_gateway.registry import RegistryService
 from lyceum_gateway.routes import (
     API_PREFIX,
+    adapters,
     admin,
     catalog,
+    datasets,
     dfm_server,
     generation,
     jobs,
@@ -74,6 +77,18 @@ TAGS = [
         "and resume. Workers run them; the job table is the truth.",
     },
     {"name": "models", "description": "The model registry: trained versions and the aliases that name them."},
+    {
+        "name": "adapters",
+        "description": "LoRA adapters of language models in the registry: created empty, imported and "
+        "exported in the PEFT layout (a .tar.gz or .zip of adapter_config.json + adapter_model.safetensors). "
+        "Their aliases move and roll back on the models routes.",
+    },
+    {
+        "name": "datasets",
+        "description": "Uploaded datasets: checked row by row in their format, optionally cleaned "
+        "(duplicates, PII, lengths), stored and described (rows, tokens, duplicate rate, lengths); job "
+        'configs name them as `{"id": "ds-..."}` where they take a path.',
+    },
     {
         "name": "sessions",
         "description": "Token-wheel sessions on a language model: the next-token distribution split at a "
@@ -194,6 +209,8 @@ def _lifespan(settings: Settings, clock: Callable[[], float]) -> Callable[[FastA
                 "record_completions": settings.record_completions,
                 "jobs": JobService(job_repository, celery, poll_s=settings.events_poll_s),
                 "registry": RegistryService(ModelRepository(engine)),
+                "store": ArtifactStore(settings.registry_url),
+                "engine": engine,
             }
 
     return lifespan
@@ -346,7 +363,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     app.include_router(predictions.router)
     app.include_router(catalog.router)
     app.include_router(jobs.router)
+    app.include_router(datasets.router)
     app.include_router(models.router)
+    app.include_router(adapters.router)
     app.include_router(sessions.router)
     app.include_router(generation.router)
     app.include_router(ops.router)
@@ -373,7 +392,11 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
         prefix = next((p for p in shapes if path == p or path.startswith(p + "/")), None)
         return shapes[prefix] if prefix is not None else ErrorShape.NATIVE
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, shape=shape)
+    uploads = {
+        f"{API_PREFIX}/datasets": settings.dataset_max_bytes,
+        f"{API_PREFIX}/adapters:import": settings.adapter_max_bytes,
+    }
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, shape=shape, routes=uploads)
     app.add_middleware(
         EdgeMiddleware,
         metrics=app.state.metrics,

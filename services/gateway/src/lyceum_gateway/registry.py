@@ -5,9 +5,12 @@ knows nothing of HTTP."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from lyceum_core.errors import NotFound
+from lyceum_core.errors import AlreadyExists, InvalidArgument, NotFound
+from lyceum_core.identity import ModelRef, model_key
 from lyceum_db.repositories.registry import ModelRecord, ModelRepository
 
 
@@ -59,6 +62,58 @@ class RegistryService:
         """The version `ref` names: a version number or an alias."""
         record = self.models.resolve(tenant, name, ref)
         return _view(record, self.models.aliases(tenant, name))
+
+    def record(self, tenant: str, name: str, ref: str) -> ModelRecord:
+        """The version `ref` (a version number or an alias) of `name` names, without its aliases."""
+        return self.models.resolve(tenant, name, ref)
+
+    def of_kind(self, tenant: str, kind: str, name: str | None = None) -> list[ModelView]:
+        """The models (one, with `name`) whose versions are of `kind`, by name, with their aliases."""
+        grouped: dict[str, list[VersionView]] = {}
+        for view in self.versions(tenant, name):
+            if view.record.kind == kind:
+                grouped.setdefault(view.record.name, []).append(view)
+        return [ModelView(n, views, self.models.aliases(tenant, n)) for n, views in sorted(grouped.items())]
+
+    def register(
+        self, tenant: str, name: str, kind: str, uri: str, metadata: Mapping[str, Any]
+    ) -> VersionView:
+        """Registers the next version of the tenant's model `name` (moving `latest` to it). AlreadyExists
+        when the name the tenant sees holds models of another kind: kinds do not mix under one name."""
+        self.check_kind(tenant, name, kind)
+        record = self.models.register(tenant, name, kind, uri, {}, metadata=metadata)
+        return _view(record, self.models.aliases(tenant, name))
+
+    def check_kind(self, tenant: str, name: str, kind: str) -> None:
+        """AlreadyExists if the model `name` the tenant sees has versions of another kind than `kind`."""
+        other = {r.kind for r in self.models.list(tenant, name)} - {kind}
+        if other:
+            raise AlreadyExists(
+                f"{name!r} is already a model of kind {sorted(other)[0]!r}; choose another name", field="name"
+            )
+
+    def require(self, tenant: str, references: Sequence[tuple[str, str, str]]) -> None:
+        """Every (field, name@ref, kind) a job config starts from names a model of that kind the tenant sees
+        (NotFound / InvalidArgument naming the field); an adapter to continue must be of the named base."""
+        found: dict[str, ModelRecord] = {}
+        for field, text, kind in references:
+            ref = ModelRef.parse(text, field)
+            try:
+                record = self.models.resolve(tenant, ref.name, ref.ref)
+            except NotFound as exc:
+                raise NotFound(f"{field}: {exc.message}", field=field) from None
+            if record.kind != kind:
+                message = f"{field}: {text} is a {record.kind!r} model, not {kind!r}"
+                raise InvalidArgument(message, field=field)
+            found[kind] = record
+        base, adapter = found.get("lm"), found.get("adapter")
+        if base is not None and adapter is not None:
+            key = model_key(base.tenant, base.name, base.version)
+            if adapter.metadata.get("base") != key:
+                raise InvalidArgument(
+                    f"config.init_adapter: it was made for {adapter.metadata.get('base')}, not {key}",
+                    field="config.init_adapter",
+                )
 
     def set_alias(self, tenant: str, name: str, alias: str, version: int) -> AliasMoveResult:
         """Points `alias` at `version`, creating the alias if needed."""

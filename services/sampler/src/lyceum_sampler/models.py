@@ -20,7 +20,7 @@ import torch
 from prometheus_client import Counter, Gauge
 
 from lyceum_core.errors import FailedPrecondition, InvalidArgument, NotFound
-from lyceum_core.identity import ModelRef
+from lyceum_core.identity import ModelRef, model_key
 from lyceum_core.storage import ArtifactStore
 from lyceum_db.engine import create_engine
 from lyceum_db.repositories.registry import ModelRepository
@@ -92,7 +92,7 @@ def module_nbytes(lm: object) -> int:
 
 def registry_key(owner: str, name: str, version: int) -> str:
     """The pool key of a registry artifact: its owner tenant, name and version (`acme/story-lm@3`)."""
-    return f"{owner}/{name}@{version}"
+    return model_key(owner, name, version)
 
 
 def parse_registry_key(key: str) -> tuple[str, str, int] | None:

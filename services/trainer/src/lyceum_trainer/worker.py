@@ -11,10 +11,12 @@ from celery import Celery
 from lyceum_core.storage import ArtifactStore
 from lyceum_db.engine import create_engine
 from lyceum_db.migrate import upgrade
+from lyceum_db.repositories.datasets import DatasetRepository
 from lyceum_db.repositories.jobs import JobRecord, JobRepository
 from lyceum_db.repositories.registry import ModelRepository
 from lyceum_jobs.queue import enqueue, make_celery
 from lyceum_trainer.config import Settings
+from lyceum_trainer.launch import RankLauncher
 from lyceum_trainer.reconciler import Reconciler
 from lyceum_trainer.runner import JobRunner, RunnerConfig
 
@@ -47,7 +49,9 @@ def build_worker(settings: Settings, app: Celery | None = None) -> Worker:
         heartbeat_s=settings.heartbeat_s,
         slice_s=settings.slice_s,
     )
-    runner = JobRunner(jobs, ModelRepository(engine), ArtifactStore(settings.registry_url), cfg, send)
+    store = ArtifactStore(settings.registry_url)
+    runner = JobRunner(jobs, ModelRepository(engine), DatasetRepository(engine), store, cfg, send)
+    runner.launch = RankLauncher(settings, runner)
     reconciler = Reconciler(
         jobs, send, queued_grace_s=settings.queued_grace_s, every_s=settings.reconcile_every_s
     )

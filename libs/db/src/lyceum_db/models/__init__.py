@@ -2,6 +2,7 @@
 
 from lyceum_db.models.base import NAMING_CONVENTION, Base, UTCDateTime
 from lyceum_db.models.completion import FINISH_REASONS, Completion
+from lyceum_db.models.dataset import Dataset
 from lyceum_db.models.job import TERMINAL, Job, JobMetric, JobState
 from lyceum_db.models.learner import Learner, LearnerEvent
 from lyceum_db.models.registry import AliasMove, ModelAlias, ModelAliasEvent, ModelVersion
@@ -15,6 +16,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "Completion",
+    "Dataset",
     "Job",
     "JobMetric",
     "JobState",

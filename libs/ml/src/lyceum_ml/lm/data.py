@@ -3,11 +3,12 @@ train/val, and a seeded sampler of random windows whose whole state is (seed, dr
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -17,6 +18,8 @@ from lyceum_ml.tokenization import EOS, eos_id
 
 Separator = Literal["auto", "eot", "blank_lines"]
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
+
+T = TypeVar("T")
 
 
 def split_documents(text: str, separator: Separator = "auto") -> list[str]:
@@ -32,13 +35,21 @@ def split_documents(text: str, separator: Separator = "auto") -> list[str]:
 
 
 def read_documents(paths: Iterable[str | Path], separator: Separator = "auto") -> list[str]:
-    """The documents of every file, in order (the separator is decided per file under "auto")."""
-    return [doc for p in paths for doc in split_documents(Path(p).read_text(encoding="utf-8"), separator)]
+    """The documents of every file, in order (the separator is decided per file under "auto"). A `.jsonl`
+    file (an uploaded `text` dataset) holds one document per line, as {"text": ...}."""
+    documents: list[str] = []
+    for p in map(Path, paths):
+        text = p.read_text(encoding="utf-8")
+        if p.suffix == ".jsonl":
+            documents += [json.loads(line)["text"] for line in text.splitlines() if line.strip()]
+        else:
+            documents += split_documents(text, separator)
+    return documents
 
 
 def train_val_split(
-    documents: Sequence[str], val_fraction: float = 0.05, seed: int = 0
-) -> tuple[list[str], list[str]]:
+    documents: Sequence[T], val_fraction: float = 0.05, seed: int = 0
+) -> tuple[list[T], list[T]]:
     """A seeded random set of whole documents is held out (at least one when val_fraction > 0); each split
     keeps the corpus order."""
     n_val = min(len(documents) - 1, max(1, round(len(documents) * val_fraction))) if val_fraction > 0 else 0

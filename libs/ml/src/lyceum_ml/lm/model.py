@@ -26,10 +26,17 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=False)
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        mask: Tensor | None = None,
     ) -> Tensor:
         """x: (B, n, d) -> (B, n, d). With a cache, x's tokens follow the cache's `length` cached tokens and
-        their keys/values are written into it."""
+        their keys/values are written into it. `mask` (B, 1, n, n), True = may attend, replaces the causal
+        mask of a cache-less forward (packed rows: causal within each example only)."""
         B, n, _ = x.shape
         q = self.q_proj(x).view(B, n, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, n, hd)
         k, v = self.kv_proj(x).view(B, n, 2, self.n_kv_head, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -38,7 +45,9 @@ class Attention(nn.Module):
         past = 0 if cache is None else cache.length
         if cache is not None:
             k, v = cache.write(layer, k, v)  # (B, Hkv, past + n, hd)
-        if past == 0:  # training, or a prefill: plain causal attention (fused kernels apply)
+        if mask is not None and past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        elif past == 0:  # training, or a prefill: plain causal attention (fused kernels apply)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:  # new token i sees every cached token and new tokens up to itself; one token needs no mask
             mask = None
@@ -103,8 +112,9 @@ class Block(nn.Module):
         g: Tensor | None,
         cache: KVCache | None = None,
         layer: int = 0,
+        mask: Tensor | None = None,
     ) -> Tensor:
-        a = self.attn(self.attn_norm(x), cos, sin, cache, layer)
+        a = self.attn(self.attn_norm(x), cos, sin, cache, layer, mask)
         if g is not None and self.attn_gate is not None:
             a = a * self.attn_gate(g)
         x = x + a
@@ -167,17 +177,29 @@ class TransformerLM(nn.Module):
         return self.lm_head(h) if self.lm_head is not None else F.linear(h, self.tok_emb.weight)
 
     def forward(
-        self, idx: Tensor, gate: Tensor | float | None = None, targets: Tensor | None = None
+        self,
+        idx: Tensor,
+        gate: Tensor | float | None = None,
+        targets: Tensor | None = None,
+        positions: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """idx (B, T) -> logits (B, T, V); with targets (B, T), -1 = ignored: (logits, mean fp32 loss)."""
+        """idx (B, T) -> logits (B, T, V); with targets (B, T), -1 = ignored: (logits, mean fp32 loss).
+
+        `positions` (B, T) packs several examples into a row: each example's positions count up from 0, and
+        a token attends only to earlier tokens of its own example (packed_mask)."""
         B, T = idx.shape
         if T > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {T} tokens exceeds max_seq_len={self.cfg.max_seq_len}")
         g = self.gate_signal(gate, B, T)
         x = self.tok_emb(idx)  # (B, T, d)
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        mask = None
+        if positions is None:
+            cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        else:
+            cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
+            mask = packed_mask(positions)
         for block in self.blocks:
-            x = block(x, cos, sin, g)
+            x = block(x, cos, sin, g, mask=mask)
         logits = self.logits(x)
         if targets is None:
             return logits
@@ -217,3 +239,12 @@ class TransformerLM(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def packed_mask(positions: Tensor) -> Tensor:
+    """Positions (B, T) of packed examples (each restarting at 0) -> the attention mask (B, 1, T, T): causal
+    and within one example."""
+    example = (positions == 0).cumsum(-1)  # (B, T): which example each token belongs to
+    T = positions.shape[-1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=positions.device).tril()
+    return (causal & (example[:, :, None] == example[:, None, :])).unsqueeze(1)

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,12 +18,20 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from lyceum_ml.architecture import describe
+from lyceum_ml.distributed import (
+    Precision,
+    autocast,
+    autocast_dtype,
+    barrier,
+    dist_env,
+    init_distributed,
+    no_sync,
+)
 from lyceum_ml.lm.checkpoint import save_lm
 from lyceum_ml.lm.data import BatchSampler, eval_windows
 from lyceum_ml.lm.model import DynamicGate, TransformerLM
 from lyceum_ml.training import load_train_state, rng_state, save_train_state, set_rng_state, warmup_cosine
-
-Precision = Literal["auto", "fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -50,32 +57,6 @@ class LMTrainConfig:
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {self.precision!r}")
         if min(self.steps, self.batch_size, self.seq_len, self.grad_accum, self.eval_batches) < 1:
             raise ValueError("steps, batch_size, seq_len, grad_accum and eval_batches must be positive")
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    """Where this process sits in a torchrun launch; a plain process is rank 0 of 1."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-
-def dist_env() -> DistEnv:
-    return DistEnv(
-        rank=int(os.environ.get("RANK", 0)),
-        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-        world_size=int(os.environ.get("WORLD_SIZE", 1)),
-    )
-
-
-def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
-    """bf16 under "bf16" or "auto" on a CUDA device ("auto" only if it supports bf16); None = plain fp32."""
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "auto" and not torch.cuda.is_bf16_supported():
-        return None
-    return torch.bfloat16
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -107,7 +88,7 @@ class LMTrainer:
         self.cfg, self.tokenizer, self.dist = cfg, tokenizer, dist_env()
         self.total_steps, self.step = cfg.steps, 0
         if self.dist.world_size > 1:
-            device = self._init_distributed()
+            device = init_distributed(self.dist)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
 
@@ -248,6 +229,7 @@ class LMTrainer:
             "n_parameters": self.raw_model.num_parameters(),
             "train_config": asdict(self.cfg),
             **self.last_eval,
+            **describe(self.raw_model),
         }
         if self.dist.rank == 0:
             save_lm(directory, self.raw_model, self.tokenizer, metadata)
@@ -261,24 +243,10 @@ class LMTrainer:
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return autocast(self.amp_dtype, self.device)
 
     def _no_sync(self, skip: bool) -> contextlib.AbstractContextManager[Any]:
-        """DDP: no gradient all-reduce on the micro-batches before the last one of a step."""
-        if skip and self.ddp is not None:
-            return self.ddp.no_sync()
-        return contextlib.nullcontext()
+        return no_sync(self.ddp, skip)
 
     def _barrier(self) -> None:
-        if self.dist.world_size > 1:
-            dist.barrier()
-
-    def _init_distributed(self) -> torch.device:
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            torch.cuda.set_device(self.dist.local_rank)
-            return torch.device("cuda", self.dist.local_rank)
-        return torch.device("cpu")
+        barrier(self.dist)

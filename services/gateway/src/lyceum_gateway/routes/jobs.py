@@ -20,10 +20,11 @@ from fastapi.responses import StreamingResponse
 from lyceum_core.errors import Code, InvalidArgument, LyceumError
 from lyceum_db.models.job import JobState
 from lyceum_gateway import sse
-from lyceum_gateway.deps import Context, Jobs, QuotaChecks
+from lyceum_gateway.deps import Context, Jobs, QuotaChecks, Registry
 from lyceum_gateway.errors import error_body
 from lyceum_gateway.jobs import Ended, JobService, JobUpdate, MetricsPoint, ProgressChanged
 from lyceum_gateway.routes import API_PREFIX
+from lyceum_gateway.routes.datasets import Datasets
 from lyceum_gateway.schemas.common import error_responses
 from lyceum_gateway.schemas.jobs import (
     JobKindName,
@@ -34,6 +35,8 @@ from lyceum_gateway.schemas.jobs import (
     ProgressEvent,
     SubmitJobRequest,
 )
+from lyceum_jobs.configs import referenced_datasets, referenced_models
+from lyceum_jobs.kinds import parse_config
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ SSE_CONTENT = {sse.MEDIA_TYPE: {"schema": {"type": "string"}, "example": SSE_EXA
     response_description="The job was created and enqueued",
     responses={
         200: {"model": JobOut, "description": "The idempotency key was seen before: the job it created"},
-        **error_responses(400, 409, 503),
+        **error_responses(400, 404, 409, 503),
     },
 )
 def submit_job(
@@ -84,6 +87,8 @@ def submit_job(
     jobs: Jobs,
     ctx: Context,
     quotas: QuotaChecks,
+    datasets: Datasets,
+    registry: Registry,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -92,11 +97,17 @@ def submit_job(
         ),
     ] = None,
 ) -> JobOut:
-    """Validates the config (422 naming the field; no job is created), writes the job and then enqueues it.
+    """Validates the config (422 naming the field, 404 naming an uploaded dataset the tenant does not have;
+    no job is created), writes the job and then enqueues it.
     201 with the new job, or 200 with the earlier job when the idempotency key repeats (409 if its kind or
     config differ). 429 naming `max_jobs` when the tenant's queued and running jobs reach its quota (never
     for a repeated idempotency key: it creates nothing)."""
     config = body.validated_config()
+    parsed = parse_config(body.kind, config)
+    # Every uploaded dataset and registered model the config names must be the tenant's (404 naming it;
+    # 422 for a model of the wrong kind); no job is created otherwise.
+    datasets.require(ctx.tenant, referenced_datasets(parsed))
+    registry.require(ctx.tenant, referenced_models(parsed))
     if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
         raise InvalidArgument(
             "the Idempotency-Key header and idempotency_key differ", field="idempotency_key"

@@ -13,7 +13,12 @@ from lyceum_gateway.registry import AliasMoveResult, ModelView, VersionView
 class ModelVersionOut(BaseModel):
     name: str = Field(examples=["dfm-demo"])
     version: int = Field(description="Counts from 1 per model name", examples=[3])
-    kind: str = Field(description="What the artifact is", examples=["dfm"])
+    kind: str = Field(description="What the artifact is (dfm, lm, adapter)", examples=["dfm"])
+    base: str | None = Field(
+        None,
+        description="An adapter's base model version (`owner/name@version`); null for other kinds",
+        examples=["default/lm-demo@3"],
+    )
     uri: str = Field(
         description="Where the artifact lives", examples=["var/registry/models/dfm-demo/5d0c..."]
     )
@@ -30,6 +35,7 @@ class ModelVersionOut(BaseModel):
             name=r.name,
             version=r.version,
             kind=r.kind,
+            base=_base(r.metadata) if r.kind == "adapter" else None,
             uri=r.uri,
             metrics=r.metrics,
             job_id=r.job_id,
@@ -37,6 +43,11 @@ class ModelVersionOut(BaseModel):
             created_at=r.created_at,
             aliases=view.aliases,
         )
+
+
+def _base(metadata: dict[str, Any]) -> str | None:
+    base = metadata.get("base")
+    return base if isinstance(base, str) else None
 
 
 class ModelVersionList(BaseModel):

@@ -3,8 +3,6 @@ trained with the DFM trainer; held-out test metrics are added at the end."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from lyceum_jobs.configs import DFMPretrainConfig
@@ -12,10 +10,10 @@ from lyceum_ml.dfm import DFM, DFMConfig
 from lyceum_ml.dfm.data import DatasetSpec, load_dataset
 from lyceum_ml.dfm.simulate import SimConfig
 from lyceum_ml.dfm.train import DFMTrainer, TrainConfig, evaluate_split
-from lyceum_trainer.jobs import Built
+from lyceum_trainer.jobs import Built, JobContext
 
 
-def build(config: DFMPretrainConfig, workdir: Path, resume: Path | None) -> Built:
+def build(config: DFMPretrainConfig, ctx: JobContext) -> Built:
     d, t = config.dataset, config.train
     splits = load_dataset(
         DatasetSpec(

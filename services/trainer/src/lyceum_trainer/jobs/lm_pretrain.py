@@ -14,7 +14,7 @@ from lyceum_ml.lm.data import read_documents, tokenize_documents, train_val_spli
 from lyceum_ml.lm.model import TransformerLM
 from lyceum_ml.lm.train import LMTrainConfig, LMTrainer
 from lyceum_ml.tokenization import load_gpt2_bpe, load_tokenizer, save_tokenizer, train_bpe
-from lyceum_trainer.jobs import Built
+from lyceum_trainer.jobs import Built, JobContext
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -33,7 +33,8 @@ class KeepsTokenizer:
         save_tokenizer(self.inner.tokenizer, Path(directory) / TOKENIZER_FILE)
 
 
-def build(config: LMPretrainConfig, workdir: Path, resume: Path | None) -> Built:
+def build(config: LMPretrainConfig, ctx: JobContext) -> Built:
+    resume = ctx.resume
     c, t = config.corpus, config.train
     train_docs, val_docs = train_val_split(read_documents(c.paths, c.separator), c.val_fraction, t.seed)
     if resume is not None and (resume / TOKENIZER_FILE).exists():
