@@ -76,7 +76,8 @@ def stack(tmp_path: Path, test_checkpoint: Path, tiny_lyceum_lm_dir: Path) -> It
                 up.set()
 
     threading.Thread(target=read, daemon=True).start()
-    if not up.wait(timeout=120):
+    # a fresh var/ trains the demo models and converts SmolLM2 (45-70 s alone on 2 cores, more when busy)
+    if not up.wait(timeout=480):
         proc.kill()
         pytest.fail("stack did not come up:\n" + "".join(lines[-40:]))
     url = f"http://127.0.0.1:{base}"

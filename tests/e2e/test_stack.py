@@ -7,7 +7,8 @@ import httpx
 import pytest
 from fixtures.predictor import TEST_TASKS
 
-pytestmark = pytest.mark.e2e
+# the stack comes up from a fresh var/ (demo training, the SmolLM2 conversion): minutes on a busy CPU
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 def test_stack_serves_v1_and_dfm_server(stack: str) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = pytest.mark.e2e
+# the stack comes up from a fresh var/ (demo training, the SmolLM2 conversion): minutes on a busy CPU
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 TINYSTORIES = (
     Path(__file__).resolve().parents[3] / "shared" / "data" / "tinystories" / "tinystories_sample.txt"
 )
