@@ -172,9 +172,7 @@ class SFTTrainer:
                 target_modules=list(lora.target_modules),
                 fan_in_fan_out=self.base.architecture == "gpt2",  # GPT-2's Conv1D stores weights transposed
             )
-            peft = get_peft_model(model, config)
-        if self.cfg.method != "qlora":
-            peft.to(self.device)
+            peft = get_peft_model(model, config)  # peft puts each LoRA weight on its layer's device
         return peft
 
     # --- training ----------------------------------------------------------------------------------
