@@ -8,6 +8,8 @@ PACKAGES := libs/api libs/core libs/db libs/ml libs/jobs libs/fleet libs/client 
 STAMP := $(VENV)/.installed-$(shell cat requirements/constraints.txt $(addsuffix /pyproject.toml,$(PACKAGES)) requirements/dev.txt | sha1sum | cut -c1-12)
 PREDICTORS ?= 1
 SAMPLERS ?= 1
+# test processes (pytest-xdist; each test file runs whole in one of them); 1 = a plain serial run
+TEST_PROCS ?= 2
 IMAGE_PREFIX ?= lyceum
 IMAGE_TAG ?= latest
 DOCKER ?= docker
@@ -52,7 +54,7 @@ migrate-check: setup  ## alembic check: migrations upgrade cleanly and match the
 	@tmp=$$(mktemp -d); $(PY) -m lyceum_db upgrade --url sqlite:///$$tmp/check.db && $(PY) -m lyceum_db check --url sqlite:///$$tmp/check.db; rc=$$?; rm -rf $$tmp; exit $$rc
 
 test: protos-check lint migrate-check  ## everything CI runs: generated-code drift, lint, alembic check, the test suite
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_PROCS) --dist loadfile
 
 test-fast: setup  ## the test suite alone
 	$(PY) -m pytest -q -x

@@ -38,7 +38,9 @@ def _free_block(n: int) -> int:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, test_checkpoint: Path, tiny_lyceum_lm_dir: Path) -> Iterator[str]:
+def stack(
+    tmp_path: Path, test_checkpoint: Path, tiny_lyceum_lm_dir: Path, smollm2_dir: Path
+) -> Iterator[str]:
     base = _free_block(7)
     env = {
         **os.environ,
@@ -50,6 +52,7 @@ def stack(tmp_path: Path, test_checkpoint: Path, tiny_lyceum_lm_dir: Path) -> It
         "SAMPLER_PORT": str(base + 6),
         "SAMPLER_METRICS_PORT": "0",
         "LYCEUM_DEMO_LM_PATH": str(tiny_lyceum_lm_dir),
+        "LYCEUM_SMOLLM2_PATH": str(smollm2_dir),  # converted once per test process, not once per stack
         "LYCEUM_STATE_DIR": str(tmp_path / "var"),
         "LYCEUM_PREDICTOR_MODEL_PATH": str(test_checkpoint),
         "LYCEUM_PREDICTOR_MODEL_POLL_S": "0.5",  # see alias moves quickly
@@ -76,7 +79,7 @@ def stack(tmp_path: Path, test_checkpoint: Path, tiny_lyceum_lm_dir: Path) -> It
                 up.set()
 
     threading.Thread(target=read, daemon=True).start()
-    # a fresh var/ trains the demo models and converts SmolLM2 (45-70 s alone on 2 cores, more when busy)
+    # a fresh var/ trains the demo models (45-70 s alone on 2 cores, more when busy)
     if not up.wait(timeout=480):
         proc.kill()
         pytest.fail("stack did not come up:\n" + "".join(lines[-40:]))

@@ -21,6 +21,7 @@ from fixtures.gateway import (
     MakeGateway,
 )
 from fixtures.gateway import submit_job as submit
+from fixtures.parallel import redis_url
 
 from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_db.models.job import JobState
@@ -29,7 +30,7 @@ from lyceum_db.repositories.jobs import JobRepository
 pytestmark = pytest.mark.integration
 
 RUN_JOB = "training.run_job"
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = redis_url(3)
 
 
 def run(jobs: JobRepository, job_id: str) -> None:

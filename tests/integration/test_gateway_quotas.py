@@ -10,6 +10,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from fixtures.gateway import ACME, ADMIN, DFM_CONFIG, GLOBEX, NO_PREDICTOR, MakeGateway, TenantGateways
+from fixtures.parallel import redis_url
 
 from lyceum_core.identity import DEFAULT_TENANT
 from lyceum_db.engine import create_engine
@@ -18,7 +19,7 @@ from lyceum_gateway.quotas import LocalBuckets, QuotaBook, TenantQuotas, check_o
 
 pytestmark = pytest.mark.integration
 
-QUOTA_REDIS_URL = os.environ.get("LYCEUM_TEST_QUOTA_REDIS_URL", "redis://127.0.0.1:6379/12")
+QUOTA_REDIS_URL = os.environ.get("LYCEUM_TEST_QUOTA_REDIS_URL") or redis_url(0)
 JOB = {"kind": "dfm_pretrain", "config": DFM_CONFIG}
 
 

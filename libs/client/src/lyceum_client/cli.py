@@ -1,8 +1,8 @@
 """The `lyceum` command: submit, list, show, follow, cancel and resume training jobs, upload, list, show and
-delete datasets, and list models and move their aliases, against a Lyceum gateway (`--url`, env LYCEUM_URL;
-`--api-key`, env LYCEUM_API_KEY); and, with an admin key (`--admin-key`, env LYCEUM_ADMIN_KEY), create and
-list tenants and create, list and revoke their API keys. A new key is printed once, alone on the last line of
-stdout.
+delete datasets, list models and move their aliases, and run evaluations (`lyceum eval`, in eval_cli),
+against a Lyceum gateway (`--url`, env LYCEUM_URL; `--api-key`, env LYCEUM_API_KEY); and, with an admin key
+(`--admin-key`, env LYCEUM_ADMIN_KEY), create and list tenants and create, list and revoke their API keys. A
+new key is printed once, alone on the last line of stdout.
 
 Exit status: 0 on success; 1 when the gateway refuses or cannot be reached, or when a followed job ends
 failed or cancelled; 2 for usage errors.
@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from lyceum_client import __version__
 from lyceum_client.client import DEFAULT_URL, LyceumClient, LyceumClientError
+from lyceum_client.eval_cli import add_eval_commands
 from lyceum_client.follow import follow
 from lyceum_client.render import (
     FollowDisplay,
@@ -88,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print the gateway's JSON instead of a summary")
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{jobs,datasets,models,tenants,keys}")
+    groups = parser.add_subparsers(
+        dest="group", required=True, metavar="{jobs,datasets,models,eval,tenants,keys}"
+    )
 
     jobs = groups.add_parser("jobs", help="training jobs").add_subparsers(dest="command", required=True)
     p = jobs.add_parser("submit", parents=[output], help="submit a job")
@@ -139,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("alias")
     p.set_defaults(handler=rollback_alias)
+    add_eval_commands(groups, output)
     _admin_commands(groups, output)
     return parser
 

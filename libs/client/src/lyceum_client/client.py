@@ -153,6 +153,16 @@ class LyceumClient:
         except httpx.HTTPError as exc:
             raise _unreachable(self.base_url, exc) from exc
 
+    def job_artifact(self, job_id: str, name: str) -> bytes:
+        """The bytes of one file the job stored as an artifact (its `result.artifacts.files` names them)."""
+        try:
+            response = self._http.get(f"/v1/jobs/{_seg(job_id)}/artifacts/{_seg(name)}")
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        if response.is_error:
+            raise _error(response)
+        return response.content
+
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Cancels a queued job at once, asks a running one to stop (`cancelling`)."""
         return self._call("POST", f"/v1/jobs/{_seg(job_id)}/cancel")

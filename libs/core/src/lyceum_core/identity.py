@@ -52,6 +52,16 @@ DATASET_ID_LEN = len(DATASET_ID_PREFIX) + 32  # ds- and 32 hex digits
 DATASET_ID_PATTERN = r"^ds-[0-9a-f]{32}$"
 DATASET_ID_RULE = "ds- followed by 32 lowercase hex digits"
 
+FEEDBACK_ID_PREFIX = "fb-"
+FEEDBACK_ID_LEN = len(FEEDBACK_ID_PREFIX) + 32  # fb- and 32 hex digits
+FEEDBACK_ID_PATTERN = r"^fb-[0-9a-f]{32}$"
+FEEDBACK_ID_RULE = "fb- followed by 32 lowercase hex digits"
+
+# The alias an adapter is served under when a request names it without a version (`model: "kuro"`): feedback
+# distillation moves it to a new version only when the version passes its quality gate. An adapter without it
+# is served at `latest`.
+SERVING_ALIAS = "serving"
+
 REQUEST_ID_MAX_LEN = 64
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
@@ -65,6 +75,7 @@ _MODEL_REF = re.compile(MODEL_REF_PATTERN)
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 _COMPLETION_ID = re.compile(COMPLETION_ID_PATTERN)
 _DATASET_ID = re.compile(DATASET_ID_PATTERN)
+_FEEDBACK_ID = re.compile(FEEDBACK_ID_PATTERN)
 
 
 def _check(value: object, pattern: re.Pattern[str], rule: str, field: str) -> str:
@@ -117,6 +128,15 @@ def new_dataset_id() -> str:
 
 def check_dataset_id(value: object, field: str = "dataset_id") -> str:
     return _check(value, _DATASET_ID, DATASET_ID_RULE, field)
+
+
+def new_feedback_id() -> str:
+    """A fresh id for a feedback item."""
+    return FEEDBACK_ID_PREFIX + uuid.uuid4().hex
+
+
+def check_feedback_id(value: object, field: str = "feedback_id") -> str:
+    return _check(value, _FEEDBACK_ID, FEEDBACK_ID_RULE, field)
 
 
 def is_request_id(value: str) -> bool:

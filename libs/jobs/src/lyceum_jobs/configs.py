@@ -12,7 +12,12 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lyceum_core.identity import DATASET_ID_PATTERN, MODEL_NAME_PATTERN, MODEL_REF_PATTERN
+from lyceum_core.identity import (
+    DATASET_ID_PATTERN,
+    FEEDBACK_ID_PATTERN,
+    MODEL_NAME_PATTERN,
+    MODEL_REF_PATTERN,
+)
 from lyceum_core.lora import DEFAULT_ALPHA, DEFAULT_DROPOUT, DEFAULT_R, MAX_R
 
 RegistryName = Annotated[str, Field(pattern=MODEL_NAME_PATTERN)]
@@ -323,3 +328,79 @@ class SFTConfig(Strict):
         if self.train.method == "full" and (self.init_adapter or self.merged_as):
             raise ValueError("train.method 'full' trains no adapter: init_adapter and merged_as do not apply")
         return self
+
+
+# --- self-distillation from feedback (SDPO) --------------------------------------------------------------
+MAX_FEEDBACK_PER_JOB = 256
+PREFERENCES = ("no_emoji", "concise", "identity")  # lyceum_jobs.preferences defines each
+Preference = Literal["no_emoji", "concise", "identity"]
+
+
+class SDPOTrain(Strict):
+    """One SDPO step per job batch (Hübotter et al. 2026): the adapter (student) learns the frozen base shown
+    the feedback as hindsight context (teacher), on the tokens it actually produced. Defaults are CLaaS's."""
+
+    lr: float = Field(3e-5, gt=0.0, le=1.0, description="AdamW learning rate")
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0)
+    alpha: float = Field(
+        0.5, ge=0.0, le=1.0, description="<1: mixture divergence on the teacher's top-K; 1: reverse KL"
+    )
+    is_clip: float = Field(5.0, ge=1.0, le=20.0, description="cap on the importance weight vs the rollout")
+    max_grad_norm: float = Field(1.0, ge=0.0, le=1e6, description="gradient-norm clip (0 = off)")
+    kl_reg_weight: float = Field(0.0, ge=0.0, le=1.0, description="weight of the k3 KL to the base model")
+    teacher_top_k: int = Field(100, ge=10, le=100, description="the teacher's top-K support per token")
+    steps: int = Field(1, ge=1, le=64, description="optimizer steps over the job's batch")
+    seed: int = Field(0, ge=0)
+
+
+class GateSettings(Strict):
+    """A new version is served only if it passes: collapse probes against its parent on fixed prompts, and
+    the capability probe not below a fraction of the parent's."""
+
+    enabled: bool = True
+    min_entropy_ratio: float = Field(0.6, ge=0.0, le=10.0, description="mean token entropy, child / parent")
+    max_self_rouge_l: float = Field(0.85, ge=0.0, le=1.0, description="self-ROUGE-L over the samples")
+    max_logprob_drift: float = Field(2.0, ge=0.0, le=100.0, description="nats/token, parent's samples")
+    min_capability_fraction: float = Field(0.9, ge=0.0, le=1.0, description="capability, child / parent")
+    samples: int = Field(3, ge=2, le=8, description="samples per probe prompt")
+    probes: int = Field(4, ge=1, le=64, description="probe prompts used (from the fixed set)")
+    max_new_tokens: int = Field(48, ge=4, le=512)
+    seed: int = Field(0, ge=0)
+
+
+class SDPOConfig(Strict):
+    """Distil the tenant's adapter on feedback items (created by the feedback dispatcher, or by hand)."""
+
+    adapter: RegistryName = Field(description="the tenant's adapter (kind adapter) to train")
+    parent: int = Field(ge=1, description="the version trained from (pinned when the job is made)")
+    feedback: list[Annotated[str, Field(pattern=FEEDBACK_ID_PATTERN)]] = Field(
+        min_length=1, max_length=MAX_FEEDBACK_PER_JOB, description="the feedback items trained on, once each"
+    )
+    train: SDPOTrain = SDPOTrain()
+    gate: GateSettings = GateSettings()
+    run: RunSettings = RunSettings()
+
+    def model_references(self) -> list[tuple[str, str, str]]:
+        return [("config.parent", f"{self.adapter}@{self.parent}", "adapter")]
+
+
+# --- evaluation ----------------------------------------------------------------------------------------
+class EvalConfig(Strict):
+    """Evaluates language models or adapters (a series of versions, say) on preferences with verifiers,
+    capability probes and collapse probes; metrics per model, plots as artifacts."""
+
+    models: list[ModelRefText] = Field(
+        min_length=1, max_length=32, description="name@alias|version of each lm or adapter, in plot order"
+    )
+    preferences: list[Preference] = Field(list(PREFERENCES), min_length=1, max_length=len(PREFERENCES))
+    prompts: int = Field(8, ge=1, le=256, description="probe prompts per preference (from the fixed set)")
+    samples: int = Field(1, ge=1, le=16, description="responses per prompt")
+    max_new_tokens: int = Field(64, ge=4, le=1024)
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="0 = greedy")
+    capability: bool = Field(True, description="score the general capability probes")
+    collapse: bool = Field(True, description="entropy, self-ROUGE-L and drift against the first model")
+    seed: int = Field(0, ge=0)
+    run: RunSettings = RunSettings()
+
+    def model_references(self) -> list[tuple[str, str, str]]:
+        return [(f"config.models[{i}]", ref, "lm|adapter") for i, ref in enumerate(self.models)]

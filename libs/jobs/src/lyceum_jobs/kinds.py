@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from lyceum_core.errors import InvalidArgument
-from lyceum_jobs.configs import DFMPretrainConfig, LMPretrainConfig, SFTConfig
+from lyceum_jobs.configs import DFMPretrainConfig, EvalConfig, LMPretrainConfig, SDPOConfig, SFTConfig
 
 QUEUES = ("gpu", "cpu")
 
@@ -21,7 +21,7 @@ class JobKind:
     config: type[BaseModel]
     default_queue: str
     summary: str
-    model_kind: str  # the registry kind of the model the job exports
+    model_kind: str  # the registry kind of the model the job exports ("" : none)
     unit: str  # what its throughput counts
 
 
@@ -50,6 +50,22 @@ KINDS: dict[str, JobKind] = {
             "gpu",
             "fine-tune a language model on instructions or chats (LoRA, QLoRA or full)",
             model_kind="adapter",  # the merged model, and a full fine-tune, are kind lm
+            unit="tokens/s",
+        ),
+        JobKind(
+            "sdpo",
+            SDPOConfig,
+            "gpu",
+            "distil feedback into a user's adapter (self-distillation), gated before it is served",
+            model_kind="adapter",
+            unit="tokens/s",
+        ),
+        JobKind(
+            "eval",
+            EvalConfig,
+            "gpu",
+            "evaluate models or adapters: preference compliance, capability, collapse; plots",
+            model_kind="",
             unit="tokens/s",
         ),
     )

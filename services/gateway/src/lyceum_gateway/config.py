@@ -15,6 +15,11 @@ from lyceum_core.settings import (
     service_config,
 )
 from lyceum_fleet.membership import source_for
+from lyceum_gateway.schemas.claas import DEFAULT_BASE_MODEL as CLAAS_BASE_MODEL
+from lyceum_gateway.schemas.claas import DEFAULT_DISTILL_TIMEOUT_S as CLAAS_DISTILL_TIMEOUT_S
+from lyceum_gateway.schemas.claas import DEFAULT_LOCK_TIMEOUT_S as CLAAS_LOCK_TIMEOUT_S
+from lyceum_jobs.configs import MAX_FEEDBACK_PER_JOB
+from lyceum_jobs.feedback import DEFAULT_BATCH_SIZE, DEFAULT_MAX_ITEMS, DEFAULT_MAX_WAIT_S, FeedbackPolicy
 
 
 class Settings(ServiceSettings):
@@ -108,6 +113,36 @@ class Settings(ServiceSettings):
         0.5, gt=0, le=10, description="How often a job's event stream looks for new progress and metrics"
     )
 
+    # Feedback: an adapter's pending items become one `sdpo` job at a time (trainers' settings should agree).
+    feedback_batch_size: int = Field(
+        DEFAULT_BATCH_SIZE,
+        ge=1,
+        description="Pending feedback items of an adapter that start its job at once",
+    )
+    feedback_max_wait_s: float = Field(
+        DEFAULT_MAX_WAIT_S,
+        ge=0,
+        description="Fewer items start a job once the oldest waited this long (a trainer's reconciler pass "
+        "notices, so add up to its interval)",
+    )
+    feedback_max_items: int = Field(
+        DEFAULT_MAX_ITEMS,
+        ge=1,
+        le=MAX_FEEDBACK_PER_JOB,
+        description="Feedback items one job trains on at most",
+    )
+
+    # The CLaaS compatibility mount (/claas)
+    claas_base_model: str = Field(
+        CLAAS_BASE_MODEL, min_length=3, description="The base of a LoRA `POST /claas/v1/lora/init` makes"
+    )
+    claas_lock_timeout_s: float = Field(
+        CLAAS_LOCK_TIMEOUT_S, gt=0, description="Feedback waits this long for the LoRA's running job (409)"
+    )
+    claas_distill_timeout_s: float = Field(
+        CLAAS_DISTILL_TIMEOUT_S, gt=0, description="Feedback waits this long for its distillation (504)"
+    )
+
     @field_validator("predictor_addresses", "sampler_addresses")
     @classmethod
     def _membership(cls, addresses: list[str]) -> list[str]:
@@ -132,6 +167,10 @@ class Settings(ServiceSettings):
         if tenant:
             _tenant_id(tenant, "anonymous_tenant_token_wheel")
         return tenant or None
+
+    def feedback_policy(self) -> FeedbackPolicy:
+        """When pending feedback becomes a distillation job."""
+        return FeedbackPolicy(self.feedback_batch_size, self.feedback_max_wait_s, self.feedback_max_items)
 
     def static_keys(self) -> list[tuple[str, str]]:
         """The bootstrap keys as (tenant, key) pairs."""

@@ -27,6 +27,7 @@ from lyceum_fleet.routing import RoutingMetrics
 from lyceum_fleet.sampler import GrpcSampler
 from lyceum_gateway import __version__
 from lyceum_gateway.auth import AdminKeys, EdgeMiddleware, KeyStore, MountPolicy
+from lyceum_gateway.claas import ClaasOptions
 from lyceum_gateway.config import Settings
 from lyceum_gateway.errors import (
     ErrorShape,
@@ -35,6 +36,7 @@ from lyceum_gateway.errors import (
     install_openai_handlers,
     install_token_wheel_handlers,
 )
+from lyceum_gateway.feedback import FeedbackService
 from lyceum_gateway.jobs import JobService
 from lyceum_gateway.limits import BodyLimitMiddleware, Limits
 from lyceum_gateway.metrics import HttpMetrics, JobsCollector
@@ -45,8 +47,10 @@ from lyceum_gateway.routes import (
     adapters,
     admin,
     catalog,
+    claas,
     datasets,
     dfm_server,
+    feedback,
     generation,
     jobs,
     learners,
@@ -66,6 +70,7 @@ from lyceum_jobs.queue import make_celery
 COMPAT_PREFIX = "/dfm-server"
 TOKEN_WHEEL_PREFIX = "/token-wheel"
 OPENAI_PREFIX = "/openai/v1"
+CLAAS_PREFIX = "/claas"
 ADMIN_PREFIX = admin.PREFIX
 
 TAGS = [
@@ -82,6 +87,12 @@ TAGS = [
         "description": "LoRA adapters of language models in the registry: created empty, imported and "
         "exported in the PEFT layout (a .tar.gz or .zip of adapter_config.json + adapter_model.safetensors). "
         "Their aliases move and roll back on the models routes.",
+    },
+    {
+        "name": "feedback",
+        "description": "Feedback in words on recorded completions, distilled into your adapters by `sdpo` "
+        "jobs (self-distillation; one job per adapter at a time, pending items coalesced); each item moves "
+        "pending -> training -> applied | failed and records the adapter version it was trained into.",
     },
     {
         "name": "datasets",
@@ -120,7 +131,9 @@ Every response carries `X-Request-Id` (yours, if plain, or a new one). Errors an
 `{"error": {"code", "message", "field", "request_id"}}`. The DFM-Server v0.1 API is served unchanged under
 `/dfm-server` (its own docs at `/dfm-server/docs`), the AI Token Wheel backend's API under `/token-wheel`
 (docs at `/token-wheel/docs`), and an OpenAI-compatible API under `/openai/v1` (chat and legacy completions,
-models; docs at `/openai/v1/docs`): point any OpenAI client's base URL there, with your key as its API key."""
+models; docs at `/openai/v1/docs`): point any OpenAI client's base URL there, with your key as its API key.
+CLaaS's (Continual Learning as a Service) API is served under `/claas` (docs at `/claas/docs`) for its clients
+and its OpenClaw feedback plugin."""
 
 
 def _lifespan(settings: Settings, clock: Callable[[], float]) -> Callable[[FastAPI], Any]:
@@ -211,6 +224,7 @@ def _lifespan(settings: Settings, clock: Callable[[], float]) -> Callable[[FastA
                 "registry": RegistryService(ModelRepository(engine)),
                 "store": ArtifactStore(settings.registry_url),
                 "engine": engine,
+                "feedback": FeedbackService.create(engine, celery, settings.feedback_policy()),
             }
 
     return lifespan
@@ -282,6 +296,25 @@ def _openai_app() -> FastAPI:
     install_openai_handlers(compat)
     compat.include_router(openai.router)
     _document_security(compat, prefix="/", error=OpenAIErrorResponse, malformed_is_400=True)
+    return compat
+
+
+def _claas_app(options: ClaasOptions) -> FastAPI:
+    compat = FastAPI(
+        title="CLaaS API (compatibility)",
+        version="0.1.0",
+        description="CLaaS's (Continual Learning as a Service) API, served by Lyceum: point CLaaS's clients "
+        "and its OpenClaw feedback plugin at `http://<host>/claas`. A LoRA id is one of your adapters "
+        "(`user/coder-v1` is the adapter `user-coder-v1`). `feedback` stores each item durably on the "
+        "recorded completion its response names, distils them in one SDPO job and answers when it ends; "
+        "serving never pauses, and the new version is served only past its quality gate. Errors answer "
+        "CLaaS's `{\"detail\": ...}` (a malformed request FastAPI's 422 list).",
+    )
+    compat.state.claas = options
+    # CLaaS is a plain FastAPI app, like the token wheel's original backend: the same error bodies.
+    install_token_wheel_handlers(compat)
+    compat.include_router(claas.router)
+    _document_security(compat, prefix="/", error=CompatErrorResponse)
     return compat
 
 
@@ -366,6 +399,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     app.include_router(datasets.router)
     app.include_router(models.router)
     app.include_router(adapters.router)
+    app.include_router(feedback.router)
     app.include_router(sessions.router)
     app.include_router(generation.router)
     app.include_router(ops.router)
@@ -373,6 +407,14 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     app.mount(COMPAT_PREFIX, _dfm_server_app())
     app.mount(TOKEN_WHEEL_PREFIX, _token_wheel_app())
     app.mount(OPENAI_PREFIX, _openai_app())
+    claas = ClaasOptions(
+        base_model=settings.claas_base_model,
+        lock_timeout_s=settings.claas_lock_timeout_s,
+        distill_timeout_s=settings.claas_distill_timeout_s,
+        poll_s=settings.events_poll_s,
+        clock=clock,
+    )
+    app.mount(CLAAS_PREFIX, _claas_app(claas))
     _document_security(app, prefix=API_PREFIX + "/", error=ErrorResponse)
     _install_middleware(app, settings)
     return app
@@ -386,6 +428,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
         COMPAT_PREFIX: ErrorShape.COMPAT,
         TOKEN_WHEEL_PREFIX: ErrorShape.COMPAT,
         OPENAI_PREFIX: ErrorShape.OPENAI,
+        CLAAS_PREFIX: ErrorShape.COMPAT,
     }
 
     def shape(path: str) -> ErrorShape:
@@ -414,6 +457,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
                 anonymous_tenant=settings.anonymous_tenant_token_wheel,
             ),
             MountPolicy(OPENAI_PREFIX, shape=ErrorShape.OPENAI),
+            MountPolicy(CLAAS_PREFIX, shape=ErrorShape.COMPAT),
         ],
         admin_prefix=ADMIN_PREFIX,
         # The outer bound of the request; each gRPC call keeps its own, shorter deadline within it.

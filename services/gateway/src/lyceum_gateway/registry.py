@@ -102,10 +102,11 @@ class RegistryService:
                 record = self.models.resolve(tenant, ref.name, ref.ref)
             except NotFound as exc:
                 raise NotFound(f"{field}: {exc.message}", field=field) from None
-            if record.kind != kind:
-                message = f"{field}: {text} is a {record.kind!r} model, not {kind!r}"
+            allowed = kind.split("|")  # "lm|adapter": either
+            if record.kind not in allowed:
+                message = f"{field}: {text} is a {record.kind!r} model, not {' or '.join(map(repr, allowed))}"
                 raise InvalidArgument(message, field=field)
-            found[kind] = record
+            found.setdefault(kind, record)
         base, adapter = found.get("lm"), found.get("adapter")
         if base is not None and adapter is not None:
             key = model_key(base.tenant, base.name, base.version)
@@ -114,6 +115,11 @@ class RegistryService:
                     f"config.init_adapter: it was made for {adapter.metadata.get('base')}, not {key}",
                     field="config.init_adapter",
                 )
+
+    def delete(self, tenant: str, name: str) -> list[ModelRecord]:
+        """Deletes the tenant's own model `name`, every version and alias; the deleted versions (their
+        artifacts are the caller's to remove), none if it had no such model."""
+        return self.models.delete(tenant, name)
 
     def set_alias(self, tenant: str, name: str, alias: str, version: int) -> AliasMoveResult:
         """Points `alias` at `version`, creating the alias if needed."""

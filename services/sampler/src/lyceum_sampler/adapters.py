@@ -22,9 +22,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 
 from lyceum_core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from lyceum_core.identity import ModelRef
+from lyceum_core.identity import SERVING_ALIAS, ModelRef
 from lyceum_core.storage import ArtifactStore
-from lyceum_db.repositories.registry import ModelRecord, ModelRepository
+from lyceum_db.repositories.registry import LATEST, ModelRecord, ModelRepository
 from lyceum_ml.adapters import read_adapter
 from lyceum_sampler.batching import Engines
 from lyceum_sampler.models import Loaded, registry_key
@@ -51,9 +51,15 @@ class Adapter:
     uri: str
 
     @property
+    def ident(self) -> str:
+        """What tells two versions' weights apart: the key and the artifact, since a deleted adapter
+        re-created under its name starts its versions at 1 again."""
+        return f"{self.key}#{hashlib.blake2b(self.uri.encode(), digest_size=6).hexdigest()}"
+
+    @property
     def module_name(self) -> str:
         """Its name inside the model (peft module names take no dots)."""
-        return "lora_" + hashlib.blake2b(self.key.encode(), digest_size=8).hexdigest()
+        return "lora_" + hashlib.blake2b(self.ident.encode(), digest_size=8).hexdigest()
 
 
 @dataclass
@@ -87,8 +93,11 @@ class AdapterPool:
         if self.registry is None:
             return None
         try:
-            ref = ModelRef.parse(reference) if "@" in reference else ModelRef(reference, "latest")
-            record = self.registry.resolve(tenant, ref.name, ref.ref)
+            if "@" in reference:
+                ref = ModelRef.parse(reference)
+                record = self.registry.resolve(tenant, ref.name, ref.ref)
+            else:
+                record = self._serving(tenant, reference)
         except (InvalidArgument, NotFound):
             return None
         except SQLAlchemyError as exc:
@@ -97,6 +106,17 @@ class AdapterPool:
         if record.kind != ADAPTER_KIND:
             return None
         return _adapter(record, field)
+
+    def _serving(self, tenant: str, name: str) -> ModelRecord:
+        """The version a bare adapter name is served at: its `serving` alias (moved by feedback distillation
+        only past the quality gate), else its latest."""
+        assert self.registry is not None
+        try:
+            return self.registry.resolve(tenant, name, SERVING_ALIAS)
+        except NotFound as exc:
+            if exc.field != "ref":
+                raise
+            return self.registry.resolve(tenant, name, LATEST)
 
     def visible(self, tenant: str) -> list[tuple[str, Adapter]]:
         """(name, latest version) of every adapter the tenant sees: its own, and public ones."""
@@ -116,7 +136,7 @@ class AdapterPool:
     def acquire(self, loaded: Loaded, adapter: Adapter) -> str:
         """Makes sure the adapter is injected into this load of its base model and counts a user of it (call
         `release` when done); its module name. Blocks the calling thread while it loads, never the engine."""
-        slot_key = (loaded.key, loaded.generation, adapter.key)
+        slot_key = (loaded.key, loaded.generation, adapter.ident)
         with self._lock:
             slot = self._slots.get(slot_key)
             if slot is not None:
@@ -140,7 +160,7 @@ class AdapterPool:
 
     def release(self, loaded: Loaded, adapter: Adapter) -> None:
         with self._lock:
-            slot = self._slots.get((loaded.key, loaded.generation, adapter.key))
+            slot = self._slots.get((loaded.key, loaded.generation, adapter.ident))
             if slot is not None:
                 slot.users = max(0, slot.users - 1)
 
@@ -157,7 +177,8 @@ class AdapterPool:
             owner, _, rest = adapter.key.partition("/")
             name, _, version = rest.partition("@")
             try:
-                path = self.store.get_dir(adapter.uri, self.cache_dir / owner / name / version)
+                local = self.cache_dir / owner / name / version / adapter.ident[-12:]
+                path = self.store.get_dir(adapter.uri, local)
                 weights = read_adapter(path, device=self.device, dtype=self.dtype)
             except Exception as exc:  # noqa: BLE001 - a broken adapter artifact is the adapter's problem
                 log.exception("could not read adapter %s", adapter.key)

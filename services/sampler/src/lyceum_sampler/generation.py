@@ -122,6 +122,8 @@ class Generation:
         spec = self.spec
         params = {**vars(spec.params), "strategy": spec.strategy, "max_new_tokens": spec.max_new_tokens}
         params |= {"seed": spec.seed, "stop": list(spec.stop), "gate_signal": spec.gate}
+        if spec.prompt.messages:  # the turns as sent: feedback distillation rebuilds the prompt from them
+            params["messages"] = [{"role": m.role, "content": m.content} for m in spec.prompt.messages]
         self.completed = Completed(
             self.target, self.prompt_ids, event.token_ids, event.logprobs, params, event.reason
         )

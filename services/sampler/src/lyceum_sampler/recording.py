@@ -1,5 +1,7 @@
 """Recorded completions: what a generation asked to be recorded sampled, written durably before its final
-message is sent (the id it returns always names a stored row), and purged after the retention period."""
+message is sent (the id it returns always names a stored row), and purged after the retention period. Each
+row keeps the digest of its response's text (`response_digest`), by which feedback that quotes the text
+(CLaaS's) finds it."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 from lyceum_core.identity import new_completion_id
 from lyceum_db.engine import create_engine
-from lyceum_db.repositories.completions import CompletionRecord, CompletionRepository
+from lyceum_db.repositories.completions import CompletionRecord, CompletionRepository, response_digest
+from lyceum_ml.engine.text import TextStream
 from lyceum_sampler.generation import Completed
 
 log = logging.getLogger(__name__)
@@ -36,8 +39,9 @@ class Recorder:
                 self._repository = CompletionRepository(self._engine)
             return self._repository
 
-    def record(self, tenant: str, subject: str | None, completed: Completed) -> str:
-        """Stores the completion (one committed INSERT) and returns its id."""
+    def record(self, tenant: str, subject: str | None, completed: Completed, text: str | None = None) -> str:
+        """Stores the completion (one committed INSERT) and returns its id. `text` is the response's text as
+        the caller was answered (the final message's); without it, it is decoded again from the tokens."""
         target = completed.target
         record = CompletionRecord(
             tenant=tenant,
@@ -50,6 +54,7 @@ class Recorder:
             logprobs=tuple(max(lp, LOGPROB_FLOOR) for lp in completed.logprobs),
             params=completed.params,
             finish_reason=completed.finish_reason,
+            response_sha256=response_digest(response_text(completed) if text is None else text),
         )
         self.repository.record(record)
         self._maybe_purge()
@@ -71,3 +76,15 @@ class Recorder:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+
+def response_text(completed: Completed) -> str:
+    """The text the engine answered for the completion's tokens: their bytes decoded incrementally (UTF-8, a
+    broken character replaced) and cut before the first of the request's stop strings, by the engine's own
+    `TextStream`. A stop string a chat template adds is not among the recorded parameters: a response cut by
+    one decodes longer here, which is why the caller passes the answered text when it has it."""
+    stop = completed.params.get("stop") or ()
+    stream = TextStream(completed.target.loaded.lm.token_bytes, [s for s in stop if isinstance(s, str)])
+    for token_id in completed.token_ids:
+        stream.add(token_id)
+    return stream.final()

@@ -294,7 +294,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
                     message.model = event.model
                     if request.record and generation.completed is not None:
                         message.completion_id = await self._run(
-                            self.engine.recorder.record, tenant, subject, generation.completed
+                            self.engine.recorder.record, tenant, subject, generation.completed, event.text
                         )
                 yield message
         except LyceumError as err:

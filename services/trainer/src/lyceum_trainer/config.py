@@ -17,6 +17,8 @@ from lyceum_core.settings import (
     ServiceSettings,
     service_config,
 )
+from lyceum_jobs.configs import MAX_FEEDBACK_PER_JOB
+from lyceum_jobs.feedback import DEFAULT_BATCH_SIZE, DEFAULT_MAX_ITEMS, DEFAULT_MAX_WAIT_S, FeedbackPolicy
 
 
 class Settings(ServiceSettings):
@@ -36,3 +38,17 @@ class Settings(ServiceSettings):
     queued_grace_s: float = Field(60.0, gt=0, description="a queued job unclaimed this long is re-sent")
     metrics_port: int = Field(9201, ge=0, le=65535, description="Prometheus port (0 = off)")
     torch_threads: int = Field(0, ge=0)
+    # Feedback: an adapter's pending items become one `sdpo` job at a time (the gateway's should agree).
+    feedback_batch_size: int = Field(
+        DEFAULT_BATCH_SIZE, ge=1, description="pending feedback items of an adapter that start a job at once"
+    )
+    feedback_max_wait_s: float = Field(
+        DEFAULT_MAX_WAIT_S, ge=0, description="fewer items start a job once the oldest waited this long"
+    )
+    feedback_max_items: int = Field(
+        DEFAULT_MAX_ITEMS, ge=1, le=MAX_FEEDBACK_PER_JOB, description="feedback items one job trains at most"
+    )
+
+    def feedback_policy(self) -> FeedbackPolicy:
+        """When pending feedback becomes a distillation job (checked after each job and each reconcile)."""
+        return FeedbackPolicy(self.feedback_batch_size, self.feedback_max_wait_s, self.feedback_max_items)

@@ -1,5 +1,8 @@
 """Re-sends jobs the broker lost: queued jobs nobody claimed within a grace period, and running jobs whose
-worker stopped renewing its lease (it died). Duplicate messages are harmless: the lease dedupes them."""
+worker stopped renewing its lease (it died). Duplicate messages are harmless: the lease dedupes them.
+
+Each pass also drives the feedback dispatcher: it settles distillations whose job ended unseen and starts
+jobs for adapters whose pending feedback waited long enough."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from prometheus_client import Counter
 
 from lyceum_db.models.job import JobState
 from lyceum_db.repositories.jobs import JobRecord, JobRepository
+from lyceum_jobs.feedback import Dispatcher
 
 log = logging.getLogger(__name__)
 RESENT = Counter("lyceum_trainer_reconciler_resent_total", "Jobs re-sent by the reconciler", ["reason"])
@@ -25,14 +29,15 @@ class Reconciler:
         *,
         queued_grace_s: float,
         every_s: float,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
-        self.jobs, self.enqueue = jobs, enqueue
+        self.jobs, self.enqueue, self.dispatcher = jobs, enqueue, dispatcher
         self.queued_grace_s, self.every_s = queued_grace_s, every_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def tick(self) -> int:
-        """One pass; returns how many jobs were re-sent."""
+        """One pass; returns how many jobs were re-sent (then the feedback dispatcher's pass)."""
         now, sent = datetime.now(UTC), 0
         for job in self.jobs.stale(self.queued_grace_s):
             recently_sent = job.enqueued_at and now - job.enqueued_at < timedelta(seconds=self.queued_grace_s)
@@ -44,6 +49,11 @@ class Reconciler:
             RESENT.labels(reason).inc()
             log.warning("re-sent job %s (%s, state %s)", job.job_id, reason, job.state)
             sent += 1
+        if self.dispatcher is not None:
+            try:
+                self.dispatcher.tick(now)
+            except Exception:  # noqa: BLE001 - re-sending must go on whatever feedback does
+                log.exception("feedback dispatch pass failed")
         return sent
 
     def start(self) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import Engine
 
 from lyceum_core.context import RequestContext, bound
 from lyceum_core.errors import Aborted, LyceumError, NotFound
@@ -100,15 +101,20 @@ class JobRunner:
         store: ArtifactStore,
         cfg: RunnerConfig,
         enqueue: Callable[[JobRecord], None],
+        engine: Engine | None = None,
     ) -> None:
         self.jobs, self.models, self.datasets, self.store = jobs, models, datasets, store
-        self.cfg, self.enqueue = cfg, enqueue
+        self.cfg, self.enqueue, self.engine = cfg, enqueue, engine
         # Set when the worker is asked to stop (SIGTERM): the running slice checkpoints at its next step and
         # re-enqueues its job, so a pod stops in seconds and the job goes on elsewhere, losing nothing.
         self.stopping = threading.Event()
         # How a job that asks for several processes runs its slice: (job, processes) -> how it ended. Set by
         # the worker (lyceum_trainer.launch: under torchrun); None: such jobs fail here.
         self.launch: Callable[[JobRecord, int], str] | None = None
+        # Called after a job this worker ran ended (succeeded, failed, cancelled), with the job and its final
+        # state: e.g. the feedback dispatcher settles the job's feedback and dispatches the next batch. A
+        # hook that raises is logged; the reconciler's pass does the same work again later.
+        self.on_end: list[Callable[[JobRecord, JobState], None]] = []
 
     def run(self, job_id: str) -> str:
         """Runs one slice of the job; returns how it ended (for logs and tests)."""
@@ -135,7 +141,18 @@ class JobRunner:
             RUNNING.dec()
         SLICES.labels(job.kind, outcome).inc()
         log.info("job %s slice ended: %s", job_id, outcome)
+        ended = {"succeeded": JobState.SUCCEEDED, "failed": JobState.FAILED, "cancelled": JobState.CANCELLED}
+        if outcome in ended:
+            self.ended(job, ended[outcome])
         return outcome
+
+    def ended(self, job: JobRecord, state: JobState) -> None:
+        """Runs the `on_end` hooks for a job that reached `state`."""
+        for hook in self.on_end:
+            try:
+                hook(job, state)
+            except Exception:  # noqa: BLE001 - the reconciler's pass catches up
+                log.exception("end hook for job %s failed", job.job_id)
 
     def fail(self, job_id: str, exc: BaseException) -> str:
         """Ends the job as failed with the error's message (unless another worker owns it by now)."""
@@ -167,7 +184,7 @@ class JobRunner:
         workdir.mkdir(parents=True, exist_ok=True)
         config = self._with_datasets(job, parse_config(job.kind, job.config), workdir)
         resume = self.store.get_dir(job.checkpoint_uri, workdir / "resume") if job.checkpoint_uri else None
-        context = JobContext(job.job_id, job.tenant, workdir, resume, self.models, self.store)
+        context = JobContext(job.job_id, job.tenant, workdir, resume, self.models, self.store, self.engine)
         trainer, final_metrics = BUILDERS[job.kind](config, context)
         if resume is not None:
             trainer.load(resume)
@@ -206,7 +223,7 @@ class JobRunner:
                 return self._requeue(job) if group.leader else "requeued"
         if group.leader:
             self.jobs.heartbeat(job.job_id, owner, self.cfg.lease_s, progress)  # the final progress
-        return self._complete(job, trainer, kind, config, final_metrics, group)
+        return self._complete(job, trainer, kind, config, final_metrics, group, context)
 
     def _observe(
         self,
@@ -258,9 +275,18 @@ class JobRunner:
         return with_local_paths(config, paths) if paths else config
 
     def _complete(
-        self, job: JobRecord, trainer: Any, kind: JobKind, config: Any, final_metrics: Any, group: Group
+        self,
+        job: JobRecord,
+        trainer: Any,
+        kind: JobKind,
+        config: Any,
+        final_metrics: Any,
+        group: Group,
+        context: JobContext,
     ) -> str:
-        """Final evaluation, export to the job's tenant's registry (idempotent per job), and success."""
+        """Final evaluation, export to the job's tenant's registry (idempotent per job), the trainer's own
+        finishing work (`finish(context, registered) -> dict`, merged into the result: an SDPO job's gate
+        moves an alias, an evaluation stores its plots), and success."""
         metrics = trainer.evaluate() | final_metrics()
         export_dir = self.cfg.work_dir / job.job_id / "export"
         if hasattr(trainer, "exports"):
@@ -279,7 +305,10 @@ class JobRunner:
                 job.tenant, name, export.kind, uri, metrics, job_id=job.job_id, metadata=export.metadata
             )
             registered.append({"name": model.name, "version": model.version, "kind": model.kind, "uri": uri})
-        result = {"model": registered[0], "models": registered}
+        result: dict[str, Any] = {"model": registered[0] if registered else None, "models": registered}
+        finish = getattr(trainer, "finish", None)
+        if callable(finish):
+            result |= finish(context, registered)
         self.jobs.finish(job.job_id, self.cfg.owner, JobState.SUCCEEDED, result=result)
         shutil.rmtree(self.cfg.work_dir / job.job_id, ignore_errors=True)
         return "succeeded"

@@ -1,5 +1,6 @@
 """Everything one worker process needs, built once from settings: repositories, artifact store, Celery app,
-the job runner and the reconciler."""
+the job runner, the feedback dispatcher (settling a distillation when its job ends here, starting the next)
+and the reconciler."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from lyceum_core.storage import ArtifactStore
 from lyceum_db.engine import create_engine
 from lyceum_db.migrate import upgrade
 from lyceum_db.repositories.datasets import DatasetRepository
+from lyceum_db.repositories.feedback import FeedbackRepository
 from lyceum_db.repositories.jobs import JobRecord, JobRepository
 from lyceum_db.repositories.registry import ModelRepository
+from lyceum_jobs.feedback import Dispatcher
 from lyceum_jobs.queue import enqueue, make_celery
 from lyceum_trainer.config import Settings
 from lyceum_trainer.launch import RankLauncher
@@ -28,6 +31,7 @@ class Worker:
     jobs: JobRepository
     runner: JobRunner
     reconciler: Reconciler
+    dispatcher: Dispatcher
 
 
 def build_worker(settings: Settings, app: Celery | None = None) -> Worker:
@@ -50,9 +54,17 @@ def build_worker(settings: Settings, app: Celery | None = None) -> Worker:
         slice_s=settings.slice_s,
     )
     store = ArtifactStore(settings.registry_url)
-    runner = JobRunner(jobs, ModelRepository(engine), DatasetRepository(engine), store, cfg, send)
+    models = ModelRepository(engine)
+    # The engine lets jobs read more than the registry (an sdpo job: its feedback and completions).
+    runner = JobRunner(jobs, models, DatasetRepository(engine), store, cfg, send, engine=engine)
     runner.launch = RankLauncher(settings, runner)
+    dispatcher = Dispatcher(FeedbackRepository(engine), jobs, models, send, settings.feedback_policy())
+    runner.on_end.append(dispatcher.ended)
     reconciler = Reconciler(
-        jobs, send, queued_grace_s=settings.queued_grace_s, every_s=settings.reconcile_every_s
+        jobs,
+        send,
+        queued_grace_s=settings.queued_grace_s,
+        every_s=settings.reconcile_every_s,
+        dispatcher=dispatcher,
     )
-    return Worker(settings, app, jobs, runner, reconciler)
+    return Worker(settings, app, jobs, runner, reconciler, dispatcher)

@@ -1,5 +1,6 @@
 """Recorded completions: what a sampler generated for a tenant (prompt and sampled token ids with their
-log-probs, the sampling params and why it stopped), kept for later training on them and purged by age."""
+log-probs, the sampling params, why it stopped, a digest of the response's text), kept for later training on
+them and purged by age."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lyceum_core.identity import COMPLETION_ID_LEN, SUBJECT_MAX_LEN, TENANT_ID_M
 from lyceum_db.models.base import Base, UTCDateTime
 
 FINISH_REASON_MAX_LEN = 16
+RESPONSE_SHA256_LEN = 64  # hex
 # Why a generation ended: the end-of-sequence token, a stop sequence, the token limit, or the caller left.
 FINISH_REASONS: frozenset[str] = frozenset({"eos", "stop", "length", "cancelled"})
 
@@ -26,6 +28,8 @@ class Completion(Base):
     __table_args__ = (
         Index("ix_completions_created_at", "created_at"),  # retention: purge by age across tenants
         Index("ix_completions_tenant_subject_created_at", "tenant", "subject", "created_at"),
+        # Feedback that quotes a response's text (the /claas mount) finds its completion by this digest.
+        Index("ix_completions_tenant_response_sha256", "tenant", "response_sha256"),
     )
 
     tenant: Mapped[str] = mapped_column(String(TENANT_ID_MAX_LEN), primary_key=True)
@@ -39,3 +43,6 @@ class Completion(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     finish_reason: Mapped[str] = mapped_column(String(FINISH_REASON_MAX_LEN), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # sha256 hex of the response's whitespace-normalised text (repositories.completions.response_digest);
+    # NULL for completions recorded before it was kept.
+    response_sha256: Mapped[str | None] = mapped_column(String(RESPONSE_SHA256_LEN), nullable=True)

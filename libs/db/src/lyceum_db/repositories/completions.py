@@ -1,11 +1,14 @@
 """Recorded completions: the sampler writes one per generation asked to be recorded, before it answers, so the
 id it returns always names a stored row. Rows are immutable; `purge` drops the old ones (retention).
 
-Every read acts for one tenant: another tenant's completion of the same id is a missing one."""
+Every read acts for one tenant: another tenant's completion of the same id is a missing one. A completion can
+also be found by its response's text (`find_by_response`, with `response_digest`), for feedback that quotes
+the response instead of naming the id (the /claas mount)."""
 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from lyceum_core.errors import AlreadyExists, InvalidArgument
 from lyceum_core.identity import check_completion_id, check_subject, check_tenant_id
-from lyceum_db.models.completion import FINISH_REASONS, Completion
+from lyceum_db.models.completion import FINISH_REASONS, RESPONSE_SHA256_LEN, Completion
 from lyceum_db.repositories._common import json_object, reader, utcnow
 
 # A bound on each token list, so that one request cannot write an unbounded row; generous for any context.
@@ -37,14 +40,17 @@ _COLUMNS = (
     Completion.params,
     Completion.finish_reason,
     Completion.created_at,
+    Completion.response_sha256,
 )
+_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True, slots=True)
 class CompletionRecord:
     """One completion: `model` is the served model's key (`tenant/name@version`, or a local model's name),
     `adapter` the applied adapter's key or None; `logprobs[i]` is the log-probability of `token_ids[i]` under
-    the distribution it was drawn from. `created_at` is timezone-aware UTC."""
+    the distribution it was drawn from. `created_at` is timezone-aware UTC. `response_sha256` is
+    `response_digest` of the response's text (None if the recorder did not know it)."""
 
     tenant: str
     completion_id: str
@@ -57,6 +63,13 @@ class CompletionRecord:
     params: dict[str, Any]
     finish_reason: str
     created_at: datetime = field(default_factory=utcnow)
+    response_sha256: str | None = None
+
+
+def response_digest(text: str) -> str:
+    """The sha256 hex of a response's text with its whitespace normalised (runs of whitespace become one
+    space, none at either end): the same visible text finds the same completion however it was re-wrapped."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
 
 
 class CompletionRepository:
@@ -102,6 +115,20 @@ class CompletionRepository:
         with self._reader.connect() as conn:
             return [_record(row) for row in conn.execute(stmt)]
 
+    def find_by_response(self, tenant: str, digest: str, limit: int = 10) -> builtins.list[CompletionRecord]:
+        """Up to `limit` of the tenant's completions whose response has `digest` (`response_digest`), newest
+        first: the same text may have been generated more than once."""
+        if not 1 <= limit <= LIST_MAX_LIMIT:
+            raise InvalidArgument(f"limit must be 1 to {LIST_MAX_LIMIT}, got {limit}", field="limit")
+        stmt = (
+            select(*_COLUMNS)
+            .where(Completion.tenant == tenant, Completion.response_sha256 == _digest(digest))
+            .order_by(Completion.created_at.desc(), Completion.completion_id.desc())
+            .limit(limit)
+        )
+        with self._reader.connect() as conn:
+            return [_record(row) for row in conn.execute(stmt)]
+
     def purge(self, before: datetime) -> int:
         """Deletes every tenant's completions created before `before` (aware); returns how many."""
         _check_aware(before, "before")
@@ -123,6 +150,8 @@ def _row(rec: CompletionRecord) -> dict[str, Any]:
         shown = f"finish_reason {rec.finish_reason!r} is not one of {', '.join(sorted(FINISH_REASONS))}"
         raise InvalidArgument(shown, field="finish_reason")
     _check_aware(rec.created_at, "created_at")
+    if rec.response_sha256 is not None:
+        _digest(rec.response_sha256, "response_sha256")
     prompt_ids = _token_ids(rec.prompt_ids, "prompt_ids")
     token_ids = _token_ids(rec.token_ids, "token_ids")
     logprobs = _logprobs(rec.logprobs)
@@ -141,7 +170,15 @@ def _row(rec: CompletionRecord) -> dict[str, Any]:
         "params": json_object(rec.params, "params"),
         "finish_reason": rec.finish_reason,
         "created_at": rec.created_at,
+        "response_sha256": rec.response_sha256,
     }
+
+
+def _digest(value: str, field: str = "digest") -> str:
+    """A sha256 hex digest as `response_digest` writes it (lowercase), else InvalidArgument."""
+    if not isinstance(value, str) or len(value) != RESPONSE_SHA256_LEN or not _HEX.issuperset(value):
+        raise InvalidArgument(f"{field} must be 64 lowercase hex digits (sha256)", field=field)
+    return value
 
 
 def _token_ids(values: Iterable[Any], field: str) -> list[int]:
@@ -188,4 +225,5 @@ def _record(row: Row[Any]) -> CompletionRecord:
         params=row.params,
         finish_reason=row.finish_reason,
         created_at=row.created_at,
+        response_sha256=row.response_sha256,
     )

@@ -95,38 +95,15 @@ class JobRepository:
     ) -> tuple[JobRecord, bool]:
         """Creates a queued job of `tenant`; returns it and True. An `idempotency_key` the tenant used before
         returns the existing job and False if its kind and config are equal, else AlreadyExists."""
-        check_tenant_id(tenant)
-        check_str(kind, "kind", KIND_MAX_LEN)
-        check_str(queue, "queue", QUEUE_MAX_LEN)
-        config = json_object(config, "config")
+        config = check_job(tenant, kind, config, queue)
         if idempotency_key is not None:
             check_str(idempotency_key, "idempotency_key", IDEMPOTENCY_KEY_MAX_LEN)
             existing = self.find_by_idempotency_key(tenant, idempotency_key)
             if existing is not None:
                 return _same_request(existing, kind, config), False
-        now = self._clock()
-        stmt = (
-            insert(Job)
-            .values(
-                job_id=uuid.uuid4().hex,
-                tenant=tenant,
-                kind=kind,
-                queue=queue,
-                config=config,
-                state=JobState.QUEUED.value,
-                attempt=0,
-                progress={},
-                metrics={},
-                idempotency_key=idempotency_key,
-                enqueued_at=now,
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(*_COLUMNS)
-        )
         try:
             with self._engine.begin() as conn:
-                row = conn.execute(stmt).one()
+                job = insert_job(conn, tenant, kind, config, queue, self._clock(), idempotency_key)
         except IntegrityError:
             # Only the idempotency key can collide (a uuid4 does not): a concurrent create with it won.
             existing = (
@@ -135,7 +112,7 @@ class JobRepository:
             if existing is None:
                 raise
             return _same_request(existing, kind, config), False
-        return _record(row), True
+        return job, True
 
     def get(self, tenant: str, job_id: str) -> JobRecord | None:
         """The tenant's job, or None if it has no such job."""
@@ -498,6 +475,58 @@ class JobRepository:
                 raise _not_found(job_id)
             raise _lease_lost(job, owner)
         return JobState(row.state), row.progress
+
+
+def new_job_id() -> str:
+    """A fresh job id (uuid4 hex)."""
+    return uuid.uuid4().hex
+
+
+def check_job(tenant: str, kind: str, config: Mapping[str, Any], queue: str) -> dict[str, Any]:
+    """Checks a new job's fields (InvalidArgument naming the first bad one); returns the config as stored."""
+    check_tenant_id(tenant)
+    check_str(kind, "kind", KIND_MAX_LEN)
+    check_str(queue, "queue", QUEUE_MAX_LEN)
+    return json_object(config, "config")
+
+
+def insert_job(
+    conn: Connection,
+    tenant: str,
+    kind: str,
+    config: Mapping[str, Any],
+    queue: str,
+    now: datetime,
+    idempotency_key: str | None = None,
+    job_id: str | None = None,
+) -> JobRecord:
+    """Inserts a queued job on `conn`, in the caller's transaction (a dispatcher writes the job and what it
+    works on together); `JobRepository.create` is this in a transaction of its own, made idempotent.
+    `job_id` (default: a new one, `new_job_id()`) lets a caller name the job before it exists. IntegrityError
+    if the tenant already used `idempotency_key`."""
+    config = check_job(tenant, kind, config, queue)
+    if idempotency_key is not None:
+        check_str(idempotency_key, "idempotency_key", IDEMPOTENCY_KEY_MAX_LEN)
+    stmt = (
+        insert(Job)
+        .values(
+            job_id=job_id or new_job_id(),
+            tenant=tenant,
+            kind=kind,
+            queue=queue,
+            config=config,
+            state=JobState.QUEUED.value,
+            attempt=0,
+            progress={},
+            metrics={},
+            idempotency_key=idempotency_key,
+            enqueued_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(*_COLUMNS)
+    )
+    return _record(conn.execute(stmt).one())
 
 
 def _record(row: Row[Any]) -> JobRecord:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Row, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from lyceum_core.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
@@ -136,6 +136,19 @@ class ModelRepository:
             return _model(row)
 
         return self._write(attempt)
+
+    def delete(self, tenant: str, name: str) -> builtins.list[ModelRecord]:
+        """Deletes the tenant's own model `name` (never a public one of another tenant's) in one transaction:
+        every version, alias and recorded alias move. Returns the deleted versions, whose artifacts are the
+        caller's to remove; none if the tenant has no such model."""
+        check_tenant_id(tenant)
+        check_model_name(name)
+        with self._engine.begin() as conn:
+            for table in (ModelAliasEvent, ModelAlias):
+                conn.execute(delete(table).where(table.tenant == tenant, table.name == name))
+            own = (ModelVersion.tenant == tenant) & (ModelVersion.name == name)
+            rows = conn.execute(delete(ModelVersion).where(own).returning(*_VERSION_COLUMNS)).all()
+        return sorted((_model(row) for row in rows), key=lambda record: record.version)
 
     def get(self, tenant: str, name: str, version: int) -> ModelRecord | None:
         """The version of `name` the tenant sees (its own, else a public one), or None."""

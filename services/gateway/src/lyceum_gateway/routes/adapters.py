@@ -20,6 +20,7 @@ from lyceum_core.errors import InvalidArgument
 from lyceum_gateway.adapters import AdapterService
 from lyceum_gateway.deps import Context, Registry, Store
 from lyceum_gateway.routes import API_PREFIX
+from lyceum_gateway.routes.feedback import Feedback
 from lyceum_gateway.schemas.adapters import (
     AdapterList,
     AdapterName,
@@ -29,6 +30,8 @@ from lyceum_gateway.schemas.adapters import (
     CreateAdapterRequest,
 )
 from lyceum_gateway.schemas.common import error_responses
+from lyceum_gateway.schemas.feedback import DistillRequest
+from lyceum_gateway.schemas.jobs import JobOut
 
 PREFIX = f"{API_PREFIX}/adapters"
 router = APIRouter(prefix=PREFIX, tags=["adapters"], responses=error_responses(401, 422))
@@ -153,3 +156,26 @@ def export_adapter(
         filename=packed.filename,
         background=BackgroundTask(shutil.rmtree, packed.workdir, ignore_errors=True),
     )
+
+
+@router.post(
+    "/{name}/distill",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Distil pending feedback now",
+    response_description="The `sdpo` job that trains the adapter on its pending feedback (queued)",
+    responses=error_responses(400, 404, 409),
+)
+def distill_adapter(
+    name: NamePath, feedback: Feedback, ctx: Context, response: Response, body: DistillRequest | None = None
+) -> JobOut:
+    """Starts the adapter's next `sdpo` job now instead of waiting for its batch to fill: it trains the oldest
+    pending feedback item and those asking for its settings (or, with `training`, the pending items with
+    those settings), from the version the adapter is served at; with `gate`, the new version is served
+    only if it passes those thresholds instead of the default gate's. 404 for an adapter you do not see,
+    400 for the platform's (only your own adapters learn) or when no feedback is pending, 409 while a job of
+    the adapter is queued or running."""
+    training = body.training if body is not None else None
+    gate = body.gate.model_dump() if body is not None and body.gate is not None else None
+    dispatched = feedback.distill(ctx.tenant, name, training, gate=gate)
+    response.headers["Location"] = f"{API_PREFIX}/jobs/{dispatched.job.job_id}"
+    return JobOut.from_record(dispatched.job)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mimetypes
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -17,10 +18,10 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from lyceum_core.errors import Code, InvalidArgument, LyceumError
+from lyceum_core.errors import Code, InvalidArgument, LyceumError, NotFound
 from lyceum_db.models.job import JobState
 from lyceum_gateway import sse
-from lyceum_gateway.deps import Context, Jobs, QuotaChecks, Registry
+from lyceum_gateway.deps import Context, Jobs, QuotaChecks, Registry, Store
 from lyceum_gateway.errors import error_body
 from lyceum_gateway.jobs import Ended, JobService, JobUpdate, MetricsPoint, ProgressChanged
 from lyceum_gateway.routes import API_PREFIX
@@ -48,6 +49,14 @@ RETRY_MS = 2000
 JobIdPath = Annotated[str, Path(min_length=1, max_length=64, description="The job's id")]
 AfterStep = Annotated[
     int | None, Query(ge=0, description="Only metrics reported at later steps", examples=[100])
+]
+ArtifactName = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="A file named in the job's `result.artifacts.files`",
+        examples=["compliance.png"],
+    ),
 ]
 LastEventId = Annotated[
     str | None,
@@ -207,6 +216,27 @@ def cancel_job(job_id: JobIdPath, jobs: Jobs, ctx: Context) -> JobOut:
 def resume_job(job_id: JobIdPath, jobs: Jobs, ctx: Context) -> JobOut:
     """Queues a cancelled or failed job again; it continues from its last checkpoint. 409 in other states."""
     return JobOut.from_record(jobs.resume(ctx.tenant, job_id))
+
+
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    summary="Download a job's artifact",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}, "application/json": {}}, "description": "The file"},
+        **error_responses(404),
+    },
+)
+def job_artifact(job_id: JobIdPath, name: ArtifactName, jobs: Jobs, ctx: Context, store: Store) -> Response:
+    """One file the job stored as an artifact (an evaluation's plots and `results.json`): only names its
+    result lists; 404 for any other name, a job without artifacts, or another tenant's job."""
+    artifacts = (jobs.get(ctx.tenant, job_id).result or {}).get("artifacts") or {}
+    if name not in (artifacts.get("files") or []) or not artifacts.get("uri"):
+        raise NotFound(f"job {job_id!r} has no artifact {name!r}", field="name")
+    data = store.read_bytes(artifacts["uri"], name)
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    disposition = f'attachment; filename="{name}"'  # the name matched a pattern without quotes
+    return Response(data, media_type=media_type, headers={"Content-Disposition": disposition})
 
 
 # --- event streams ------------------------------------------------------------------------------------------

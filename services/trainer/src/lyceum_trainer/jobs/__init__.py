@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
+
 from lyceum_core.errors import InvalidArgument
 from lyceum_core.identity import ModelRef, model_key
 from lyceum_core.storage import ArtifactStore
@@ -28,6 +30,7 @@ class JobContext:
     resume: Path | None  # the checkpoint to resume from, or None on a first slice
     models: ModelRepository
     store: ArtifactStore
+    engine: Engine | None = None  # the platform's database, for jobs that read more than the registry
 
     def model(self, ref: str, kind: str, field: str) -> tuple[ModelRecord, Path]:
         """The registry version `ref` (name@alias or name@version) names for the job's tenant, which must
@@ -50,12 +53,14 @@ def registry_key(record: ModelRecord) -> str:
 
 
 def _builders() -> dict[str, Build]:
-    from lyceum_trainer.jobs import dfm_pretrain, lm_pretrain, sft
+    from lyceum_trainer.jobs import dfm_pretrain, evaluate, lm_pretrain, sdpo, sft
 
     builders: dict[str, Build] = {
         "dfm_pretrain": dfm_pretrain.build,
         "lm_pretrain": lm_pretrain.build,
         "sft": sft.build,
+        "sdpo": sdpo.build,
+        "eval": evaluate.build,
     }
     if set(builders) != set(KINDS):
         missing, unknown = sorted(set(KINDS) - set(builders)), sorted(set(builders) - set(KINDS))
