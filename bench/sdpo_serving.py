@@ -12,7 +12,8 @@ SQLite, a folder broker, one sampler, one trainer worker, two predictors) on fre
 1. idle: --requests streaming chat completions, one after another, on a fresh adapter (LoRA r 8 over the
    base, created empty): time to first token (TTFT) and the whole request, p50/p99.
 2. feedback: --feedback recorded completions of the adapter get feedback ("Your name is Kuro..."), then
-   `POST /v1/adapters/{name}/distill` starts the job at once (default training and gate). While it runs,
+   their job starts (a full batch starts itself; else `POST /v1/adapters/{name}/distill`; default training
+   with --steps, the default gate). While it runs,
    the same requests go on one after another: TTFT and total p50/p99 during training. CLaaS, the system this
    replaces, pauses inference while it trains: its requests wait for the whole step.
 3. pickup: once the job has ended and the `serving` alias names the new version (the gate passed), the next
@@ -217,12 +218,19 @@ def run(args: argparse.Namespace, url: str) -> None:
         )["id"]
         for i, p in enumerate(prompts[: args.feedback])
     ]
-    for completion in completions:
-        client.call("POST", "/v1/feedback", json={"completion_id": completion, "feedback": FEEDBACK})
-    t_feedback = time.perf_counter()
-    job_id = client.call("POST", f"/v1/adapters/{adapter}/distill", json={"training": {"steps": args.steps}})[
-        "job_id"
+    items = [
+        client.call(
+            "POST",
+            "/v1/feedback",
+            json={"completion_id": c, "feedback": FEEDBACK, "training": {"steps": args.steps}},
+        )
+        for c in completions
     ]
+    t_feedback = time.perf_counter()
+    # a full batch (the gateway's feedback_batch_size) has started its job already; else start it now
+    job_id = client.call("GET", f"/v1/feedback/{items[-1]['feedback_id']}")["job_id"]
+    if job_id is None:
+        job_id = client.call("POST", f"/v1/adapters/{adapter}/distill")["job_id"]
 
     during = Timings()
     state = {"job": {}}

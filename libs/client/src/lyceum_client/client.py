@@ -236,6 +236,45 @@ class LyceumClient:
         """Moves `alias` back to the version it pointed at before its last move."""
         return self._call("POST", f"/v1/models/{_seg(name)}/aliases/{_seg(alias)}/rollback")
 
+    # --- adapters and feedback ---------------------------------------------------------------------------
+
+    def create_adapter(self, name: str, base: str, **options: Any) -> dict[str, Any]:
+        """A new (empty: B = 0) version of the tenant's adapter `name` over the language model `base`."""
+        return self._call("POST", "/v1/adapters", json={"name": name, "base": base, **options})
+
+    def get_adapter(self, name: str) -> dict[str, Any]:
+        """The adapter's versions and aliases."""
+        return self._call("GET", f"/v1/adapters/{_seg(name)}")
+
+    def chat(self, model: str, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
+        """One chat completion through the OpenAI-compatible API (`/openai/v1/chat/completions`)."""
+        return self._call(
+            "POST", "/openai/v1/chat/completions", json={"model": model, "messages": messages, **params}
+        )
+
+    def give_feedback(
+        self, completion_id: str, feedback: str, *, adapter: str | None = None, training: dict | None = None
+    ) -> dict[str, Any]:
+        """Feedback in words on a recorded completion; it is distilled into the adapter (202: queued)."""
+        body: dict[str, Any] = {"completion_id": completion_id, "feedback": feedback}
+        if adapter is not None:
+            body["adapter"] = adapter
+        if training is not None:
+            body["training"] = training
+        return self._call("POST", "/v1/feedback", json=body)
+
+    def get_feedback(self, feedback_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/feedback/{_seg(feedback_id)}")
+
+    def distill(self, adapter: str, training: dict | None = None, gate: dict | None = None) -> dict[str, Any]:
+        """Starts the adapter's distillation of its pending feedback now; the job."""
+        body = {k: v for k, v in (("training", training), ("gate", gate)) if v is not None}
+        return self._call("POST", f"/v1/adapters/{_seg(adapter)}/distill", json=body)
+
+    def preferences(self) -> list[dict[str, Any]]:
+        """The preferences the `eval` job verifies, with their feedback strings and probe prompts."""
+        return self._call("GET", "/v1/preferences")["preferences"]
+
     # --- admin: tenants and keys ----------------------------------------------------------------------------
 
     def create_tenant(self, tenant_id: str, quotas: dict[str, float] | None = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
     lyceum eval run --model kuro@1 --model kuro@2 [--preference identity ...] [--prompts 8] [--follow]
     lyceum eval show JOB_ID [--save DIR]
+    lyceum eval loop --adapter kuro --preference identity [--steps 5] ...   (feedback_loop.py)
 
 `run` submits the job (and with `--follow` follows it like `lyceum jobs submit --follow`, then prints the
 table); `show` prints the table of a finished evaluation and, with `--save`, downloads its plots (PNG) and
@@ -22,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lyceum_client.client import LyceumClient
+from lyceum_client.feedback_loop import add_loop_command
 from lyceum_client.follow import follow
 from lyceum_client.render import FollowDisplay, job_summary, number
 
@@ -64,6 +66,7 @@ def add_eval_commands(groups: Any, output: argparse.ArgumentParser) -> None:
     p.add_argument("job_id")
     p.add_argument("--save", type=Path, metavar="DIR", help="download its plots and results.json into DIR")
     p.set_defaults(handler=show_eval)
+    add_loop_command(evals, output)
 
 
 def eval_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -101,7 +104,7 @@ def run_eval(client: LyceumClient, args: argparse.Namespace, out: Console) -> in
         out.print(job_summary(job))
         with FollowDisplay(out, job["job_id"]) as display:
             job = follow(client, job["job_id"], display, poll=args.poll)
-        _show_results(out, job)
+        show_results(out, job)
     return 0 if job["state"] == "succeeded" else 1
 
 
@@ -110,7 +113,7 @@ def show_eval(client: LyceumClient, args: argparse.Namespace, out: Console) -> i
     if args.json:
         _print_json(job)
     else:
-        _show_results(out, job)
+        show_results(out, job)
     if args.save is not None:
         artifacts = (job.get("result") or {}).get("artifacts") or {}
         args.save.mkdir(parents=True, exist_ok=True)
@@ -147,7 +150,7 @@ def results_table(models: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _show_results(out: Console, job: dict[str, Any]) -> None:
+def show_results(out: Console, job: dict[str, Any]) -> None:
     out.print(job_summary(job))
     models = ((job.get("result") or {}).get("evaluation") or {}).get("models")
     if models:

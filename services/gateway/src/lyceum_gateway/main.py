@@ -58,6 +58,7 @@ from lyceum_gateway.routes import (
     openai,
     ops,
     predictions,
+    preferences,
     sessions,
     token_wheel,
 )
@@ -400,6 +401,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     app.include_router(models.router)
     app.include_router(adapters.router)
     app.include_router(feedback.router)
+    app.include_router(preferences.router)
     app.include_router(sessions.router)
     app.include_router(generation.router)
     app.include_router(ops.router)

@@ -119,9 +119,21 @@ def load_base(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
         )
     model = AutoModelForCausalLM.from_pretrained(path, **options)
-    if not quantize_4bit:
+    if quantize_4bit:
+        _keep_4bit_trainable(model)
+    else:
         model = model.to(device)
     model.config.use_cache = False
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return BaseLM(model, tokenizer, "hf", path)
+
+
+def _keep_4bit_trainable(model: nn.Module) -> None:
+    """On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer's weight for a faster kernel the first
+    time it runs in eval mode, and never back: every later forward, training included, takes that kernel,
+    which has no backward, so the LoRA above it gets zero gradients after the first evaluation. Training
+    models opt out."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
