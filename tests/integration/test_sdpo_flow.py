@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
-from fixtures.gateway import NO_PREDICTOR, MakeGateway
+from fixtures.gateway import NO_PREDICTOR, gateway_settings, serve
 from fixtures.sampler import MakeSampler
 from fixtures.trainer import REDIS_URL, Workers
 
@@ -23,6 +23,7 @@ from lyceum_core.storage import ArtifactStore
 from lyceum_db.engine import create_engine
 from lyceum_db.repositories.jobs import JobRecord, JobRepository
 from lyceum_db.repositories.registry import ModelRepository
+from lyceum_gateway.main import create_app
 from lyceum_ml.architecture import describe
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -47,7 +48,8 @@ TRAINING = {"lr": 5e-3, "steps": 2}  # big enough that a version differs visibly
 
 @dataclass
 class Stack:
-    http: TestClient
+    http: httpx.Client
+    url: str
     jobs: JobRepository
     models: ModelRepository
     workers: Workers
@@ -92,9 +94,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(
-    workers: Workers, db: str, make_sampler: MakeSampler, make_gateway: MakeGateway, tiny_hf_gpt2_dir: Path
-) -> Iterator[Stack]:
+def stack(workers: Workers, db: str, make_sampler: MakeSampler, tiny_hf_gpt2_dir: Path) -> Iterator[Stack]:
     registry = str(workers.tmp / "registry")
     engine = create_engine(db)
     models = ModelRepository(engine)
@@ -110,7 +110,7 @@ def stack(
         registry_url=registry,
         serve_adapters=True,
     )
-    http = make_gateway(
+    settings = gateway_settings(
         [NO_PREDICTOR],
         sampler_addresses=[sampler.address],
         database_url=db,
@@ -120,7 +120,8 @@ def stack(
         record_completions=True,
     )
     workers.start("w1")
-    yield Stack(http, JobRepository(engine), models, workers)
+    with serve(create_app(settings)) as url, httpx.Client(base_url=url, timeout=120) as http:
+        yield Stack(http, url, JobRepository(engine), models, workers)
     engine.dispose()
 
 
@@ -183,3 +184,23 @@ def test_feedback_becomes_one_job_whose_version_is_served_only_past_its_gate(sta
 
     # The base model never changed.
     assert stack.chat(f"{BASE}@latest")["choices"][0]["message"]["content"] == base_before
+
+
+def test_the_feedback_loop_cli_runs_rounds_and_evaluates_every_version(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lyceum_client.cli import main
+
+    args = ["--url", stack.url, "eval", "loop", "--adapter", "loopy", "--base", f"{BASE}@latest"]
+    args += ["--preference", "identity", "--steps", "2", "--batch-size", "2", "--prompts", "2"]
+    args += ["--max-tokens", "8", "--lr", "5e-3", "--job-timeout", "300"]
+    assert main(args) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "created adapter loopy" in out and "DISTILL_LOSS" in out
+    versions = stack.models.list(DEFAULT_TENANT, "loopy")
+    assert [v.version for v in versions] == [1, 2, 3]  # the empty adapter, then one version per round
+    assert all(v.metadata["parent"] in (1, 2) for v in versions[1:])
+    evaluation = next(j for j in stack.jobs.list(DEFAULT_TENANT) if j.kind == "eval")
+    assert evaluation.config["models"] == [f"{BASE}@1", "loopy@1", "loopy@2", "loopy@3"]
+    assert evaluation.state == "succeeded" and "compliance/identity" in evaluation.metrics
+    assert f"{BASE}@1" in out and "loopy@3" in out  # the table, one row per model

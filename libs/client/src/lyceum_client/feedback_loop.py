@@ -174,7 +174,11 @@ def _row(step: int, job: dict[str, Any], seconds: float) -> dict[str, Any]:
 def _steps_table(rows: list[dict[str, Any]], header: bool) -> Table:
     table = Table(box=None, show_header=header, header_style="bold")
     for title in ("STEP", "VERSION", "SERVING", *(c.upper() for c in SDPO_COLUMNS), "SECONDS", "GATE"):
-        table.add_column(title, justify="left" if title == "GATE" else "right", no_wrap=title != "GATE")
+        # one table per step, so that rows appear as steps end: fixed widths keep them under the header
+        width = max(len(title), 8)
+        table.add_column(
+            title, justify="left" if title == "GATE" else "right", no_wrap=title != "GATE", min_width=width
+        )
     for r in rows:
         table.add_row(
             str(r["step"]),
