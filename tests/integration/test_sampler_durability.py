@@ -49,7 +49,7 @@ def rebuilds(reason: str) -> float:
 
 
 # --- TTL -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("store", [SAMPLER_REDIS_URL, "memory://"])
+@pytest.mark.parametrize("store", [SAMPLER_REDIS_URL, "memory://"], ids=["redis", "memory"])
 def test_an_idle_session_expires_and_every_access_refreshes_it(make_sampler: MakeSampler, store: str) -> None:
     sampler = make_sampler(session_store_url=store, session_ttl_s=1.0)
     with stub_of(sampler) as stub:
