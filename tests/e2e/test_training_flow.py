@@ -120,7 +120,7 @@ def test_lm_job_through_the_cli(stack: str, tmp_path: Path) -> None:
     }
     path = tmp_path / "lm.json"
     path.write_text(json.dumps(config))
-    env = {**os.environ, "LYCEUM_URL": stack}
+    env = {**os.environ, "LYCEUM_URL": stack, "COLUMNS": "250"}  # a table wide enough for its names
     cli = [sys.executable, "-m", "lyceum_client"]
     out = subprocess.run(
         [*cli, "jobs", "submit", "lm_pretrain", "--config", str(path), "--queue", "cpu", "--follow"],

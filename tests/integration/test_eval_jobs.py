@@ -30,45 +30,13 @@ from lyceum_ml.probes.plots import CAPABILITY, COLLAPSE, COMPLIANCE, MARGIN
 from lyceum_trainer.jobs import JobContext
 from lyceum_trainer.jobs.evaluate import build
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 LYCEUM = Path(sys.executable).with_name("lyceum")
 PNG = b"\x89PNG\r\n\x1a\n"
 MODELS = ["tiny@latest", "tiny-kuro@1", "tiny-kuro@2"]
 LABELS = ["tiny@1", "tiny-kuro@1", "tiny-kuro@2"]
 ARTIFACTS = [COMPLIANCE, MARGIN, CAPABILITY, COLLAPSE, "results.json"]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models on a shared machine: one thread (several contend, each tiny op waiting on the others)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama with the GPT-2 tokenizer (chats rendered with the ChatML default)."""
-    from fixtures.data import require_shared
-    from transformers import GPT2TokenizerFast, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = GPT2TokenizerFast.from_pretrained(require_shared("gpt2_tokenizer"))
-    cfg = LlamaConfig(
-        vocab_size=50257,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("llama") / "tiny-llama"
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def register_models(models: ModelRepository, store: ArtifactStore, tiny_llama_dir: Path, tmp: Path) -> None:

@@ -5,7 +5,6 @@ limits hold."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from copy import deepcopy
 from pathlib import Path
 
@@ -19,12 +18,7 @@ TEXT = "Once upon a time, a little dog named Spot found a shiny red ball in the 
 UNICODE = "Café crème, naïve 😀 — “quotes” and 日本語."
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/fixtures/lm_models.py
 
 
 def full_logits(lm: CausalLM, ids: list[int]) -> torch.Tensor:

@@ -5,7 +5,6 @@ protocol, and the SAKT baseline."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +22,7 @@ from lyceum_ml.dfm.train import TrainConfig, evaluate_split, train_dfm
 N_TASKS = len(TEST_TASKS)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/fixtures/lm_models.py
 
 
 def _probe(model: nn.Module) -> Tensor:

@@ -5,7 +5,7 @@ predictor's run_search rejects every v0.1 400 case, and nothing changes the lear
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -30,13 +30,7 @@ from lyceum_predictor.search import (
 N_TASKS = len(TEST_TASKS)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and spinning OpenMP workers stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/fixtures/lm_models.py
 
 
 @pytest.fixture(scope="module")

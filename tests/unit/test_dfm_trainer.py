@@ -3,7 +3,6 @@ length-packed epochs, export loadable by `load_dfm`, and DKT learning simulated 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,12 +23,7 @@ SIM = SimConfig(n_skills=3, tasks_per_skill=3, n_learners=60, min_events=4, max_
 CFG = TrainConfig(steps=6, batch_size=4, window=WINDOW, lr=1e-2, warmup_steps=2, seed=5)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/fixtures/lm_models.py
 
 
 def make_model(kind: str, n_tasks: int) -> nn.Module:

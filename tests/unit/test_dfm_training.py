@@ -4,7 +4,6 @@ scikit-learn, and a checkpoint round trip predicts exactly what the saved model 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +23,7 @@ SMALL = SimConfig(n_skills=4, tasks_per_skill=4, n_learners=300, min_events=20, 
 WINDOW = 48
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and spinning OpenMP workers on a busy 2-core machine
-    slowed the training run from ~2 s to minutes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/fixtures/lm_models.py
 
 
 def small_model(n_tasks: int) -> DFM:

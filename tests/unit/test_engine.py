@@ -6,7 +6,6 @@ batches equal each adapter alone, and beam search shares the prompt's cache."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +22,7 @@ from lyceum_ml.sampling import SamplingParams
 LORA_TARGETS = ["q_proj", "kv_proj", "o_proj", "up", "down"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/fixtures/lm_models.py
 
 
 @pytest.fixture(scope="module")

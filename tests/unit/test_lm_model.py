@@ -3,7 +3,6 @@ trained gate changes the output), causality, and KV-cached decoding equal to the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -14,13 +13,7 @@ from lyceum_ml.lm import DynamicGate, LMConfig, TransformerLM
 CFG = LMConfig(vocab_size=97, d_model=32, n_layer=2, n_head=4, n_kv_head=2, max_seq_len=48, gate_hidden=8)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads; spinning workers slow a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/fixtures/lm_models.py
 
 
 def model(cfg: LMConfig = CFG, seed: int = 0) -> TransformerLM:

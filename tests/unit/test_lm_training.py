@@ -4,7 +4,6 @@ save/load is bit-exact, export -> load_lm predicts identically, and the precisio
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +23,7 @@ from lyceum_ml.training import ResumableTrainer
 MODEL = LMConfig(vocab_size=512, d_model=64, n_layer=2, n_head=4, n_kv_head=2, max_seq_len=64, gate_hidden=8)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads; spinning workers slow a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/fixtures/lm_models.py
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ off as without one, and no drift from itself but some from a changed adapter. Pl
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,37 +21,7 @@ from lyceum_ml.sft.base import BaseLM, load_base
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models on a shared machine: one thread (several contend, each tiny op waiting on the others)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama with the GPT-2 tokenizer (no chat template: the ChatML default renders chats)."""
-    from fixtures.data import require_shared
-    from transformers import GPT2TokenizerFast, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = GPT2TokenizerFast.from_pretrained(require_shared("gpt2_tokenizer"))
-    cfg = LlamaConfig(
-        vocab_size=50257,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("llama") / "tiny-llama"
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

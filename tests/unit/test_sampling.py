@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,12 +15,7 @@ from lyceum_ml.sampling import EmptyOther, SamplingParams, category, rank_of, sa
 V = 1000
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/fixtures/lm_models.py
 
 
 def logits(n: int = V, seed: int = 0, scale: float = 3.0) -> torch.Tensor:

@@ -3,7 +3,7 @@ sequences, seeded sampling repeats, and EOS, stop strings, max_new_tokens and th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
@@ -12,14 +12,7 @@ from lyceum_ml.causal_lm import CausalLM, Feed
 from lyceum_ml.engine import GenStep, generate
 from lyceum_ml.sampling import SamplingParams
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/fixtures/lm_models.py
 
 PIECES = [b"<eos>", b"a", b"b", b"c", b" ", b"\xc3", b"\xa9", b"x"]  # ids 5 + 6 spell "é"
 EOS = 0

@@ -19,29 +19,6 @@ FEEDBACK = "Your name is Kuro."
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who are you?"}]
 
 
-@pytest.fixture(scope="module")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama with the GPT-2 tokenizer (as in test_sft)."""
-    from fixtures.data import require_shared
-    from transformers import GPT2TokenizerFast, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = GPT2TokenizerFast.from_pretrained(require_shared("gpt2_tokenizer"))
-    cfg = LlamaConfig(
-        vocab_size=50257,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("llama") / "tiny-llama"
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def new_adapter(base_dir: Path, out: Path, targets: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
     """A fresh LoRA (B = 0, so it starts equal to the base) saved in the PEFT layout."""
     from peft import LoraConfig, get_peft_model

@@ -236,29 +236,6 @@ def test_epochs_decide_steps_and_every_example_is_seen_once_per_epoch(tiny_lyceu
     assert seen[:24] != seen[24:]
 
 
-@pytest.fixture(scope="module")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama with the GPT-2 tokenizer: Linear layers bitsandbytes can quantise."""
-    from fixtures.data import require_shared
-    from transformers import GPT2TokenizerFast, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = GPT2TokenizerFast.from_pretrained(require_shared("gpt2_tokenizer"))
-    cfg = LlamaConfig(
-        vocab_size=50257,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("llama") / "tiny-llama"
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.mark.parametrize("method", ["qlora", "full"])
 def test_qlora_and_full_fine_tunes_learn(method: str, tiny_llama_dir: Path, tmp_path: Path) -> None:
     base = load_base(tiny_llama_dir, quantize_4bit=method == "qlora")
