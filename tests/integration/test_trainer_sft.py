@@ -166,7 +166,7 @@ def test_two_gloo_processes_train_what_one_process_does(
     two, _ = submit(jobs, app, TENANT, "sft", two_config, queue="cpu")
     for job in (one, two):
         done = wait_for(jobs, job.job_id, lambda j: j.state.terminal, 300, "success", workers)
-        assert done.state == JobState.SUCCEEDED, done.error
+        assert done.state == JobState.SUCCEEDED, f"{done.error}\n{workers.log('w1')[-6000:]}"
     single, double = jobs.get(TENANT, one.job_id), jobs.get(TENANT, two.job_id)
     assert single is not None and double is not None
     assert double.progress["total"] == single.progress["total"] == 8
