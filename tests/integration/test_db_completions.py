@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from test_db_jobs import race
+from fixtures.threads import race
 
 from lyceum_core.errors import AlreadyExists, InvalidArgument
 from lyceum_core.identity import new_completion_id

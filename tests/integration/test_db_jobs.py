@@ -3,20 +3,19 @@ heartbeats, checkpoints, metrics, and the races between workers."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fixtures.threads import race
 
 from lyceum_core.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from lyceum_db import JobRecord, JobRepository, JobState
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 CONFIG = {"model": "dfm", "steps": 100, "lr": 0.001, "layers": [64, 64]}
 LEASE_S = 30.0
 A, B = "acme", "globex"  # two tenants
@@ -44,33 +43,6 @@ def clock() -> FakeClock:
 @pytest.fixture
 def repo(db_engine: sa.Engine, clock: FakeClock) -> JobRepository:
     return JobRepository(db_engine, clock=clock)
-
-
-def race(n: int, action: Callable[[int], T]) -> tuple[list[T], list[BaseException]]:
-    """Runs action(0..n-1) in n threads released together; returns the results and the errors."""
-    barrier = threading.Barrier(n)
-    results: list[T] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            result = action(i)
-        except BaseException as exc:  # collected; the test asserts on them
-            with lock:
-                errors.append(exc)
-        else:
-            with lock:
-                results.append(result)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not any(thread.is_alive() for thread in threads)
-    return results, errors
 
 
 def new_job(repo: JobRepository, **kwargs: Any) -> JobRecord:

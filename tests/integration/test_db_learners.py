@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 import pytest
 import sqlalchemy as sa
+from fixtures.threads import race
 
 from lyceum_core.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from lyceum_db import LearnerRecord, LearnerRepository
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 A, B = "acme", "globex"  # two tenants
 EVENTS = [("add", 1.0), ("sub", 0.0), ("mul", 0.5)]
 
@@ -31,33 +29,6 @@ def _event_count(engine: sa.Engine, learner_id: str, tenant: str = A) -> int:
             sa.text("SELECT count(*) FROM learner_events WHERE tenant = :tenant AND learner_id = :id"),
             {"tenant": tenant, "id": learner_id},
         ).scalar_one()
-
-
-def _race(n: int, action: Callable[[int], T]) -> tuple[list[T], list[BaseException]]:
-    """Runs action(0..n-1) in n threads released together; returns the results and the errors."""
-    barrier = threading.Barrier(n)
-    results: list[T] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            result = action(i)
-        except BaseException as exc:  # collected; the test asserts on them
-            with lock:
-                errors.append(exc)
-        else:
-            with lock:
-                results.append(result)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not any(thread.is_alive() for thread in threads)
-    return results, errors
 
 
 def test_create_then_get_and_history_round_trip(repo: LearnerRepository) -> None:
@@ -222,7 +193,7 @@ def test_racing_appends_with_same_expected_len_exactly_one_wins(
                 A, "ada", [(f"r{expected_len}-t{i}", i), ("x", 0.0)], expected_len=expected_len
             )
 
-        results, errors = _race(threads, append)
+        results, errors = race(threads, append)
         assert len(results) == 1, errors
         assert len(errors) == threads - 1
         assert all(isinstance(exc, Aborted) for exc in errors), errors
@@ -239,7 +210,7 @@ def test_racing_creates_exactly_one_wins(repo: LearnerRepository) -> None:
         repo.create(A, "ada", [(f"t{i}", float(i))])
         return i
 
-    results, errors = _race(4, create)
+    results, errors = race(4, create)
     assert len(results) == 1, errors
     assert len(errors) == 3
     assert all(isinstance(exc, AlreadyExists) for exc in errors), errors

@@ -7,10 +7,11 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from test_db_jobs import race
+from fixtures.threads import race
 
 from lyceum_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from lyceum_db import AliasMove, ModelRecord, ModelRepository
+from lyceum_db.repositories.registry import served_version
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +95,18 @@ def test_resolve_by_alias_or_number(repo: ModelRepository) -> None:
     with pytest.raises(NotFound) as info:
         repo.resolve(A, "nothing", "latest")
     assert info.value.field == "name"
+
+
+def test_a_bare_name_is_served_at_serving_else_latest(repo: ModelRepository) -> None:
+    v1, v2 = register(repo), register(repo)
+    assert repo.served(A, "dfm") == v2 and served_version(repo.aliases(A, "dfm")) == 2
+    repo.set_alias(A, "dfm", "serving", 1)
+    register(repo)  # latest moves on; serving stays
+    assert repo.served(A, "dfm") == v1 and served_version(repo.aliases(A, "dfm")) == 1
+    with pytest.raises(NotFound) as info:
+        repo.served(A, "nothing")
+    assert info.value.field == "name"
+    assert served_version({}) is None
 
 
 def test_set_alias_records_the_previous_version(repo: ModelRepository) -> None:

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from test_db_jobs import FakeClock, race
+from fixtures.threads import race
+from test_db_jobs import FakeClock
 
 from lyceum_core.errors import AlreadyExists, InvalidArgument, NotFound
 from lyceum_db import ApiKeyRepository, TenantRepository

@@ -7,13 +7,13 @@ reconciler's pass sees it. Also the completions' response digest, which feedback
 from __future__ import annotations
 
 import dataclasses
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fixtures.threads import race
 
 from lyceum_core.errors import FailedPrecondition, InvalidArgument
 from lyceum_core.identity import SERVING_ALIAS, new_completion_id
@@ -33,7 +33,6 @@ A, B = "acme", "globex"
 BASE = "default/smollm@1"
 T0 = datetime(2027, 1, 5, 12, 0, tzinfo=UTC)
 WORKER = "test-worker"
-T = TypeVar("T")
 
 
 class Clock:
@@ -91,33 +90,6 @@ def env(db_engine: sa.Engine) -> Iterator[Env]:
     yield Env(
         db_engine, clock, FeedbackRepository(db_engine, clock=clock), JobRepository(db_engine), models, []
     )
-
-
-def race(n: int, action: Callable[[int], T]) -> tuple[list[T], list[BaseException]]:
-    """Runs action(0..n-1) in n threads released together; returns the results and the errors."""
-    barrier = threading.Barrier(n)
-    results: list[T] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            result = action(i)
-        except BaseException as exc:  # collected; the test asserts on them
-            with lock:
-                errors.append(exc)
-        else:
-            with lock:
-                results.append(result)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not any(thread.is_alive() for thread in threads)
-    return results, errors
 
 
 # --- records ------------------------------------------------------------------------------------------------

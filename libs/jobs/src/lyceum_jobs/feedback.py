@@ -17,12 +17,11 @@ from typing import Any
 from sqlalchemy import Engine
 
 from lyceum_core.errors import FailedPrecondition, NotFound
-from lyceum_core.identity import SERVING_ALIAS
 from lyceum_db.models.job import JobState
 from lyceum_db.repositories._common import utcnow
 from lyceum_db.repositories.feedback import Dispatched, FeedbackRepository, JobSpec
 from lyceum_db.repositories.jobs import JobRecord, JobRepository
-from lyceum_db.repositories.registry import LATEST, ModelRepository
+from lyceum_db.repositories.registry import ModelRepository, served_version
 from lyceum_jobs.configs import MAX_FEEDBACK_PER_JOB, SDPOTrain
 from lyceum_jobs.kinds import KINDS, parse_config
 
@@ -58,13 +57,12 @@ class FeedbackPolicy:
 
 
 def parent_version(models: ModelRepository, tenant: str, adapter: str) -> int:
-    """The version of the tenant's adapter that feedback trains from: where its `serving` alias points (the
-    version users are served), else `latest`. NotFound if the adapter has neither."""
-    aliases = models.aliases(tenant, adapter)
-    for alias in (SERVING_ALIAS, LATEST):
-        if alias in aliases:
-            return aliases[alias]
-    raise NotFound(f"adapter {adapter!r} not found", field="adapter")
+    """The version of the tenant's adapter that feedback trains from: the one its name is served at (the
+    `serving` alias, else `latest`). NotFound if the adapter has neither."""
+    version = served_version(models.aliases(tenant, adapter))
+    if version is None:
+        raise NotFound(f"adapter {adapter!r} not found", field="adapter")
+    return version
 
 
 def training_overrides(train: SDPOTrain) -> dict[str, Any]:

@@ -31,7 +31,13 @@ from lyceum_core.storage import ArtifactStore
 from lyceum_db.repositories.completions import CompletionRecord, response_digest
 from lyceum_db.repositories.feedback import FeedbackRecord, FeedbackState
 from lyceum_db.repositories.jobs import JobRecord, JobRepository
-from lyceum_db.repositories.registry import LATEST, ModelRecord, ModelRepository
+from lyceum_db.repositories.registry import (
+    LATEST,
+    SERVED_ALIASES,
+    ModelRecord,
+    ModelRepository,
+    served_version,
+)
 from lyceum_fleet import sampler as clients
 from lyceum_fleet.routed import SamplerRouter
 from lyceum_gateway.adapters import ADAPTER_KIND, AdapterService, Export
@@ -171,7 +177,8 @@ class Loras:
 
     def served_ref(self, tenant: str, name: str) -> str:
         """The alias a bare adapter name is served at: `serving` if it has one, else `latest`."""
-        return SERVING_ALIAS if SERVING_ALIAS in self.registry.models.aliases(tenant, name) else LATEST
+        aliases = self.registry.models.aliases(tenant, name)
+        return next((alias for alias in SERVED_ALIASES if alias in aliases), LATEST)
 
     def export(self, tenant: str, lora_id: str) -> Export:
         """The version of the LoRA that is served, as a zip of its PEFT directory."""
@@ -413,7 +420,7 @@ class Distillation:
         assert job is not None, "an applied item names its job"
         version = next((r.version for r in reversed(records) if r.version is not None), None)
         aliases = self.service.models.aliases(tenant, name)
-        served = aliases.get(SERVING_ALIAS, aliases.get(LATEST))  # what the bare name is served at
+        served = served_version(aliases)  # what the bare name is served at
         metadata: dict[str, object] = {
             claas: job.metrics[lyceum] for claas, lyceum in CLAAS_METRICS if lyceum in job.metrics
         }

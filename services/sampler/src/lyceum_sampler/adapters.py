@@ -22,9 +22,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 
 from lyceum_core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from lyceum_core.identity import SERVING_ALIAS, ModelRef
+from lyceum_core.identity import ModelRef
 from lyceum_core.storage import ArtifactStore
-from lyceum_db.repositories.registry import LATEST, ModelRecord, ModelRepository
+from lyceum_db.repositories.registry import ModelRecord, ModelRepository
 from lyceum_ml.adapters import read_adapter
 from lyceum_sampler.batching import Engines
 from lyceum_sampler.models import Loaded, registry_key
@@ -108,15 +108,9 @@ class AdapterPool:
         return _adapter(record, field)
 
     def _serving(self, tenant: str, name: str) -> ModelRecord:
-        """The version a bare adapter name is served at: its `serving` alias (moved by feedback distillation
-        only past the quality gate), else its latest."""
+        """The version a bare adapter name is served at (`serving`, else `latest`: the registry's rule)."""
         assert self.registry is not None
-        try:
-            return self.registry.resolve(tenant, name, SERVING_ALIAS)
-        except NotFound as exc:
-            if exc.field != "ref":
-                raise
-            return self.registry.resolve(tenant, name, LATEST)
+        return self.registry.served(tenant, name)
 
     def visible(self, tenant: str) -> list[tuple[str, Adapter]]:
         """(name, latest version) of every adapter the tenant sees: its own, and public ones."""

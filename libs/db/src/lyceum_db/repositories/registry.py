@@ -17,12 +17,20 @@ from sqlalchemy import Connection, Engine, Row, case, delete, func, insert, or_,
 from sqlalchemy.exc import IntegrityError
 
 from lyceum_core.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
-from lyceum_core.identity import PLATFORM_TENANT, check_alias, check_model_name, check_tenant_id
+from lyceum_core.identity import (
+    PLATFORM_TENANT,
+    SERVING_ALIAS,
+    check_alias,
+    check_model_name,
+    check_tenant_id,
+)
 from lyceum_db.models.job import JOB_ID_LEN, KIND_MAX_LEN
 from lyceum_db.models.registry import AliasMove, ModelAlias, ModelAliasEvent, ModelVersion
 from lyceum_db.repositories._common import check_str, json_object, reader, utcnow
 
 LATEST = "latest"
+# A bare model name (an adapter's, on the OpenAI API) is served at the first of these that exists.
+SERVED_ALIASES = (SERVING_ALIAS, LATEST)
 
 T = TypeVar("T")
 _VERSION_COLUMNS = (
@@ -179,6 +187,15 @@ class ModelRepository:
         """The version `ref` names (an alias, or a version number written in decimal digits) of the model
         `name` the tenant sees: its own, else a public one. NotFound with field "name" if the tenant sees no
         such model, else with field "ref" if nothing matches."""
+        return self._resolve(tenant, name, ref, (ref,))
+
+    def served(self, tenant: str, name: str) -> ModelRecord:
+        """The version a bare model name is served at: its `serving` alias (feedback distillation moves it
+        only past the quality gate), else `latest` (SERVED_ALIASES, in one query). NotFound as `resolve`."""
+        return self._resolve(tenant, name, SERVING_ALIAS, SERVED_ALIASES)
+
+    def _resolve(self, tenant: str, name: str, ref: str, aliases: tuple[str, ...]) -> ModelRecord:
+        """`ref` as a version number, else the version the first of `aliases` that exists points at."""
         with self._reader.connect() as conn:
             owner = _owner(conn, tenant, name)
             if owner is None:
@@ -188,19 +205,19 @@ class ModelRepository:
                 record = _get(conn, owner, name, int(ref), public_only=public_only)
             else:
                 stmt = (
-                    select(*_VERSION_COLUMNS)
+                    select(*_VERSION_COLUMNS, ModelAlias.alias)
                     .join(
                         ModelAlias,
                         (ModelAlias.tenant == ModelVersion.tenant)
                         & (ModelAlias.name == ModelVersion.name)
                         & (ModelAlias.version == ModelVersion.version),
                     )
-                    .where(ModelAlias.tenant == owner, ModelAlias.name == name, ModelAlias.alias == ref)
+                    .where(ModelAlias.tenant == owner, ModelAlias.name == name, ModelAlias.alias.in_(aliases))
                 )
                 if public_only:
                     stmt = stmt.where(ModelVersion.public.is_(True))
-                row = conn.execute(stmt).one_or_none()
-                record = None if row is None else _model(row)
+                rows = sorted(conn.execute(stmt), key=lambda row: aliases.index(row.alias))
+                record = _model(rows[0][:-1]) if rows else None
         if record is None:
             raise NotFound(f"model {name!r} has no version or alias {ref!r}", field="ref")
         return record
@@ -416,3 +433,8 @@ def _record_move(
             moved_at=now,
         )
     )
+
+
+def served_version(aliases: Mapping[str, int]) -> int | None:
+    """Of a model's aliases (name -> version), the version its bare name is served at (SERVED_ALIASES)."""
+    return next((aliases[alias] for alias in SERVED_ALIASES if alias in aliases), None)
