@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -48,6 +46,9 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from fleet import free_port  # noqa: E402
+
 BASE = "smollm2-135m-instruct@production"
 FEEDBACK = "Your name is Kuro. Introduce yourself as Kuro."
 PROMPTS = (
@@ -84,34 +85,17 @@ def quantile(values: list[float], q: float) -> float:
     return float(np.quantile(values, q)) if values else float("nan")
 
 
-def _free_block(n: int) -> int:
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 60_000)
-        ok = True
-        for port in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free ports")
-
-
 @contextmanager
 def platform(state_dir: Path) -> Iterator[str]:
     """scripts/run_local.py on free ports over `state_dir`; its URL once it says it is up."""
-    port = _free_block(7)
+    port = free_port()
     env = {
         **os.environ,
         "GATEWAY_PORT": str(port),
-        "PREDICTOR_BASE_PORT": str(port + 1),
+        "PREDICTOR_BASE_PORT": str(free_port()),
         "PREDICTOR_METRICS_BASE_PORT": "0",
         "TRAINER_METRICS_BASE_PORT": "0",
-        "SAMPLER_PORT": str(port + 6),
+        "SAMPLER_PORT": str(free_port()),
         "SAMPLER_METRICS_PORT": "0",
         "LYCEUM_STATE_DIR": str(state_dir.resolve()),
         "PYTHONUNBUFFERED": "1",
