@@ -354,7 +354,8 @@ def test_openapi_documents_jobs_and_models(jobs_gateway: JobsGateway) -> None:
     assert submit_op["tags"] == ["jobs"]
     assert {"201", "200", "409", "422"} <= set(submit_op["responses"])
     request = schema["components"]["schemas"]["SubmitJobRequest"]
-    assert request["properties"]["kind"]["enum"] == ["dfm_pretrain", "lm_pretrain", "sft", "sdpo", "eval"]
+    kinds = ["dfm_pretrain", "lm_pretrain", "sft", "sdpo", "eval", "gating_ppo"]
+    assert request["properties"]["kind"]["enum"] == kinds
     assert request["examples"]
     stream = schema["paths"]["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
     assert "text/event-stream" in stream

@@ -48,4 +48,5 @@ def test_every_kind_has_a_trainer_builder() -> None:
     from lyceum_trainer.jobs import BUILDERS
 
     assert set(BUILDERS) == set(KINDS)
-    assert {k.model_kind for k in KINDS.values()} == {"dfm", "lm", "adapter", ""}  # eval exports no model
+    kinds = {k.model_kind for k in KINDS.values()}
+    assert kinds == {"dfm", "lm", "adapter", "gating_policy", ""}  # eval exports no model

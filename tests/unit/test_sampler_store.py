@@ -10,6 +10,7 @@ import pytest
 
 from lyceum_core.errors import Aborted, InvalidArgument, ResourceExhausted
 from lyceum_ml.sampling import SamplingParams
+from lyceum_sampler.gating import Gating
 from lyceum_sampler.sessions import (
     Generated,
     MemorySessionStore,
@@ -30,15 +31,15 @@ def state(**kw: object) -> SessionState:
 
 def test_state_round_trips_through_json() -> None:
     s = state(
-        generated=(Generated(7, 0.25, "above", 0, 12.5), Generated(9, 0.001, "other", 40, 13.0, True)),
+        generated=(Generated(7, 0.25, "above", 0, 12.5), Generated(9, 0.001, "other", 40, 13.0, True, 0.3)),
         draws=3,
         shown=Shown(0.05, SamplingParams(temperature=0.7, top_k=5), 14.0),
         adapter="acme/tutor@2",
         adapter_uri="/registry/tutor/2",
-        gate=0.25,
+        gating=Gating("learned", True, policy="acme/gate@1", policy_uri="/registry/gate/1", horizon=50),
     )
     text = s.to_json()
-    assert json.loads(text)["schema"] == 3
+    assert json.loads(text)["schema"] == 4
     assert SessionState.from_json(text) == s
     assert SessionState.from_json(text.encode()) == s
     assert s.token_ids == [1, 2, 7, 9]
@@ -51,6 +52,14 @@ def test_schema_2_states_read_as_unadapted_ungated() -> None:
     doc["schema"] = 2
     old = SessionState.from_json(json.dumps(doc))
     assert (old.adapter, old.adapter_uri, old.gate, old.draws) == ("", "", None, 1)
+
+
+def test_schema_3_states_read_as_ungated() -> None:
+    doc = json.loads(state(generated=(Generated(7, 0.25, "above", 0, 12.5),)).to_json())
+    del doc["gating"], doc["generated"][0]["modulation"]
+    doc["schema"] = 3
+    old = SessionState.from_json(json.dumps(doc))
+    assert old.gating is None and old.generated[0].modulation is None
 
 
 def test_the_other_stream_is_a_function_of_seed_and_draws() -> None:

@@ -28,6 +28,8 @@ from lyceum_client.follow import follow
 from lyceum_client.render import (
     FollowDisplay,
     UploadDisplay,
+    ablation_summary,
+    ablation_table,
     dataset_summary,
     datasets_table,
     job_summary,
@@ -248,6 +250,7 @@ def show_job(client: LyceumClient, args: argparse.Namespace, out: Console) -> in
     else:
         out.print(job_summary(job))
         out.print_json(data=job)
+        show_ablation(out, job)
     return 0
 
 
@@ -271,7 +274,16 @@ def _follow(client: LyceumClient, job_id: str, args: argparse.Namespace, out: Co
     with FollowDisplay(out, job_id) as display:
         job = follow(client, job_id, display, poll=args.poll)
     out.print(job_summary(job))
+    show_ablation(out, job)
     return 0 if job["state"] == "succeeded" else 1
+
+
+def show_ablation(out: Console, job: dict[str, Any]) -> None:
+    """A `gating_ppo` job's ablation table, if its result holds one."""
+    result = job.get("result") or {}
+    if result.get("ablation"):
+        out.print(ablation_table(result["ablation"]))
+        out.print(ablation_summary(result))
 
 
 # --- datasets -----------------------------------------------------------------------------------------------

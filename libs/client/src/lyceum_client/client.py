@@ -252,6 +252,25 @@ class LyceumClient:
             "POST", "/openai/v1/chat/completions", json={"model": model, "messages": messages, **params}
         )
 
+    def generate(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        gating: dict[str, Any] | None = None,
+        return_trajectory: bool = False,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """A continuation of `prompt` (`POST /v1/generate`); `params` are that route's other fields. With
+        `gating` (`{"mode": "fixed", "modulation": 0.2}`, `{"mode": "learned", "policy": "gating@latest"}`,
+        ...) each step's modulation sets the sampling; `return_trajectory` answers it per token."""
+        body: dict[str, Any] = {"model": model, "prompt": prompt, **params}
+        if gating is not None:
+            body["gating"] = gating
+        if return_trajectory:
+            body["return_trajectory"] = True
+        return self._call("POST", "/v1/generate", json=body)
+
     def give_feedback(
         self, completion_id: str, feedback: str, *, adapter: str | None = None, training: dict | None = None
     ) -> dict[str, Any]:

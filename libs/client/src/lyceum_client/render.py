@@ -1,5 +1,6 @@
-"""How the `lyceum` command shows things: tables of jobs, datasets and model versions, one-line summaries, the
-live progress bar of a followed job (step/total, throughput, ETA, loss) and that of an upload (bytes sent)."""
+"""How the `lyceum` command shows things: tables of jobs, datasets and model versions, one-line summaries, a
+gating job's ablation table, the live progress bar of a followed job (step/total, throughput, ETA, loss) and
+that of an upload (bytes sent)."""
 
 from __future__ import annotations
 
@@ -187,6 +188,45 @@ def job_summary(job: dict[str, Any]) -> str:
     if model:
         text += escape(f" -> model {model.get('name')} v{model.get('version')}")
     return text
+
+
+ABLATION_COLUMNS = (("reward", "REWARD"), ("diversity", "DIVERSITY"), ("ppl", "PPL TERM"))
+
+
+def mean_std(figure: dict[str, Any] | None) -> str:
+    """`0.2031 ± 0.0123`; `-` for a missing figure."""
+    if not figure or figure.get("mean") is None:
+        return "-"
+    std = figure.get("std")
+    return f"{figure['mean']:.4f} ± {std:.4f}" if std is not None else f"{figure['mean']:.4f}"
+
+
+def ablation_table(ablation: dict[str, Any]) -> Table:
+    """A `gating_ppo` job's ablation: one row per arm, mean ± std over its episodes (all seeds)."""
+    table = Table(box=None, header_style="bold")
+    table.add_column("ARM", no_wrap=True)
+    for _, title in ABLATION_COLUMNS:
+        table.add_column(title, justify="right", no_wrap=True)
+    fixed = ablation.get("fixed_modulation")
+    for arm, figures in (ablation.get("arms") or {}).items():
+        label = f"{arm} (m={fixed:g})" if arm == "fixed" and isinstance(fixed, int | float) else arm
+        table.add_row(escape(label), *(mean_std(figures.get(key)) for key, _ in ABLATION_COLUMNS))
+    return table
+
+
+def ablation_summary(result: dict[str, Any]) -> str:
+    """The line under the ablation table: learned vs fixed, the episodes behind it, the gate signal."""
+    ablation = result["ablation"]
+    change = ablation.get("learned_vs_fixed")
+    versus = f"{change * 100:+.1f} %" if isinstance(change, int | float) else "-"
+    seeds = ", ".join(str(s) for s in ablation.get("seeds") or [])
+    text = (
+        f"learned vs fixed: {versus} mean reward; {ablation.get('episodes')} episodes x seeds [{seeds}], "
+        f"{ablation.get('episode_length')} tokens each"
+    )
+    if result.get("gate_signal") is False:
+        text += "; gate signal off (sampling only)"
+    return escape(text)
 
 
 class FollowDisplay:

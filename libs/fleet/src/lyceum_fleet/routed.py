@@ -15,6 +15,7 @@ from typing import Protocol
 
 from lyceum_core.context import RequestContext
 from lyceum_core.errors import LyceumError, Unavailable
+from lyceum_fleet.gating import Gating
 from lyceum_fleet.predictor import (
     AppendResult,
     CurriculumSearch,
@@ -211,6 +212,7 @@ class RoutedSampler(_Handle):
         max_live_sessions: int = 0,
         adapter: str = "",
         gate_signal: float | None = None,
+        gating: Gating | None = None,
     ) -> Session:
         # No id yet to route by; sessions live in the shared store, so any replica may create one.
         return await self._router.call(
@@ -222,6 +224,7 @@ class RoutedSampler(_Handle):
                 max_live_sessions=max_live_sessions,
                 adapter=adapter,
                 gate_signal=gate_signal,
+                gating=gating,
             ),
             retry_delivered=False,  # a write
         )

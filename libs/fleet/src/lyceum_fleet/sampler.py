@@ -17,6 +17,8 @@ from lyceum_api.sampler.v1 import sampler_pb2_grpc as pb_grpc
 from lyceum_core.context import RequestContext
 from lyceum_core.errors import InvalidArgument
 from lyceum_core.grpc.errors import from_rpc_error
+from lyceum_fleet.gating import Gating, GatingReport, GatingStep, report_of, step_of
+from lyceum_fleet.gating import to_pb as gating_to_pb
 from lyceum_fleet.grpc_client import GrpcClient
 
 SAMPLER_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SamplerService"].full_name
@@ -67,6 +69,7 @@ class HistoryEntry:
     rank: int
     chosen_at: datetime | None = None  # None from a sampler that does not say
     from_other: bool = False
+    gating: GatingStep | None = None  # gated sessions: the decision it was chosen under
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,7 @@ class Session:
     last_shown: ShownSettings | None = None
     adapter: str = ""  # the adapter version it is served with ("" = none)
     gate_signal: float | None = None
+    gating: GatingReport | None = None  # the gating it was created with, pinned
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,7 @@ class Distribution:
     other: OtherBucket
     threshold: float
     context_len: int
+    gating: GatingStep | None = None  # gated sessions: the step's decision that shaped it
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +182,7 @@ class GenerateSpec:
     top_logprobs: int = 0
     record: bool = False
     subject: str | None = None
+    gating: Gating | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +203,8 @@ class GenerationStep:
     completion_tokens: int = 0
     completion_id: str | None = None
     model: str | None = None
+    gating_step: GatingStep | None = None  # gated tokens: the decision the token was chosen under
+    gating: GatingReport | None = None  # the final message of a request with gating
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +262,9 @@ class Sampler(Protocol):
         max_live_sessions: int = 0,
         adapter: str = "",
         gate_signal: float | None = None,
+        gating: Gating | None = None,
     ) -> Session:
-        """A new session of `ctx`'s tenant (under an adapter and a gate signal, when given);
+        """A new session of `ctx`'s tenant (under an adapter and a gate signal or a gating, when given);
         RESOURCE_EXHAUSTED if the tenant already has `max_live_sessions` live ones (0: no limit)."""
         ...
 
@@ -330,6 +339,7 @@ def _entry(msg: pb.HistoryEntry) -> HistoryEntry:
         rank=msg.rank,
         chosen_at=_time(msg, "chosen_at"),
         from_other=msg.from_other,
+        gating=step_of(msg, "gating"),
     )
 
 
@@ -370,6 +380,7 @@ def _session(msg: pb.Session) -> Session:
         last_shown=_shown(msg),
         adapter=msg.adapter,
         gate_signal=msg.gate_signal if msg.HasField("gate_signal") else None,
+        gating=report_of(msg),
     )
 
 
@@ -415,6 +426,8 @@ def _step(msg: pb.GenerateResponse) -> GenerationStep:
         completion_tokens=msg.completion_tokens,
         completion_id=msg.completion_id or None,
         model=msg.model or None,
+        gating_step=step_of(msg, "gating_step"),
+        gating=report_of(msg),
     )
 
 
@@ -457,6 +470,7 @@ class GrpcSampler(GrpcClient):
         max_live_sessions: int = 0,
         adapter: str = "",
         gate_signal: float | None = None,
+        gating: Gating | None = None,
     ) -> Session:
         request = pb.CreateSessionRequest(
             model=model,
@@ -464,6 +478,7 @@ class GrpcSampler(GrpcClient):
             max_live_sessions=_int32(max_live_sessions, "max_live_sessions"),
             adapter=adapter,
             gate_signal=gate_signal,
+            gating=gating_to_pb(gating),
         )
         response = await self._call(self.stub.CreateSession, request, ctx)
         return _session(response.session)
@@ -505,6 +520,7 @@ class GrpcSampler(GrpcClient):
             ),
             threshold=r.threshold,
             context_len=r.context_len,
+            gating=step_of(r, "gating"),
         )
 
     async def append_token(
@@ -557,6 +573,7 @@ class GrpcSampler(GrpcClient):
             top_logprobs=_int32(spec.top_logprobs, "top_logprobs"),
             record=spec.record,
             subject=spec.subject or "",
+            gating=gating_to_pb(spec.gating),
         )
         timeout = ctx.timeout(self._generate_timeout_s)
         call = self.stub.Generate(request, metadata=ctx.metadata(), timeout=timeout)

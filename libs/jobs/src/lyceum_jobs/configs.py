@@ -8,7 +8,7 @@ default drifts. They are not imported here because the gateway, which validates 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -63,6 +63,14 @@ def referenced_models(config: BaseModel) -> list[tuple[str, str, str]]:
     """(field, name@ref, registry kind) of every registered model a parsed config starts from."""
     references = getattr(config, "model_references", None)
     return references() if callable(references) else []
+
+
+def check_models(config: BaseModel, metadata: dict[str, dict[str, Any]]) -> None:
+    """The config's own checks against the registry metadata of the models it names (by field, as
+    `referenced_models` lists them), e.g. a gate signal for an LM without gates; InvalidArgument if not."""
+    check = getattr(config, "check_models", None)
+    if callable(check):
+        check(metadata)
 
 
 def with_local_paths(config: C, paths: dict[str, str]) -> C:

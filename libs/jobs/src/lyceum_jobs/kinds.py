@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from lyceum_core.errors import InvalidArgument
 from lyceum_jobs.configs import DFMPretrainConfig, EvalConfig, LMPretrainConfig, SDPOConfig, SFTConfig
+from lyceum_jobs.gating import GatingPPOConfig
 
 QUEUES = ("gpu", "cpu")
 
@@ -67,6 +68,14 @@ KINDS: dict[str, JobKind] = {
             "evaluate models or adapters: preference compliance, capability, collapse; plots",
             model_kind="",
             unit="tokens/s",
+        ),
+        JobKind(
+            "gating_ppo",
+            GatingPPOConfig,
+            "gpu",
+            "train a gating policy (PPO) modulating a frozen LM's sampling and gates; ablation at the end",
+            model_kind="gating_policy",
+            unit="steps/s",  # environment steps (generated tokens) per second of rollout
         ),
     )
 }

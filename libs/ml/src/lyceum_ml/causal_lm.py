@@ -20,7 +20,8 @@ class Feed:
     `cache`'s own tokens, which they extend.
 
     `gate` is these tokens' gate signal (None: ungated), `adapter` the loaded adapter's name (None: the base
-    model), `all_logits` asks for every new token's logits rather than the last one's."""
+    model), `all_logits` asks for every new token's logits rather than the last one's. `want_hidden` asks for
+    the final-norm hidden state (d,) at the last new token, which the forward leaves in `hidden`."""
 
     cache: Any
     token_ids: Sequence[int]
@@ -28,6 +29,8 @@ class Feed:
     adapter: str | None = None
     all_logits: bool = False
     prefix: Any = None
+    want_hidden: bool = False
+    hidden: Tensor | None = None  # set by forward_rows when want_hidden
 
 
 class CausalLM(Protocol):

@@ -103,6 +103,9 @@ class LyceumCausalLM:
             _check_context(self, f.cache.length + (f.prefix.length if f.prefix else 0), f.token_ids)
         with self.adapters.applied(token_adapters(feeds)):
             out = forward_rows(self.model, feeds)
+        for f in feeds:
+            if f.hidden is not None:
+                f.hidden = f.hidden.cpu()
         return [logits[..., : self.vocab_size].cpu() for logits in out]
 
     def extend(self, cache: KVCache, token_ids: list[int]) -> Tensor:
@@ -210,7 +213,15 @@ class HFCausalLM:
         idx = torch.tensor([list(feed.token_ids)], device=self.model.device)  # (1, n)
         keep = 0 if feed.all_logits else 1
         with torch.no_grad(), self.adapters.applied([feed.adapter]):
-            out = self.model(input_ids=idx, past_key_values=feed.cache, use_cache=True, logits_to_keep=keep)
+            out = self.model(
+                input_ids=idx,
+                past_key_values=feed.cache,
+                use_cache=True,
+                logits_to_keep=keep,
+                output_hidden_states=feed.want_hidden,
+            )
+        if feed.want_hidden:  # transformers' last hidden state is after the final norm
+            feed.hidden = out.hidden_states[-1][0, -1].float().cpu()
         logits = out.logits[0, :, : self.vocab_size].float().cpu()  # (n or 1, V)
         return logits if feed.all_logits else logits[-1]
 

@@ -51,6 +51,7 @@ from lyceum_gateway.routes import (
     datasets,
     dfm_server,
     feedback,
+    gating,
     generation,
     jobs,
     learners,
@@ -111,8 +112,8 @@ TAGS = [
         "name": "generation",
         "description": "Stateless generation (greedy, sampled or beam search; from a prompt or chat "
         "messages; with a base model or an adapter), as one result or streamed per token (Server-Sent "
-        "Events); the log-probabilities of a given completion (score); the language models the samplers "
-        "serve.",
+        "Events), gated by a modulation (fixed, random, or a learned gating policy) with its trajectory; "
+        "the log-probabilities of a given completion (score); the language models the samplers serve.",
     },
     {"name": "operations", "description": "Liveness and readiness probes (never need an API key)."},
     {
@@ -404,6 +405,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
     app.include_router(preferences.router)
     app.include_router(sessions.router)
     app.include_router(generation.router)
+    app.include_router(gating.router)
     app.include_router(ops.router)
     app.include_router(admin.router)
     app.mount(COMPAT_PREFIX, _dfm_server_app())

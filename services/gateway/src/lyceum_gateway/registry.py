@@ -92,10 +92,12 @@ class RegistryService:
                 f"{name!r} is already a model of kind {sorted(other)[0]!r}; choose another name", field="name"
             )
 
-    def require(self, tenant: str, references: Sequence[tuple[str, str, str]]) -> None:
+    def require(self, tenant: str, references: Sequence[tuple[str, str, str]]) -> dict[str, ModelRecord]:
         """Every (field, name@ref, kind) a job config starts from names a model of that kind the tenant sees
-        (NotFound / InvalidArgument naming the field); an adapter to continue must be of the named base."""
+        (NotFound / InvalidArgument naming the field); an adapter to continue must be of the named base.
+        Returns the versions found, by field."""
         found: dict[str, ModelRecord] = {}
+        by_field: dict[str, ModelRecord] = {}
         for field, text, kind in references:
             ref = ModelRef.parse(text, field)
             try:
@@ -107,6 +109,7 @@ class RegistryService:
                 message = f"{field}: {text} is a {record.kind!r} model, not {' or '.join(map(repr, allowed))}"
                 raise InvalidArgument(message, field=field)
             found.setdefault(kind, record)
+            by_field[field] = record
         base, adapter = found.get("lm"), found.get("adapter")
         if base is not None and adapter is not None:
             key = model_key(base.tenant, base.name, base.version)
@@ -115,6 +118,7 @@ class RegistryService:
                     f"config.init_adapter: it was made for {adapter.metadata.get('base')}, not {key}",
                     field="config.init_adapter",
                 )
+        return by_field
 
     def delete(self, tenant: str, name: str) -> list[ModelRecord]:
         """Deletes the tenant's own model `name`, every version and alias; the deleted versions (their

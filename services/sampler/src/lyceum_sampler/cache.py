@@ -53,6 +53,7 @@ class Entry:
     model_generation: int  # of the loaded model instance that built it
     adapter: str = ""  # the adapter it was built under ("" = none): never reused under another
     nbytes: int = 0  # KV + logits bytes, as last measured
+    hidden: Tensor | None = None  # learned-gated sessions: the final-norm hidden state after those tokens
 
     def holds(
         self, token_ids: Sequence[int], model_key: str, model_generation: int, adapter: str = ""

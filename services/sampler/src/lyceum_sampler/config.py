@@ -65,6 +65,10 @@ class Settings(ServiceSettings):
     adapter_budget_bytes: int = Field(
         512 << 20, ge=0, description="memory for loaded LoRA adapters (LRU of unused ones beyond)"
     )
+    serve_policies: bool = Field(
+        True, description="resolve registry gating policies named in requests' `gating` (needs the database)"
+    )
+    policy_cache_size: int = Field(64, ge=1, description="gating policy versions kept loaded (LRU beyond)")
     completion_retention_days: float = Field(
         30.0, gt=0, description="recorded completions older than this are deleted (checked hourly)"
     )

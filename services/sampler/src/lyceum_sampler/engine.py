@@ -15,6 +15,7 @@ forward pass. Every request is validated in full before anything changes; writes
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -29,7 +30,9 @@ from lyceum_core.grpc.route_hint import rebuild_reason
 from lyceum_core.identity import check_session_id
 from lyceum_ml import sampling
 from lyceum_ml.causal_lm import CausalLM, Feed
+from lyceum_ml.engine.control import Control
 from lyceum_ml.sampling import EmptyOther, SamplingParams
+from lyceum_sampler import gating
 from lyceum_sampler.adapters import Adapter
 from lyceum_sampler.batching import Engines
 from lyceum_sampler.cache import (
@@ -89,17 +92,25 @@ class SamplerEngine:
         max_live: int = 0,
         adapter: str = "",
         gate: float | None = None,
+        gating_spec: gating.GatingSpec | None = None,
     ) -> SessionView:
         """A new session of `model` (or of an adapter) for `tenant`, optionally with a prompt (its cache is
-        built right away) and a gate signal. With `max_live` > 0: ResourceExhausted (field max_sessions) if
-        the tenant has that many live."""
+        built right away) and a gate signal or a gating (pinned, policy included). With `max_live` > 0:
+        ResourceExhausted (field max_sessions) if the tenant has that many live."""
         if max_live < 0:
             raise InvalidArgument("max_live_sessions must be >= 0 (0 = no limit)", field="max_live_sessions")
         check_gate(gate)
+        if gating_spec is not None:
+            gating.check(gating_spec, params=SamplingParams(), gate=gate)
         model_key, named = self.targets.pin(tenant, model, adapter)
         loaded = self.targets.load(model_key)
         if gate is not None and not loaded.lm.gated:
             raise InvalidArgument(f"model {model!r} has no gates; omit gate_signal", field="gate_signal")
+        seed, pinned = secrets.randbits(63), None
+        if gating_spec is not None and gating_spec.mode != "none":  # none: a plain session
+            policies = self.targets.policies
+            pinned = gating.resolve(gating_spec, tenant, loaded.lm, model_key, policies, seed)
+            gating.controller(pinned, policies)  # a learned policy loads now: a broken one fails here
         now = self.clock()
         state = SessionState(
             tenant=tenant,
@@ -111,6 +122,8 @@ class SamplerEngine:
             adapter=named.key if named else "",
             adapter_uri=named.uri if named else "",
             gate=gate,
+            seed=seed,
+            gating=pinned,
         )
         entry = None
         if prompt is not None:
@@ -142,9 +155,11 @@ class SamplerEngine:
                     state.token_ids, loaded.key, loaded.generation, state.adapter
                 ):
                     keep = min(_common_prefix(state.token_ids, ids), len(ids) - 1)
-                    self._advance(key, loaded, state, old, ids, keep)
+                    # a gated session's kept tokens must also have been fed with the gates they now get
+                    keep = min(keep, _common_prefix(state.token_gates(), committed.token_gates()))
+                    self._advance(key, loaded, committed, old, ids, keep)
                 else:
-                    self.caches.put(key, self._build(loaded, state, ids))
+                    self.caches.put(key, self._build(loaded, committed, ids))
             except Exception:  # noqa: BLE001 - committed already; the cache is rebuilt on next use
                 log.exception("could not update the cache of session %s", session_id)
                 self.caches.drop(key)
@@ -170,6 +185,8 @@ class SamplerEngine:
         with self._lock(key):
             state, loaded, entry = self._resident(key)
             tokens = loaded.tokens
+            control = self._decide(state, entry, params)
+            params = control.params if control is not None else params
             split = sampling.split(
                 sampling.shape(entry.logits, params, state.token_ids), threshold, other_top_k
             )
@@ -184,6 +201,7 @@ class SamplerEngine:
                 other_top=[TokenProb(tokens(i), p) for i, p in split.other_top],
                 threshold=threshold,
                 context_len=entry.length,
+                gating=gating.decision(control),
             )
 
     def append(
@@ -221,6 +239,9 @@ class SamplerEngine:
                 )
             token_id = _chosen_token(lm, choice)
             _, _, entry = self._resident(key, state, loaded)
+            control = self._decide(state, entry, params)
+            params = control.params if control is not None else params
+            decided = gating.decision(control)
             probs = sampling.shape(entry.logits, params, ids)
             draws = state.draws
             if choice.from_other:
@@ -240,12 +261,13 @@ class SamplerEngine:
                 rank=int(sampling.rank_of(probs, token_id)),
                 chosen_at=now,
                 from_other=choice.from_other,
+                modulation=decided.modulation if decided is not None else None,
             )
             committed = self.store.update(
                 state.evolve(now=now, generated=(*state.generated, record), draws=draws)
             )
             try:
-                self._advance(key, loaded, state, entry, [*ids, token_id], len(ids))
+                self._advance(key, loaded, committed, entry, [*ids, token_id], len(ids))
             except Exception:  # noqa: BLE001 - committed already; the cache is rebuilt on next use
                 log.exception("could not extend the cache of session %s", session_id)
                 self.caches.drop(key)
@@ -272,7 +294,7 @@ class SamplerEngine:
                     state.token_ids, loaded.key, loaded.generation, state.adapter
                 ):
                     # the logits after ids need the last of them fed again: keep len - 1, extend by one
-                    self._advance(key, loaded, state, entry, ids, len(ids) - 1)
+                    self._advance(key, loaded, committed, entry, ids, len(ids) - 1)
             except Exception:  # noqa: BLE001 - committed already; the cache is rebuilt on next use
                 log.exception("could not truncate the cache of session %s", session_id)
                 self.caches.drop(key)
@@ -349,31 +371,55 @@ class SamplerEngine:
         """A fresh cache of `ids`: one forward pass over all of them (in the model's engine)."""
         lm = loaded.lm
         cache = lm.new_cache()
-        logits = self._forward(loaded, state, cache, ids)
+        logits, hidden = self._forward(loaded, state, cache, ids, 0)
         entry = Entry(cache, logits, len(ids), ids_digest(ids), loaded.key, loaded.generation, state.adapter)
+        entry.hidden = hidden
         entry.nbytes = lm.cache_nbytes(cache) + logits.numel() * logits.element_size()
         return entry
 
     def _advance(
         self, key: SessionKey, loaded: Loaded, state: SessionState, entry: Entry, ids: list[int], keep: int
     ) -> None:
-        """Makes `entry` hold `ids`: keeps its first `keep` tokens (a prefix of ids) and feeds the rest."""
+        """Makes `entry` hold `ids` (the tokens of `state`): keeps its first `keep` tokens (a prefix of ids)
+        and feeds the rest."""
         lm = loaded.lm
         lm.truncate(entry.cache, keep)
         entry.length = keep  # until the forward below succeeds, the entry matches nothing
         entry.digest = b""
-        entry.logits = self._forward(loaded, state, entry.cache, list(ids[keep:]))
+        entry.logits, entry.hidden = self._forward(loaded, state, entry.cache, list(ids[keep:]), keep)
         entry.length, entry.digest = len(ids), ids_digest(ids)
         entry.nbytes = lm.cache_nbytes(entry.cache) + entry.logits.numel() * entry.logits.element_size()
         self.caches.resized(key)
 
-    def _forward(self, loaded: Loaded, state: SessionState, cache: object, ids: list[int]) -> torch.Tensor:
-        """The session's tokens through its model's engine (batched with every other row of that model),
-        under its adapter and gate signal."""
+    def _forward(
+        self, loaded: Loaded, state: SessionState, cache: object, ids: list[int], start: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The session's tokens `ids` (from position `start` of its tokens) through its model's engine
+        (batched with every other row of that model), under its adapter and each token's gate signal (one
+        forward per run of equal gates): the logits after them, and the hidden state a learned gating
+        observes."""
         adapter = Adapter(state.adapter, state.model_key, state.adapter_uri) if state.adapter else None
+        gates = state.token_gates()[start : start + len(ids)]
+        want_hidden = state.gating is not None and state.gating.mode == "learned"
+        engine = self.engines.of(loaded)
         with self.targets.using(Target(loaded, adapter)) as module:
-            feed = Feed(cache, ids, gate=state.gate, adapter=module)
-            return self.engines.of(loaded).forward(feed).result()
+            for begin, end in _runs(gates):
+                feed = Feed(cache, ids[begin:end], gate=gates[begin], adapter=module)
+                feed.want_hidden = want_hidden and end == len(ids)
+                logits = engine.forward(feed).result()
+        return logits, feed.hidden
+
+    def _decide(self, state: SessionState, entry: Entry, params: SamplingParams) -> Control | None:
+        """The gated session's decision for its next token (None: not gated); a gated session's requests
+        give no sampling parameters."""
+        if state.gating is None or not state.gating.gated:
+            return None
+        gating.check_no_params(params)
+        previous = state.generated[-1].modulation if state.generated else None
+        generated = tuple(g.token_id for g in state.generated)
+        context = (state.prompt_ids, generated)
+        policies = self.targets.policies
+        return gating.decide_step(state.gating, policies, context, entry.logits, entry.hidden, previous)
 
 
 def _check_choice(choice: Choice) -> None:
@@ -412,6 +458,12 @@ def _key(tenant: str, session_id: str) -> SessionKey:
 
 def _not_found(session_id: str) -> NotFound:
     return NotFound(f"session {session_id!r} not found (it may have expired)", field="session_id")
+
+
+def _runs(values: Sequence[object]) -> list[tuple[int, int]]:
+    """[begin, end) of each run of equal consecutive values."""
+    bounds = [0, *(i for i in range(1, len(values)) if values[i] != values[i - 1]), len(values)]
+    return list(zip(bounds, bounds[1:], strict=False))
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -20,6 +20,7 @@ from lyceum_ml.engine import Finish, GenStep, Request, Stream, TokenEvent, beam_
 from lyceum_ml.engine.choose import log_prob
 from lyceum_ml.engine.request import MAX_TOP_LOGPROBS
 from lyceum_ml.sampling import SamplingParams
+from lyceum_sampler import gating
 from lyceum_sampler.batching import Engines
 from lyceum_sampler.limits import Limits, check_params, prompt_ids
 from lyceum_sampler.targets import Target, Targets
@@ -51,6 +52,7 @@ class GenerateSpec:
     adapter: str = ""
     gate: float | None = None
     top_logprobs: int = 0
+    gating: gating.GatingSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,10 @@ class Generation:
         spec: GenerateSpec,
         stream: Stream | None,
         steps: Iterator[GenStep] | None,
+        gated: gating.Gating | None = None,
     ) -> None:
         self.targets, self.target, self.tokens, self.prompt_ids = targets, target, tokens, tuple(ids)
-        self.spec, self.stream, self.steps = spec, stream, steps
+        self.spec, self.stream, self.steps, self.gating = spec, stream, steps, gated
         self.completed: Completed | None = None
         self._closed = False
 
@@ -115,13 +118,21 @@ class Generation:
         if isinstance(event, TokenEvent):
             top = [TokenProb(self.tokens(i), math.exp(lp)) for i, lp in event.top]
             return GenEvent(
-                self.tokens(event.token_id), event.probability, event.text, "", event.logprob, top
+                self.tokens(event.token_id),
+                event.probability,
+                event.text,
+                "",
+                event.logprob,
+                top,
+                gating_step=gating.decision(event.control),
             )
         if event.error is not None:
             raise event.error
         spec = self.spec
         params = {**vars(spec.params), "strategy": spec.strategy, "max_new_tokens": spec.max_new_tokens}
         params |= {"seed": spec.seed, "stop": list(spec.stop), "gate_signal": spec.gate}
+        if self.gating is not None:
+            params["gating"] = {k: v for k, v in vars(self.gating).items() if k != "policy_uri"}
         if spec.prompt.messages:  # the turns as sent: feedback distillation rebuilds the prompt from them
             params["messages"] = [{"role": m.role, "content": m.content} for m in spec.prompt.messages]
         self.completed = Completed(
@@ -135,6 +146,7 @@ class Generation:
             prompt_tokens=event.prompt_tokens,
             completion_tokens=len(event.token_ids),
             model=self.target.label,
+            gating=self.gating,
         )
 
     def close(self) -> None:
@@ -188,6 +200,8 @@ class GenerationService:
         if spec.strategy == "beam" and spec.top_logprobs:
             raise InvalidArgument("top_logprobs is not available with beam search", field="top_logprobs")
         check_gate(spec.gate)
+        if spec.gating is not None:
+            gating.check(spec.gating, params=params, gate=spec.gate, strategy=spec.strategy)
         target = self.targets.resolve(tenant, spec.model, spec.adapter)
         lm = target.loaded.lm
         if spec.gate is not None and not lm.gated:
@@ -198,6 +212,12 @@ class GenerationService:
         max_new = min(spec.max_new_tokens, room)
         seed = secrets.randbits(63) if spec.seed is None else spec.seed
         spec = GenerateSpec(**{**vars(spec), "params": params, "seed": seed})
+        policies = self.targets.policies
+        gated = None
+        if spec.gating is not None:
+            gated = gating.resolve(spec.gating, tenant, lm, target.loaded.key, policies, seed)
+        control = gating.controller(gated, policies) if gated is not None else None
+        gate = gated.prompt_gate() if gated is not None and gated.gated else spec.gate
         module = self.targets.adapters.acquire(target.loaded, target.adapter) if target.adapter else None
         engine = self.engines.of(target.loaded)
         stream, steps = None, None
@@ -216,15 +236,16 @@ class GenerationService:
                     seed=seed,
                     stop=stop,
                     adapter=module,
-                    gate=spec.gate,
+                    gate=gate,
                     top_logprobs=spec.top_logprobs,
+                    control=control,
                 )
                 stream = engine.submit(request)
         except ValueError as exc:
             if target.adapter is not None:
                 self.targets.adapters.release(target.loaded, target.adapter)
             raise InvalidArgument(str(exc), field="prompt") from None
-        return Generation(self.targets, target, target.loaded.tokens, ids, spec, stream, steps)
+        return Generation(self.targets, target, target.loaded.tokens, ids, spec, stream, steps, gated)
 
     def prompt(self, lm: CausalLM, prompt: Prompt) -> tuple[list[int], tuple[str, ...]]:
         """(token ids, stop strings a chat template adds)."""

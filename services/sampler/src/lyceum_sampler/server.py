@@ -22,6 +22,7 @@ from lyceum_sampler.config import Settings
 from lyceum_sampler.engine import SamplerEngine
 from lyceum_sampler.limits import Limits
 from lyceum_sampler.models import Loader, ModelPool, parse_specs
+from lyceum_sampler.policies import PolicyPool
 from lyceum_sampler.recording import Recorder
 from lyceum_sampler.servicer import SamplerServicer
 from lyceum_sampler.sessions import open_store
@@ -68,11 +69,11 @@ def build_engine(settings: Settings, loader: Loader = load_causal_lm) -> Sampler
         on_unload=unloaded,
     )
     registry, artifacts = None, None
-    if settings.serve_adapters:
+    if settings.serve_adapters or settings.serve_policies:
         registry = ModelRepository(create_engine(settings.database_url))
         artifacts = ArtifactStore(settings.registry_url)
     adapters = AdapterPool(
-        registry,
+        registry if settings.serve_adapters else None,
         artifacts,
         engines,
         budget_bytes=settings.adapter_budget_bytes,
@@ -90,7 +91,14 @@ def build_engine(settings: Settings, loader: Loader = load_causal_lm) -> Sampler
     )
     log.info("serving models %s on %s; sessions in %s", list(pool.specs), device, settings.session_store_url)
     recorder = Recorder(settings.database_url, settings.completion_retention_days)
-    return SamplerEngine(pool, store, caches, limits, Targets(pool, adapters), engines, recorder)
+    policies = PolicyPool(
+        registry if settings.serve_policies else None,
+        artifacts,
+        capacity=settings.policy_cache_size,
+        cache_dir=settings.model_cache_dir / "policies",
+    )
+    targets = Targets(pool, adapters, policies)
+    return SamplerEngine(pool, store, caches, limits, targets, engines, recorder)
 
 
 class SamplerServer:

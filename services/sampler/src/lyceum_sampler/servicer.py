@@ -27,6 +27,7 @@ from lyceum_core.metrics import GRPC_LATENCY, GRPC_REQUESTS
 from lyceum_ml import chat
 from lyceum_ml.sampling import SamplingParams
 from lyceum_sampler.engine import Choice, SamplerEngine
+from lyceum_sampler.gating import Decision, Gating, GatingSpec
 from lyceum_sampler.generation import GenerateSpec, Generation, Prompt
 from lyceum_sampler.sessions import Shown
 from lyceum_sampler.views import HistoryItem, SessionView, Token, TokenProb
@@ -49,11 +50,54 @@ PARAM_FIELDS = (
     "frequency_penalty",
 )
 DEFAULT_BEAMS = 4
+GATING_MODE = {
+    pb.GATING_MODE_UNSPECIFIED: "none",
+    pb.GATING_MODE_NONE: "none",
+    pb.GATING_MODE_FIXED: "fixed",
+    pb.GATING_MODE_RANDOM: "random",
+    pb.GATING_MODE_LEARNED: "learned",
+}
+GATING_MODE_PB = {name: mode for mode, name in GATING_MODE.items() if mode != pb.GATING_MODE_UNSPECIFIED}
 
 
 def _params(msg: pb.SamplingParams) -> SamplingParams:
     """Unset fields take SamplingParams' defaults."""
     return SamplingParams(**{f: getattr(msg, f) for f in PARAM_FIELDS if msg.HasField(f)})
+
+
+def _gating(msg: Any, field: str = "gating") -> GatingSpec | None:
+    """The request's `gating`, None when unset."""
+    if not msg.HasField(field):
+        return None
+    g = getattr(msg, field)
+    if g.mode not in GATING_MODE:
+        raise InvalidArgument(f"unknown gating mode {g.mode}", field="gating.mode")
+    return GatingSpec(GATING_MODE[g.mode], _optional(g, "modulation"), g.policy, _optional(g, "seed"))
+
+
+def _gating_report(gating: Gating) -> pb.GatingReport:
+    return pb.GatingReport(
+        mode=GATING_MODE_PB[gating.mode],
+        policy=gating.policy,
+        gate_signal=gating.gate_signal,
+        policy_lm=gating.policy_lm,
+        lm_mismatch=gating.lm_mismatch,
+        modulation=gating.modulation,
+        seed=gating.seed,
+    )
+
+
+def _gating_step(decision: Decision) -> pb.GatingStep:
+    p = decision.params
+    params = pb.SamplingParams(
+        temperature=p.temperature,
+        top_k=p.top_k,
+        top_p=p.top_p,
+        repetition_penalty=p.repetition_penalty,
+        presence_penalty=p.presence_penalty,
+        frequency_penalty=p.frequency_penalty,
+    )
+    return pb.GatingStep(modulation=decision.modulation, params=params, gate_signal=decision.gate)
 
 
 def _prompt(text: str, messages: Any, token_ids: Any) -> Prompt:
@@ -105,6 +149,7 @@ def _history(item: HistoryItem) -> pb.HistoryEntry:
         rank=item.rank,
         chosen_at=_timestamp(item.chosen_at),
         from_other=item.from_other,
+        gating=_gating_step(item.gating) if item.gating is not None else None,
     )
 
 
@@ -123,6 +168,7 @@ def _session(s: SessionView) -> pb.Session:
         last_shown=_shown(s.shown) if s.shown is not None else None,
         adapter=s.adapter,
         gate_signal=s.gate,
+        gating=_gating_report(s.gating) if s.gating is not None else None,
     )
 
 
@@ -158,6 +204,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
             request.max_live_sessions,
             request.adapter,
             _optional(request, "gate_signal"),
+            _gating(request),
         )
         return pb.CreateSessionResponse(session=_session(session))
 
@@ -190,6 +237,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
             ),
             threshold=d.threshold,
             context_len=d.context_len,
+            gating=_gating_step(d.gating) if d.gating is not None else None,
         )
 
     async def AppendToken(self, request: pb.AppendTokenRequest, context: grpc.aio.ServicerContext):
@@ -273,6 +321,7 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
                 adapter=request.adapter,
                 gate=_optional(request, "gate_signal"),
                 top_logprobs=request.top_logprobs,
+                gating=_gating(request),
             )
             # a subject bound to the caller's key (or set by the gateway) wins over one the request names
             tenant, subject = _tenant(), current_context().subject or request.subject
@@ -287,11 +336,14 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
                     finish_reason=event.finish_reason,
                     logprob=event.logprob,
                     top_logprobs=[_token_prob(tp) for tp in event.top],
+                    gating_step=_gating_step(event.gating_step) if event.gating_step else None,
                 )
                 if event.finish_reason:
                     message.prompt_tokens = event.prompt_tokens
                     message.completion_tokens = event.completion_tokens
                     message.model = event.model
+                    if event.gating is not None:
+                        message.gating.CopyFrom(_gating_report(event.gating))
                     if request.record and generation.completed is not None:
                         message.completion_id = await self._run(
                             self.engine.recorder.record, tenant, subject, generation.completed, event.text

@@ -23,8 +23,9 @@ from redis.exceptions import RedisError, WatchError
 
 from lyceum_core.errors import Aborted, InvalidArgument, ResourceExhausted, Unavailable
 from lyceum_ml.sampling import SamplingParams
+from lyceum_sampler.gating import Gating
 
-SCHEMA = 3  # 3: adapter, adapter_uri, gate (absent in schema 2: none)
+SCHEMA = 4  # 4: gating, Generated.modulation (absent in 3: none); 3: adapter, adapter_uri, gate
 KEY_PREFIX = "lyceum:sampler:session:"
 QUOTA_FIELD = "max_sessions"
 Clock = Callable[[], float]
@@ -41,6 +42,7 @@ class Generated:
     rank: int
     chosen_at: float = 0.0  # time.time() seconds
     from_other: bool = False
+    modulation: float | None = None  # gated sessions: the modulation it was chosen under
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,19 @@ class SessionState:
     adapter: str = ""  # the adapter version it is served with (`owner/name@version`), pinned; "" = none
     adapter_uri: str = ""  # where that adapter's files are
     gate: float | None = None  # the gate signal of every token (gated models)
+    gating: Gating | None = None  # pinned at creation: each step's parameters and gate signal
 
     @property
     def token_ids(self) -> list[int]:
         return [*self.prompt_ids, *(g.token_id for g in self.generated)]
+
+    def token_gates(self) -> list[float | None]:
+        """The gate signal each token of `token_ids` is fed with: the session's, or under gating the prompt's
+        and then each generated token's own."""
+        if self.gating is None:
+            return [self.gate] * (len(self.prompt_ids) + len(self.generated))
+        prompt = [self.gating.prompt_gate()] * len(self.prompt_ids)
+        return prompt + [self.gating.step_gate(g.modulation) for g in self.generated]
 
     def next_draw_seed(self) -> int:
         """The seed of the stream's next Other draw: a function of (seed, draws) only, so it replays."""
@@ -101,6 +112,8 @@ class SessionState:
         if doc.get("shown") is not None:
             shown = doc["shown"]
             doc["shown"] = Shown(shown["threshold"], SamplingParams(**shown["params"]), shown["shown_at"])
+        if doc.get("gating") is not None:
+            doc["gating"] = Gating(**doc["gating"])
         return cls(**doc)
 
 

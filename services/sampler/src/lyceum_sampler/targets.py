@@ -12,6 +12,7 @@ from lyceum_core.errors import InvalidArgument, NotFound
 from lyceum_core.identity import ALIAS_MAX_LEN, MODEL_NAME_MAX_LEN
 from lyceum_sampler.adapters import Adapter, AdapterPool
 from lyceum_sampler.models import Loaded, ModelPool
+from lyceum_sampler.policies import PolicyPool
 
 MAX_MODEL_LEN = MODEL_NAME_MAX_LEN + 1 + ALIAS_MAX_LEN  # `name@alias`, the longest a model may be named
 
@@ -36,8 +37,10 @@ def check_model(model: str, field: str = "model") -> str:
 
 
 class Targets:
-    def __init__(self, pool: ModelPool, adapters: AdapterPool) -> None:
-        self.pool, self.adapters = pool, adapters
+    """What requests name: models, their adapters, and the gating policies that steer them."""
+
+    def __init__(self, pool: ModelPool, adapters: AdapterPool, policies: PolicyPool) -> None:
+        self.pool, self.adapters, self.policies = pool, adapters, policies
 
     def pin(self, tenant: str, model: str, adapter: str = "") -> tuple[str, Adapter | None]:
         """(base model key, adapter version) a request names, resolved in the tenant. NotFound(field=model

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from lyceum_ml.causal_lm import CausalLM
+from lyceum_sampler.gating import Decision, Gating, replayed
 from lyceum_sampler.sessions import SessionState, Shown
 
 
@@ -36,6 +37,7 @@ class HistoryItem:
     rank: int
     chosen_at: float  # time.time() seconds
     from_other: bool
+    gating: Decision | None = None  # gated sessions: the step's decision it was chosen under
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class SessionView:
     shown: Shown | None  # the settings a distribution was last recorded as shown with
     adapter: str = ""  # the adapter version it is served with ("" = none)
     gate: float | None = None
+    gating: Gating | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Distribution:
     other_top: list[TokenProb]
     threshold: float
     context_len: int
+    gating: Decision | None = None  # gated sessions: the decision that shaped it
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class GenEvent:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""  # what served it, versions resolved
+    gating_step: Decision | None = None  # gated tokens: the decision the token was chosen under
+    gating: Gating | None = None  # the final event of a request with gating
 
 
 def token_info(lm: CausalLM, token_id: int) -> Token:
@@ -106,7 +112,15 @@ class Tokens:
 def view(state: SessionState, tokens: Tokens) -> SessionView:
     lm = tokens.lm
     generated = [
-        HistoryItem(tokens(g.token_id), g.probability, g.category, g.rank, g.chosen_at, g.from_other)
+        HistoryItem(
+            tokens(g.token_id),
+            g.probability,
+            g.category,
+            g.rank,
+            g.chosen_at,
+            g.from_other,
+            replayed(state.gating, g.modulation) if state.gating else None,
+        )
         for g in state.generated
     ]
     continuation = b"".join(item.token.raw for item in generated).decode("utf-8", errors="replace")
@@ -124,4 +138,5 @@ def view(state: SessionState, tokens: Tokens) -> SessionView:
         shown=state.shown,
         adapter=state.adapter,
         gate=state.gate,
+        gating=state.gating,
     )

@@ -12,23 +12,30 @@ from torch import Tensor
 
 from lyceum_ml import sampling
 from lyceum_ml.engine.request import Request, StepView
+from lyceum_ml.sampling import SamplingParams
 
 GREEDY_SHAPE = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}  # greedy reports temperature-1 log-probs
 
 
-def distribution(logits: Tensor, request: Request, generated: list[int]) -> Tensor:
-    """fp64 probabilities (V,) the row chooses from."""
-    params = request.params
+def distribution(
+    logits: Tensor, request: Request, generated: list[int], params: SamplingParams | None = None
+) -> Tensor:
+    """fp64 probabilities (V,) the row chooses from (under `params` when a controller gave them)."""
+    params = params or request.params
     if request.greedy:
         params = dataclasses.replace(params, **GREEDY_SHAPE)
     return sampling.shape(logits, params, [*request.prompt_ids, *generated], generated)
 
 
 def choose(
-    logits: Tensor, request: Request, generated: list[int], generator: torch.Generator
+    logits: Tensor,
+    request: Request,
+    generated: list[int],
+    generator: torch.Generator,
+    params: SamplingParams | None = None,
 ) -> tuple[int, float, float, tuple[tuple[int, float], ...]]:
     """(token, its log-prob, its probability, top alternatives as (id, log-prob))."""
-    probs = distribution(logits, request, generated)
+    probs = distribution(logits, request, generated, params)
     token = None
     if request.hook is not None:
         view = StepView(logits, probs, request.prompt_ids, tuple(generated), len(generated))

@@ -9,7 +9,8 @@ Each step gathers, within a token budget:
 Rows join between steps up to `max_rows` and leave as they finish or are cancelled, freeing their caches at
 once. Every row has its own KV cache, sampling parameters, RNG stream, stops, adapter and gate signal; the
 model packs their tokens into one forward (`CausalLM.forward_rows`), so a row's tokens and log-probs do not
-depend on its batch mates.
+depend on its batch mates. Rows with a `Controller` (`engine.control`) have their sampling parameters and
+gate signal decided each step, all rows of one controller in one call.
 
 The engine runs on one thread (`start()`), which also performs `call()`s between steps: adapter injection
 and removal change the model's modules and must not race a forward. `step()` may instead be driven by the
@@ -17,6 +18,7 @@ caller (tests, training loops) when no thread is started."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -31,6 +33,7 @@ from torch import Tensor
 
 from lyceum_ml.causal_lm import CausalLM, Feed
 from lyceum_ml.engine.choose import choose
+from lyceum_ml.engine.control import Control, ControlView
 from lyceum_ml.engine.request import Event, Finish, Request, TokenEvent
 from lyceum_ml.engine.text import TextStream
 
@@ -50,8 +53,8 @@ class Stream:
 
     `on_ready` (if set) is called from the engine thread after events arrive, e.g. to wake an event loop."""
 
-    def __init__(self, request: Request, capacity: int, wake: Callable[[], None]) -> None:
-        self.request, self.capacity, self._wake = request, capacity, wake
+    def __init__(self, request: Request, capacity: int, wake: Callable[[], None], row_id: int = 0) -> None:
+        self.request, self.capacity, self._wake, self.row_id = request, capacity, wake, row_id
         self._events: deque[Event] = deque()
         self._cv = threading.Condition()
         self.on_ready: Callable[[], None] | None = None
@@ -110,6 +113,9 @@ class _Row:
     cache: Any
     generator: torch.Generator
     text: TextStream
+    row_id: int = 0
+    gate: float | None = None  # the gate signal of the tokens fed next
+    control: Control | None = None  # the controller's last decision
     fed: int = 0  # prompt tokens fed so far
     chunk: int = 0  # prompt tokens in the step under way
     pending: list[int] = field(default_factory=list)  # the chosen token to feed next step
@@ -151,6 +157,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._nudged = False
+        self._row_ids = itertools.count(1)
 
     # --- callers ----------------------------------------------------------------------------------
     def submit(self, request: Request) -> Stream:
@@ -158,9 +165,11 @@ class Engine:
         request.validate(self.lm.max_context)
         if request.gate is not None and not self.lm.gated:
             raise ValueError("this model has no gates but a gate signal was given")
-        stream = Stream(request, self.stream_buffer, self._nudge)
+        row_id = next(self._row_ids)
+        stream = Stream(request, self.stream_buffer, self._nudge, row_id)
         generator = torch.Generator().manual_seed(request.seed)
-        row = _Row(request, stream, None, generator, TextStream(self.lm.token_bytes, request.stop))
+        text = TextStream(self.lm.token_bytes, request.stop)
+        row = _Row(request, stream, None, generator, text, row_id, request.gate)
         with self._cv:
             self._waiting.append(row)
             self._cv.notify()
@@ -232,7 +241,8 @@ class Engine:
         if not feeds:
             return False
         results = self._forward(feeds)
-        for owner, result in zip(owners, results, strict=True):
+        ready: list[tuple[_Row, Tensor, Tensor | None]] = []  # rows choosing a token now
+        for owner, feed, result in zip(owners, feeds, results, strict=True):
             if isinstance(owner, _Job):
                 if isinstance(result, BaseException):
                     owner.future.set_exception(result)
@@ -240,8 +250,9 @@ class Engine:
                     owner.future.set_result(result)
             elif isinstance(result, BaseException):
                 self._finish(owner, "error", result)
-            else:
-                self._advance(owner, result)
+            elif self._ready(owner):
+                ready.append((owner, result, feed.hidden))
+        self._choose(ready)
         if self.on_step is not None:
             tokens = sum(len(f.token_ids) for f in feeds)
             self.on_step(StepStats(len(feeds), tokens, time.perf_counter() - start))
@@ -295,7 +306,9 @@ class Engine:
         return feeds, owners
 
     def _feed(self, row: _Row, tokens: Any) -> Feed:
-        return Feed(row.cache, list(tokens), gate=row.request.gate, adapter=row.request.adapter)
+        control = row.request.control
+        hidden = control is not None and control.needs_hidden
+        return Feed(row.cache, list(tokens), gate=row.gate, adapter=row.request.adapter, want_hidden=hidden)
 
     def _forward(self, feeds: list[Feed]) -> list[Tensor | BaseException]:
         """The batch's forward; if it fails, each row alone, so one bad row fails only itself."""
@@ -316,31 +329,72 @@ class Engine:
         return out
 
     # --- rows -------------------------------------------------------------------------------------
-    def _advance(self, row: _Row, logits: Tensor) -> None:
-        """A row's forward is done: count its prompt chunk (its logits matter after the last chunk only),
-        then choose its next token and emit it."""
+    def _ready(self, row: _Row) -> bool:
+        """A row's forward is done: counts its prompt chunk; whether it now chooses a token (its logits matter
+        after the last prompt chunk only)."""
         if row.decoding:
             row.pending = []
-        else:
-            row.fed += row.chunk
-            if not row.decoding:
-                return
+            return True
+        row.fed += row.chunk
+        return row.decoding
+
+    def _choose(self, ready: list[tuple[_Row, Tensor, Tensor | None]]) -> None:
+        """Each ready row's token: controlled rows first get their controller's decision (one call per
+        controller for all its rows), then every row chooses and emits."""
+        groups: dict[int, list[int]] = {}
+        for i, (row, _, _) in enumerate(ready):
+            if row.request.control is not None:
+                groups.setdefault(id(row.request.control), []).append(i)
+        for members in groups.values():
+            controller = ready[members[0]][0].request.control
+            assert controller is not None
+            views = [self._view(*ready[i]) for i in members]
+            try:
+                decided = list(controller.decide(views))
+                if len(decided) != len(views):
+                    raise RuntimeError(f"the controller decided {len(decided)} of {len(views)} rows")
+            except Exception as exc:  # noqa: BLE001 - a failing controller fails its rows only
+                for i in members:
+                    self._finish(ready[i][0], "error", exc)
+                continue
+            pairs = zip(members, decided, strict=True)
+            tokens = [self._advance(ready[i][0], ready[i][1], c) for i, c in pairs]
+            chosen = [(v, c, t) for v, c, t in zip(views, decided, tokens, strict=True) if t >= 0]
+            if chosen:
+                views, decided, tokens = (list(x) for x in zip(*chosen, strict=True))
+                try:
+                    controller.chosen(views, decided, tokens)
+                except Exception:  # noqa: BLE001 - scoring is the controller's affair; its rows go on
+                    log.exception("controller.chosen failed")
+        for row, logits, _ in ready:
+            if row.request.control is None:
+                self._advance(row, logits, None)
+
+    def _view(self, row: _Row, logits: Tensor, hidden: Tensor | None) -> ControlView:
+        return ControlView(row.row_id, row.request, logits, hidden, tuple(row.generated), row.control)
+
+    def _advance(self, row: _Row, logits: Tensor, control: Control | None) -> int:
+        """Chooses the row's next token (under its controller's decision, if any) and emits it; the token,
+        or -1 when the choice failed."""
         request = row.request
+        params = None
+        if control is not None:
+            params, row.gate, row.control = control.params, control.gate, control
         try:
-            token, logprob, p, top = choose(logits, request, row.generated, row.generator)
+            token, logprob, p, top = choose(logits, request, row.generated, row.generator, params)
         except Exception as exc:  # noqa: BLE001 - a failing hook fails its row only
             self._finish(row, "error", exc)
-            return
+            return -1
         if token == self.lm.eos_id:
             self._finish(row, "eos")
-            return
+            return token
         if token in request.stop_ids:
             self._finish(row, "stop")
-            return
+            return token
         row.generated.append(token)
         row.logprobs.append(logprob)
         row.text.add(token)
-        row.stream.push(TokenEvent(token, logprob, p, top, row.text.visible()))
+        row.stream.push(TokenEvent(token, logprob, p, top, row.text.visible(), control))
         if row.text.stopped:
             self._finish(row, "stop")
         elif len(row.generated) >= request.max_new_tokens:
@@ -349,6 +403,7 @@ class Engine:
             self._finish(row, "length")  # the chosen token would not fit to be fed
         else:
             row.pending = [token]
+        return token
 
     def _finish(self, row: _Row, reason: str, error: BaseException | None = None) -> None:
         if row in self._rows:

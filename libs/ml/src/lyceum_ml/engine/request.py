@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from lyceum_ml.engine.control import Control, Controller
 from lyceum_ml.sampling import SamplingParams
 
 MAX_TOP_LOGPROBS = 20
@@ -34,7 +35,9 @@ Hook = Callable[[StepView], int | None]
 class Request:
     """One sequence to continue. `seed` starts the row's own RNG stream (sampling never depends on other
     rows); `stop_ids` end it like EOS (a chat template's end of turn); `adapter` is an adapter loaded into
-    the engine's model, `gate` the gate signal of every token (gated models only)."""
+    the engine's model, `gate` the gate signal of every token (gated models only). A `control`ler decides
+    each step's sampling parameters and gate signal instead (`gate` is then the prompt's, until the first
+    decision); `hook` may still pick the token."""
 
     prompt_ids: tuple[int, ...]
     max_new_tokens: int
@@ -47,6 +50,7 @@ class Request:
     gate: float | None = None
     top_logprobs: int = 0
     hook: Hook | None = None
+    control: Controller | None = None
 
     def validate(self, max_context: int) -> None:
         if not self.prompt_ids:
@@ -72,6 +76,7 @@ class TokenEvent:
     probability: float
     top: tuple[tuple[int, float], ...]
     text: str
+    control: Control | None = None  # the controller's decision this token was chosen under
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ def _gated(out: Tensor, gate: DynamicGate | None, g: Tensor | None) -> Tensor:
 @torch.no_grad()
 def forward_rows(model: TransformerLM, feeds: Sequence[Feed]) -> list[Tensor]:
     """Runs every row's new tokens, appends their keys/values to the rows' caches and returns per row the
-    fp32 logits (V,) after its last token, or (n, V) for every new token when `all_logits`.
+    fp32 logits (V,) after its last token, or (n, V) for every new token when `all_logits`; rows that
+    `want_hidden` get their last token's final-norm hidden state in `Feed.hidden`.
 
     Adapters are applied by the caller's peft hooks (see `lyceum_ml.adapters`); this only packs."""
     cfg = model.cfg
@@ -107,6 +108,10 @@ def forward_rows(model: TransformerLM, feeds: Sequence[Feed]) -> list[Tensor]:
         f.cache.advance(n)
     last = torch.tensor([b - 1 for b in bounds[1:]], device=device)
     heads = model.logits(x[last]).float()  # (B, V): one read-out for every row's last token
+    if any(f.want_hidden for f in feeds):
+        normed = model.norm(x[last]).float()  # (B, d): what the read-out reads
+        for f, h in zip(feeds, normed, strict=True):
+            f.hidden = h if f.want_hidden else None
     out = []
     for i, (f, a, b) in enumerate(zip(feeds, bounds, bounds[1:], strict=False)):
         out.append(model.logits(x[a:b]).float() if f.all_logits else heads[i])

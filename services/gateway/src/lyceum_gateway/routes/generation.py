@@ -19,6 +19,7 @@ from lyceum_gateway.deps import Context, Samplers
 from lyceum_gateway.errors import error_body
 from lyceum_gateway.routes import API_PREFIX
 from lyceum_gateway.schemas.common import error_responses
+from lyceum_gateway.schemas.gating import GatingOut, TrajectoryStep
 from lyceum_gateway.schemas.generation import (
     GeneratedToken,
     GenerateRequest,
@@ -63,7 +64,9 @@ async def generate(
     created): `sample` shaped by the knobs and reproducible by `seed`, `greedy`, or `beam` search; stops at
     `max_new_tokens`, the end-of-sequence token or a `stop` string. Each token comes with its log-probability
     (and `top_logprobs` alternatives); with `record`, the completion is stored and its `completion_id`
-    answered. Errors before the first token are plain error responses, streaming or not."""
+    answered. With `gating`, each step's modulation sets the sampling parameters (and a gated model's gate
+    signal); `return_trajectory` answers them per token. Errors before the first token are plain error
+    responses, streaming or not."""
     spec = body.to_domain()
     steps = samplers.spread().generate(ctx, spec)
     try:
@@ -74,27 +77,46 @@ async def generate(
         await steps.aclose()
         raise
     if sse.accepts_event_stream(request.headers.get("accept", "")):
-        return StreamingResponse(
-            _event_stream(spec, first, steps, request), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS
-        )
+        stream = _event_stream(spec, first, steps, request, body.return_trajectory)
+        return StreamingResponse(stream, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
     tokens: list[GeneratedToken] = []
+    trajectory = _Trajectory(body.return_trajectory)
     async with aclosing(steps):
         step: GenerationStep | None = first
         while step is not None:
             if step.token is None:
-                return _end(spec, step, tokens)
+                return _end(spec, step, tokens, trajectory.steps)
             tokens.append(GeneratedToken.from_domain(len(tokens), step, step.token))
+            trajectory.add(step)
             step = await anext(steps, None)
     raise Internal("the sampler ended the generation without a final message")
 
 
-def _end(spec: GenerateSpec, final: GenerationStep, tokens: list[GeneratedToken] | None) -> GenerateResponse:
+class _Trajectory:
+    """The trajectory entries of a generation's token steps, when asked for (else None)."""
+
+    def __init__(self, wanted: bool) -> None:
+        self.steps: list[TrajectoryStep] | None = [] if wanted else None
+
+    def add(self, step: GenerationStep) -> None:
+        if self.steps is not None and (entry := TrajectoryStep.from_step(step)) is not None:
+            self.steps.append(entry)
+
+
+def _end(
+    spec: GenerateSpec,
+    final: GenerationStep,
+    tokens: list[GeneratedToken] | None,
+    trajectory: list[TrajectoryStep] | None,
+) -> GenerateResponse:
     return GenerateResponse(
         model=spec.model,
         text=final.text,
         finish_reason=final.finish_reason,
         tokens=tokens,
         completion_id=final.completion_id,
+        gating=GatingOut.from_domain(final.gating) if final.gating is not None else None,
+        trajectory=trajectory,
     )
 
 
@@ -103,15 +125,19 @@ async def _event_stream(
     first: GenerationStep,
     steps: AsyncGenerator[GenerationStep, None],
     request: Request,
+    return_trajectory: bool,
 ) -> AsyncIterator[str]:
     index = 0
+    trajectory = _Trajectory(return_trajectory)
     try:
         async with aclosing(steps):
             step: GenerationStep | None = first
             while step is not None:
                 if step.token is None:
-                    yield sse.event("end", _end(spec, step, None).model_dump_json(exclude_none=True))
+                    end = _end(spec, step, None, trajectory.steps)
+                    yield sse.event("end", end.model_dump_json(exclude_none=True))
                     return
+                trajectory.add(step)
                 data = GeneratedToken.from_domain(index, step, step.token).model_dump_json()
                 yield sse.event("token", data, event_id=str(index))
                 index += 1

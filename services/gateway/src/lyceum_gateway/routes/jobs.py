@@ -36,7 +36,7 @@ from lyceum_gateway.schemas.jobs import (
     ProgressEvent,
     SubmitJobRequest,
 )
-from lyceum_jobs.configs import referenced_datasets, referenced_models
+from lyceum_jobs.configs import check_models, referenced_datasets, referenced_models
 from lyceum_jobs.kinds import parse_config
 
 log = logging.getLogger(__name__)
@@ -106,17 +106,19 @@ def submit_job(
         ),
     ] = None,
 ) -> JobOut:
-    """Validates the config (422 naming the field, 404 naming an uploaded dataset the tenant does not have;
-    no job is created), writes the job and then enqueues it.
+    """Validates the config (422 naming the field; 404 naming an uploaded dataset or registered model the
+    tenant does not have; 400 for a model of the wrong kind or one the config cannot use, e.g. a gate signal
+    for an LM without gates; no job is created), writes the job and then enqueues it.
     201 with the new job, or 200 with the earlier job when the idempotency key repeats (409 if its kind or
     config differ). 429 naming `max_jobs` when the tenant's queued and running jobs reach its quota (never
     for a repeated idempotency key: it creates nothing)."""
     config = body.validated_config()
     parsed = parse_config(body.kind, config)
     # Every uploaded dataset and registered model the config names must be the tenant's (404 naming it;
-    # 422 for a model of the wrong kind); no job is created otherwise.
+    # 400 for a model of the wrong kind, or one the config cannot use); no job is created otherwise.
     datasets.require(ctx.tenant, referenced_datasets(parsed))
-    registry.require(ctx.tenant, referenced_models(parsed))
+    found = registry.require(ctx.tenant, referenced_models(parsed))
+    check_models(parsed, {field: record.metadata for field, record in found.items()})
     if body.idempotency_key and idempotency_key and body.idempotency_key != idempotency_key:
         raise InvalidArgument(
             "the Idempotency-Key header and idempotency_key differ", field="idempotency_key"

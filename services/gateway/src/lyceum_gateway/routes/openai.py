@@ -39,6 +39,7 @@ from lyceum_gateway.schemas.openai_responses import (
     TokenLogprob,
     Usage,
     finish_reason,
+    gating_of,
 )
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ async def create_completion(
             logprobs=CompletionLogprobs.from_steps(c.steps, len(specs[c.index].prompt)) if logprobs else None,
             finish_reason=finish_reason(c.final.finish_reason),
             completion_id=c.final.completion_id,
+            gating=gating_of(c.final),
         )
         for c in completions
     ]

@@ -59,6 +59,7 @@ async def create_session(
         max_live_sessions=limit,
         adapter=body.adapter or "",
         gate_signal=body.gate_signal,
+        gating=body.gating.to_domain() if body.gating else None,
     )
     response.headers["Location"] = f"{router.prefix}/{session.session_id}"
     return SessionOut.from_domain(session)
@@ -128,7 +129,8 @@ async def get_distribution(
     """The distribution of the next token after the session's text, shaped by the knobs and split at
     `threshold`: the tokens above it (most likely first) and the Other bucket (its mass, size and most likely
     members). Changes nothing. Pass the same settings to `POST .../tokens` so the appended token is recorded
-    as shown."""
+    as shown. A gated session's distribution is shaped by its step's modulation instead (`gating`): give
+    it no knobs."""
     params = SamplingParams(temperature, top_k, top_p, repetition_penalty)
     sampler = samplers.for_session(ctx, session_id)
     return DistributionOut.from_domain(

@@ -99,8 +99,9 @@ async def create_session(
     model = body.model_name or configured or next(iter(await _model_names(ctx, sampler)), "")
     model = aliases.get(model, model)
     limit = await quotas.max_sessions(ctx.tenant)
+    gating = body.gating.to_domain() if body.gating else None
     try:
-        session = await sampler.create_session(ctx, model, max_live_sessions=limit)
+        session = await sampler.create_session(ctx, model, max_live_sessions=limit, gating=gating)
     except (NotFound, InvalidArgument) as err:
         if err.field not in (None, "model"):
             raise
@@ -142,6 +143,7 @@ async def set_prompt(
     "/{session_id}/next-token-probs",
     summary="Next-token probabilities (the wheel)",
     responses=compat_error_responses(400, 404),
+    response_model_exclude_unset=True,  # every field is set but `gating`, an ungated session's answer lacks
 )
 async def get_next_token_probs(
     session_id: str,
@@ -158,18 +160,20 @@ async def get_next_token_probs(
     if not session.prompt:
         raise InvalidArgument("No prompt set yet", field="prompt")
     _check_settings(threshold, temperature)
-    params = clients.SamplingParams(temperature=temperature)
+    # a gated session's step sets the parameters: the query's temperature does not apply
+    params = None if session.gating else clients.SamplingParams(temperature=temperature)
     top_k = min(max(other_top_k, 0), MAX_OTHER_TOP_K)
     with original_errors():
         dist = await sampler.get_distribution(ctx, session_id, threshold, top_k, params, record_shown=True)
         # after: the distribution loaded the model, so its size is known
         models = await sampler.list_models(ctx)
     vocab = {m.name: m.vocab_size for m in models}.get(session.model) or len(dist.above) + dist.other.count
+    gated = {"gating": s.GatingStepOut.from_domain(dist.gating)} if dist.gating else {}
     return s.NextTokenProbsResponse(
         session_id=session.session_id,
         current_text=session.text,
         threshold=threshold,
-        temperature=temperature,
+        temperature=dist.gating.temperature if dist.gating else temperature,
         above_threshold_tokens=[s.TokenData.from_domain(p) for p in dist.above],
         other_category=s.OtherCategoryInfo(
             total_probability=dist.other.probability,
@@ -178,6 +182,7 @@ async def get_next_token_probs(
         ),
         total_above_threshold_probability=sum(p.probability for p in dist.above),
         vocabulary_size=vocab,
+        **gated,
     )
 
 
@@ -203,7 +208,7 @@ async def append_token(
     shown = session.last_shown
     threshold = threshold if threshold is not None else (shown.threshold if shown else None)
     temperature = temperature if temperature is not None else (shown.params.temperature if shown else None)
-    params = clients.SamplingParams(temperature=temperature)
+    params = None if session.gating else clients.SamplingParams(temperature=temperature)
 
     other: clients.OtherBucket | None = None
     if body.category == "other":

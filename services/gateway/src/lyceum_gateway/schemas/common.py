@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
+MAX_MODEL_REF_LEN = 256  # `name@alias`, with room
 LEARNER_ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
 LEARNER_ID_RULE = "1-128 characters of [A-Za-z0-9._:@-]"
 

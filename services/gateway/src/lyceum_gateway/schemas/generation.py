@@ -7,7 +7,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lyceum_core.errors import InvalidArgument
 from lyceum_fleet import sampler as clients
+from lyceum_fleet.gating import GatingMode
+from lyceum_gateway.schemas.gating import GatingIn, GatingOut, TrajectoryStep
 from lyceum_gateway.schemas.sessions import (
     MAX_MODEL_REF_LEN,
     AdapterRef,
@@ -79,6 +82,12 @@ class GenerateRequest(SamplingFields):
                     "top_logprobs": 3,
                     "record": True,
                 },
+                {
+                    "model": "lm-demo@production",
+                    "prompt": "Once upon a time",
+                    "gating": {"mode": "learned", "policy": "gating@latest"},
+                    "return_trajectory": True,
+                },
             ]
         },
     )
@@ -104,6 +113,12 @@ class GenerateRequest(SamplingFields):
         description="Record the completion durably (prompt and sampled token ids, their log-probs, the "
         "parameters; with your subject) and answer its `completion_id`",
     )
+    gating: GatingIn | None = None
+    return_trajectory: bool = Field(
+        False,
+        description="With `gating` (not `none`): answer `trajectory`, each generated token with its "
+        "modulation and the sampling parameters it set (also in the `end` event when streaming)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> GenerateRequest:
@@ -114,6 +129,10 @@ class GenerateRequest(SamplingFields):
         return self
 
     def to_domain(self) -> clients.GenerateSpec:
+        if self.return_trajectory and (self.gating is None or self.gating.mode is GatingMode.NONE):
+            raise InvalidArgument(
+                "return_trajectory needs gating (mode fixed, random or learned)", field="return_trajectory"
+            )
         return clients.GenerateSpec(
             model=self.model,
             prompt=self.prompt or "",
@@ -128,6 +147,7 @@ class GenerateRequest(SamplingFields):
             gate_signal=self.gate_signal,
             top_logprobs=self.top_logprobs,
             record=self.record,
+            gating=self.gating.to_domain() if self.gating else None,
         )
 
 
@@ -165,6 +185,10 @@ class GenerateResponse(BaseModel):
     finish_reason: str = Field(description="`eos`, `stop` or `length`", examples=["length"])
     tokens: list[GeneratedToken] | None = Field(None, description="Each chosen token, in order")
     completion_id: str | None = Field(None, description="With `record`: the recorded completion's id")
+    gating: GatingOut | None = Field(None, description="With `gating`: how it was served")
+    trajectory: list[TrajectoryStep] | None = Field(
+        None, description="With `return_trajectory`: each generated token and the decision it was made under"
+    )
 
 
 class ScoreRequest(BaseModel):

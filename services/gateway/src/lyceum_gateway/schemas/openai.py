@@ -1,7 +1,8 @@
 """Request bodies of the OpenAI-compatible API (`/openai/v1`): chat and legacy completions, with their
 conversion to the sampler client's `GenerateSpec`s. Names, defaults and limits follow OpenAI's API reference;
-Lyceum's extensions (`top_k`, `repetition_penalty`, `gate_signal`) are marked as such. Unknown parameters are
-refused (400 naming them), as OpenAI does. The responses are in `schemas/openai_responses.py`."""
+Lyceum's extensions (`top_k`, `repetition_penalty`, `gate_signal`, `gating`) are marked as such. Unknown
+parameters are refused (400 naming them), as OpenAI does. The responses are in
+`schemas/openai_responses.py`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from lyceum_core.errors import InvalidArgument
 from lyceum_core.identity import SUBJECT_PATTERN, SUBJECT_RULE
 from lyceum_fleet import sampler as clients
+from lyceum_fleet.gating import GatingMode
+from lyceum_gateway.schemas.gating import GatingIn
 from lyceum_gateway.schemas.generation import (
     MAX_NEW_TOKENS,
     MAX_STOP_STRINGS,
@@ -121,6 +124,12 @@ class CommonFields(BaseModel):
         None, description="Lyceum extension: CTRL-style penalty (>= 1) on tokens already in the context"
     )
     gate_signal: GateSignal | None = Field(None, description="Lyceum extension: the gated LM's gate signal")
+    gating: GatingIn | None = Field(
+        None,
+        description="Lyceum extension: gated generation (each step's modulation sets the sampling "
+        "parameters, so `temperature`, `top_p`, `top_k`, the penalties and `gate_signal` are left out); "
+        "each choice then reports its `gating` (not in streamed chunks)",
+    )
 
     @property
     def choices(self) -> int:
@@ -144,6 +153,8 @@ class CommonFields(BaseModel):
             )
         if self.logit_bias:
             raise InvalidArgument("logit_bias is not supported", field="logit_bias")
+        if self.gating is not None and self.gating.mode is not GatingMode.NONE and self.temperature == 0:
+            raise InvalidArgument("gating samples: leave temperature out", field="temperature")
         self.stop_strings()
 
     def generations(
@@ -183,6 +194,7 @@ class CommonFields(BaseModel):
                 top_logprobs=top_logprobs,
                 record=record,
                 subject=self.user,
+                gating=self.gating.to_domain() if self.gating else None,
             )
             for i in range(self.choices)
         ]

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, model_serializer
 
 from lyceum_fleet import sampler as clients
 from lyceum_gateway.completions import Completion
+from lyceum_gateway.schemas.gating import GatingOut
 
 FinishReason = Literal["stop", "length"]
 _FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
@@ -25,6 +26,11 @@ def finish_reason(reason: str) -> FinishReason:
 def token_text(token: clients.Token) -> str:
     """A token's text as OpenAI shows it: its text, or `bytes:\\xNN...` when its bytes are not UTF-8 alone."""
     return token.text if token.is_valid_utf8 else "bytes:" + "".join(f"\\x{b:02x}" for b in token.data)
+
+
+def gating_of(final: clients.GenerationStep) -> GatingOut | None:
+    """A choice's gating report (Lyceum extension), when it had gating."""
+    return GatingOut.from_domain(final.gating) if final.gating is not None else None
 
 
 def completion_tokens(completion: Completion) -> int:
@@ -92,6 +98,7 @@ class ChatChoice(BaseModel):
     logprobs: ChoiceLogprobs | None
     finish_reason: FinishReason
     completion_id: str | None = Field(description="Lyceum extension: the recorded completion's id")
+    gating: GatingOut | None = Field(None, description="Lyceum extension: with `gating`, how it was served")
 
 
 class ChatCompletion(BaseModel):
@@ -114,6 +121,7 @@ class ChatCompletion(BaseModel):
                 logprobs=ChoiceLogprobs.from_steps(c.steps) if logprobs else None,
                 finish_reason=finish_reason(c.final.finish_reason),
                 completion_id=c.final.completion_id,
+                gating=gating_of(c.final),
             )
             for c in completions
         ]
@@ -188,6 +196,7 @@ class CompletionChoice(BaseModel):
     logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason | None = None
     completion_id: str | None = Field(None, description="Lyceum extension: the recorded completion's id")
+    gating: GatingOut | None = Field(None, description="Lyceum extension: with `gating`, how it was served")
 
 
 class TextCompletion(BaseModel):

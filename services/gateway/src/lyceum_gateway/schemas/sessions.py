@@ -14,8 +14,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lyceum_fleet import sampler as clients
+from lyceum_gateway.schemas.common import MAX_MODEL_REF_LEN
+from lyceum_gateway.schemas.gating import GatingIn, GatingOut, GatingStepOut
 
-MAX_MODEL_REF_LEN = 256  # `name@alias`, with room
 AdapterRef = Annotated[
     str,
     Field(
@@ -122,6 +123,7 @@ class HistoryEntryOut(BaseModel):
     probability: float = Field(description="Its probability under the settings shown when it was chosen")
     category: clients.Category = Field(description="`above` the threshold, or drawn from `other`")
     rank: int = Field(description="Its rank in the whole vocabulary under those settings (0 = most likely)")
+    gating: GatingStepOut | None = Field(None, description="Gated sessions: the step it was chosen at")
 
     @classmethod
     def from_domain(cls, entry: clients.HistoryEntry) -> HistoryEntryOut:
@@ -130,6 +132,7 @@ class HistoryEntryOut(BaseModel):
             probability=entry.probability,
             category=entry.category,
             rank=entry.rank,
+            gating=GatingStepOut.from_domain(entry.gating) if entry.gating else None,
         )
 
 
@@ -144,6 +147,7 @@ class SessionOut(BaseModel):
     max_context_len: int = Field(description="The model's context limit")
     adapter: str | None = Field(None, description="The adapter version it is served with, if any")
     gate_signal: float | None = Field(None, description="Its gate signal, if one was given")
+    gating: GatingOut | None = Field(None, description="Its gating, if one was given (pinned)")
 
     @classmethod
     def from_domain(cls, session: clients.Session) -> SessionOut:
@@ -158,6 +162,7 @@ class SessionOut(BaseModel):
             max_context_len=session.max_context_len,
             adapter=session.adapter or None,
             gate_signal=session.gate_signal,
+            gating=GatingOut.from_domain(session.gating) if session.gating else None,
         )
 
 
@@ -175,6 +180,11 @@ class CreateSessionRequest(BaseModel):
     prompt: str | None = Field(None, description="The prompt to start from; set it later if omitted")
     adapter: AdapterRef | None = None
     gate_signal: GateSignal | None = None
+    gating: GatingIn | None = Field(
+        None,
+        description="Each step's distribution is shaped by that step's modulation (the distribution and "
+        "append calls then take no sampling knobs), and each appended token carries its gate signal",
+    )
 
 
 class SetPromptRequest(BaseModel):
@@ -191,6 +201,7 @@ class DistributionOut(BaseModel):
     )
     other: OtherBucketOut
     context_len: int
+    gating: GatingStepOut | None = Field(None, description="Gated sessions: this step's decision")
 
     @classmethod
     def from_domain(cls, d: clients.Distribution) -> DistributionOut:
@@ -204,6 +215,7 @@ class DistributionOut(BaseModel):
                 top=[TokenProbabilityOut.from_domain(p) for p in d.other.top],
             ),
             context_len=d.context_len,
+            gating=GatingStepOut.from_domain(d.gating) if d.gating else None,
         )
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from lyceum_fleet import sampler as clients
+from lyceum_gateway.schemas.gating import GatingIn, GatingStepOut
 
 ABOVE_THRESHOLD = "above_threshold"
 OTHER = "other"
@@ -47,6 +48,11 @@ class CreateSessionRequest(BaseModel):
         None,
         description="A model the sampler serves (see `/api/models`); the deployment's default if omitted",
         examples=["tiny-lm"],
+    )
+    gating: GatingIn | None = Field(
+        None,
+        description="Lyceum extension: each step's wheel is shaped by that step's modulation (temperature "
+        "is then set by it, not by the query), and each appended token carries its gate signal",
     )
 
 
@@ -187,6 +193,9 @@ class NextTokenProbsResponse(BaseModel):
     other_category: OtherCategoryInfo
     total_above_threshold_probability: float
     vocabulary_size: int
+    gating: GatingStepOut | None = Field(
+        None, description="Lyceum extension: gated sessions' step decision (absent for others)"
+    )
 
 
 class AppendTokenResponse(BaseModel):

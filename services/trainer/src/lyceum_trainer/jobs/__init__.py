@@ -53,7 +53,7 @@ def registry_key(record: ModelRecord) -> str:
 
 
 def _builders() -> dict[str, Build]:
-    from lyceum_trainer.jobs import dfm_pretrain, evaluate, lm_pretrain, sdpo, sft
+    from lyceum_trainer.jobs import dfm_pretrain, evaluate, gating_ppo, lm_pretrain, sdpo, sft
 
     builders: dict[str, Build] = {
         "dfm_pretrain": dfm_pretrain.build,
@@ -61,6 +61,7 @@ def _builders() -> dict[str, Build]:
         "sft": sft.build,
         "sdpo": sdpo.build,
         "eval": evaluate.build,
+        "gating_ppo": gating_ppo.build,
     }
     if set(builders) != set(KINDS):
         missing, unknown = sorted(set(KINDS) - set(builders)), sorted(set(builders) - set(KINDS))

@@ -16,6 +16,14 @@ class Category(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CATEGORY_ABOVE: _ClassVar[Category]
     CATEGORY_OTHER: _ClassVar[Category]
 
+class GatingMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GATING_MODE_UNSPECIFIED: _ClassVar[GatingMode]
+    GATING_MODE_NONE: _ClassVar[GatingMode]
+    GATING_MODE_FIXED: _ClassVar[GatingMode]
+    GATING_MODE_RANDOM: _ClassVar[GatingMode]
+    GATING_MODE_LEARNED: _ClassVar[GatingMode]
+
 class DecodingStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DECODING_STRATEGY_UNSPECIFIED: _ClassVar[DecodingStrategy]
@@ -25,6 +33,11 @@ class DecodingStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 CATEGORY_UNSPECIFIED: Category
 CATEGORY_ABOVE: Category
 CATEGORY_OTHER: Category
+GATING_MODE_UNSPECIFIED: GatingMode
+GATING_MODE_NONE: GatingMode
+GATING_MODE_FIXED: GatingMode
+GATING_MODE_RANDOM: GatingMode
+GATING_MODE_LEARNED: GatingMode
 DECODING_STRATEGY_UNSPECIFIED: DecodingStrategy
 DECODING_STRATEGY_GREEDY: DecodingStrategy
 DECODING_STRATEGY_SAMPLE: DecodingStrategy
@@ -87,20 +100,22 @@ class OtherBucket(_message.Message):
     def __init__(self, probability: _Optional[float] = ..., count: _Optional[int] = ..., top: _Optional[_Iterable[_Union[TokenProbability, _Mapping]]] = ...) -> None: ...
 
 class HistoryEntry(_message.Message):
-    __slots__ = ("token", "probability", "category", "rank", "chosen_at", "from_other")
+    __slots__ = ("token", "probability", "category", "rank", "chosen_at", "from_other", "gating")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     CHOSEN_AT_FIELD_NUMBER: _ClassVar[int]
     FROM_OTHER_FIELD_NUMBER: _ClassVar[int]
+    GATING_FIELD_NUMBER: _ClassVar[int]
     token: TokenInfo
     probability: float
     category: Category
     rank: int
     chosen_at: _timestamp_pb2.Timestamp
     from_other: bool
-    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ..., probability: _Optional[float] = ..., category: _Optional[_Union[Category, str]] = ..., rank: _Optional[int] = ..., chosen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_other: _Optional[bool] = ...) -> None: ...
+    gating: GatingStep
+    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ..., probability: _Optional[float] = ..., category: _Optional[_Union[Category, str]] = ..., rank: _Optional[int] = ..., chosen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_other: _Optional[bool] = ..., gating: _Optional[_Union[GatingStep, _Mapping]] = ...) -> None: ...
 
 class ShownSettings(_message.Message):
     __slots__ = ("threshold", "params", "shown_at")
@@ -112,8 +127,48 @@ class ShownSettings(_message.Message):
     shown_at: _timestamp_pb2.Timestamp
     def __init__(self, threshold: _Optional[float] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., shown_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class Gating(_message.Message):
+    __slots__ = ("mode", "modulation", "policy", "seed")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MODULATION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    mode: GatingMode
+    modulation: float
+    policy: str
+    seed: int
+    def __init__(self, mode: _Optional[_Union[GatingMode, str]] = ..., modulation: _Optional[float] = ..., policy: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class GatingReport(_message.Message):
+    __slots__ = ("mode", "policy", "gate_signal", "policy_lm", "lm_mismatch", "modulation", "seed")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    GATE_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    POLICY_LM_FIELD_NUMBER: _ClassVar[int]
+    LM_MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    MODULATION_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    mode: GatingMode
+    policy: str
+    gate_signal: bool
+    policy_lm: str
+    lm_mismatch: bool
+    modulation: float
+    seed: int
+    def __init__(self, mode: _Optional[_Union[GatingMode, str]] = ..., policy: _Optional[str] = ..., gate_signal: _Optional[bool] = ..., policy_lm: _Optional[str] = ..., lm_mismatch: _Optional[bool] = ..., modulation: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class GatingStep(_message.Message):
+    __slots__ = ("modulation", "params", "gate_signal")
+    MODULATION_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    GATE_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    modulation: float
+    params: SamplingParams
+    gate_signal: float
+    def __init__(self, modulation: _Optional[float] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., gate_signal: _Optional[float] = ...) -> None: ...
+
 class Session(_message.Message):
-    __slots__ = ("session_id", "model", "prompt", "prompt_token_ids", "generated", "text", "context_len", "max_context_len", "created_at", "updated_at", "last_shown", "adapter", "gate_signal")
+    __slots__ = ("session_id", "model", "prompt", "prompt_token_ids", "generated", "text", "context_len", "max_context_len", "created_at", "updated_at", "last_shown", "adapter", "gate_signal", "gating")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +182,7 @@ class Session(_message.Message):
     LAST_SHOWN_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     GATE_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    GATING_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     model: str
     prompt: str
@@ -140,21 +196,24 @@ class Session(_message.Message):
     last_shown: ShownSettings
     adapter: str
     gate_signal: float
-    def __init__(self, session_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., generated: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., text: _Optional[str] = ..., context_len: _Optional[int] = ..., max_context_len: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_shown: _Optional[_Union[ShownSettings, _Mapping]] = ..., adapter: _Optional[str] = ..., gate_signal: _Optional[float] = ...) -> None: ...
+    gating: GatingReport
+    def __init__(self, session_id: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., generated: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., text: _Optional[str] = ..., context_len: _Optional[int] = ..., max_context_len: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_shown: _Optional[_Union[ShownSettings, _Mapping]] = ..., adapter: _Optional[str] = ..., gate_signal: _Optional[float] = ..., gating: _Optional[_Union[GatingReport, _Mapping]] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("model", "prompt", "max_live_sessions", "adapter", "gate_signal")
+    __slots__ = ("model", "prompt", "max_live_sessions", "adapter", "gate_signal", "gating")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MAX_LIVE_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     GATE_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    GATING_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     max_live_sessions: int
     adapter: str
     gate_signal: float
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., max_live_sessions: _Optional[int] = ..., adapter: _Optional[str] = ..., gate_signal: _Optional[float] = ...) -> None: ...
+    gating: Gating
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., max_live_sessions: _Optional[int] = ..., adapter: _Optional[str] = ..., gate_signal: _Optional[float] = ..., gating: _Optional[_Union[Gating, _Mapping]] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -203,18 +262,20 @@ class GetDistributionRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., threshold: _Optional[float] = ..., other_top_k: _Optional[int] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., record_shown: _Optional[bool] = ...) -> None: ...
 
 class GetDistributionResponse(_message.Message):
-    __slots__ = ("session_id", "above", "other", "threshold", "context_len")
+    __slots__ = ("session_id", "above", "other", "threshold", "context_len", "gating")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ABOVE_FIELD_NUMBER: _ClassVar[int]
     OTHER_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LEN_FIELD_NUMBER: _ClassVar[int]
+    GATING_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     above: _containers.RepeatedCompositeFieldContainer[TokenProbability]
     other: OtherBucket
     threshold: float
     context_len: int
-    def __init__(self, session_id: _Optional[str] = ..., above: _Optional[_Iterable[_Union[TokenProbability, _Mapping]]] = ..., other: _Optional[_Union[OtherBucket, _Mapping]] = ..., threshold: _Optional[float] = ..., context_len: _Optional[int] = ...) -> None: ...
+    gating: GatingStep
+    def __init__(self, session_id: _Optional[str] = ..., above: _Optional[_Iterable[_Union[TokenProbability, _Mapping]]] = ..., other: _Optional[_Union[OtherBucket, _Mapping]] = ..., threshold: _Optional[float] = ..., context_len: _Optional[int] = ..., gating: _Optional[_Union[GatingStep, _Mapping]] = ...) -> None: ...
 
 class AppendTokenRequest(_message.Message):
     __slots__ = ("session_id", "token_id", "token_text", "from_other", "threshold", "params", "seed", "expected_context_len")
@@ -271,7 +332,7 @@ class DeleteSessionResponse(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "prompt", "strategy", "params", "max_new_tokens", "stop", "seed", "num_beams", "messages", "prompt_token_ids", "adapter", "gate_signal", "top_logprobs", "record", "subject")
+    __slots__ = ("model", "prompt", "strategy", "params", "max_new_tokens", "stop", "seed", "num_beams", "messages", "prompt_token_ids", "adapter", "gate_signal", "top_logprobs", "record", "subject", "gating")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -287,6 +348,7 @@ class GenerateRequest(_message.Message):
     TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    GATING_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     strategy: DecodingStrategy
@@ -302,10 +364,11 @@ class GenerateRequest(_message.Message):
     top_logprobs: int
     record: bool
     subject: str
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., strategy: _Optional[_Union[DecodingStrategy, str]] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., max_new_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., num_beams: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., adapter: _Optional[str] = ..., gate_signal: _Optional[float] = ..., top_logprobs: _Optional[int] = ..., record: _Optional[bool] = ..., subject: _Optional[str] = ...) -> None: ...
+    gating: Gating
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., strategy: _Optional[_Union[DecodingStrategy, str]] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., max_new_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., num_beams: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., adapter: _Optional[str] = ..., gate_signal: _Optional[float] = ..., top_logprobs: _Optional[int] = ..., record: _Optional[bool] = ..., subject: _Optional[str] = ..., gating: _Optional[_Union[Gating, _Mapping]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("token", "probability", "text", "finish_reason", "logprob", "top_logprobs", "prompt_tokens", "completion_tokens", "completion_id", "model")
+    __slots__ = ("token", "probability", "text", "finish_reason", "logprob", "top_logprobs", "prompt_tokens", "completion_tokens", "completion_id", "model", "gating_step", "gating")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -316,6 +379,8 @@ class GenerateResponse(_message.Message):
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    GATING_STEP_FIELD_NUMBER: _ClassVar[int]
+    GATING_FIELD_NUMBER: _ClassVar[int]
     token: TokenInfo
     probability: float
     text: str
@@ -326,7 +391,9 @@ class GenerateResponse(_message.Message):
     completion_tokens: int
     completion_id: str
     model: str
-    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ..., probability: _Optional[float] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., logprob: _Optional[float] = ..., top_logprobs: _Optional[_Iterable[_Union[TokenProbability, _Mapping]]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., completion_id: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+    gating_step: GatingStep
+    gating: GatingReport
+    def __init__(self, token: _Optional[_Union[TokenInfo, _Mapping]] = ..., probability: _Optional[float] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., logprob: _Optional[float] = ..., top_logprobs: _Optional[_Iterable[_Union[TokenProbability, _Mapping]]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., completion_id: _Optional[str] = ..., model: _Optional[str] = ..., gating_step: _Optional[_Union[GatingStep, _Mapping]] = ..., gating: _Optional[_Union[GatingReport, _Mapping]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("model", "adapter", "prompt", "messages", "prompt_token_ids", "completion", "completion_token_ids", "gate_signal")
