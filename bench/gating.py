@@ -18,26 +18,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from lyceum_ml.causal_lm import CausalLM, Feed
-from lyceum_ml.causal_lm_impl import LyceumCausalLM, load_causal_lm
+from lyceum_ml.causal_lm_impl import LyceumCausalLM
 from lyceum_ml.engine import Engine
 from lyceum_ml.gating.modulator import NEUTRAL_MODULATION, modulate
 from lyceum_ml.gating.observation import observations
 from lyceum_ml.gating.policy import GatingPolicy
 from lyceum_ml.gating.reward import step_reward
 from lyceum_ml.gating.rollout import run_episodes
+from lyceum_ml.gating.train import prompts_from_texts
 from lyceum_ml.lm.checkpoint import LoadedLM
 from lyceum_ml.lm.config import LMConfig
 from lyceum_ml.lm.data import read_documents
-from lyceum_ml.lm.demo import DEFAULT_CORPUS, build
 from lyceum_ml.lm.model import TransformerLM
 from lyceum_ml.sampling import shape
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gating_setup import add_lm_args, bench_lm  # noqa: E402
 
 PROMPT_TOKENS = 8
 
@@ -98,23 +100,15 @@ def larger(lm: LyceumCausalLM) -> LyceumCausalLM:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lm", type=Path, help="a Lyceum LM checkpoint (default: train the demo LM)")
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="stories for the prompts")
+    add_lm_args(parser)
     parser.add_argument("--envs", type=int, default=16)
     parser.add_argument("--length", type=int, default=50)
     parser.add_argument("--batches", type=int, default=1, help="batches of --envs episodes per arm")
     parser.add_argument("--larger", action="store_true", help="also bench a 512 x 8 LM")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.lm
-        if path is None:
-            path = Path(tmp) / "lm-demo"
-            print("training the demo LM ...", file=sys.stderr, flush=True)
-            build(path, args.corpus)
-        lm = load_causal_lm(path)
-    docs = read_documents([args.corpus])
-    prompts = [ids[:PROMPT_TOKENS] for ids in map(lm.encode, docs[-2000:]) if len(ids) >= PROMPT_TOKENS]
+    lm = bench_lm(args)
+    prompts = prompts_from_texts(lm, read_documents([args.corpus])[-2000:], PROMPT_TOKENS)
     results = {"envs": args.envs, "length": args.length, "torch_threads": 1}
     models = [lm, larger(lm)] if args.larger else [lm]  # type: ignore[arg-type]
     for model in models:

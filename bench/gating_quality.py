@@ -14,35 +14,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from lyceum_ml.causal_lm_impl import load_causal_lm
 from lyceum_ml.gating.train import GatingTrainer, prompts_from_texts
 from lyceum_ml.lm.data import read_documents
-from lyceum_ml.lm.demo import DEFAULT_CORPUS, build
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gating_setup import add_lm_args, bench_lm  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lm", type=Path, help="a Lyceum LM checkpoint (default: train the demo LM)")
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    add_lm_args(parser)
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--episodes", type=int, default=96, help="held-out episodes per arm and seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sweep", type=float, nargs="*", default=[0.2, 0.3, 0.35, 0.4, 0.6])
     args = parser.parse_args()
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.lm
-        if path is None:
-            path = Path(tmp) / "lm-demo"
-            print("training the demo LM ...", file=sys.stderr, flush=True)
-            build(path, args.corpus)
-        lm = load_causal_lm(path)
+    lm = bench_lm(args)
     prompts = prompts_from_texts(lm, read_documents([args.corpus]), 8)
     train, held_out = prompts[: -args.episodes], prompts[-args.episodes :]
     trainer = GatingTrainer(lm, train, iterations=args.iterations)
