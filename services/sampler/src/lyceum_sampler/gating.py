@@ -27,8 +27,8 @@ from lyceum_core.errors import InvalidArgument
 from lyceum_ml.causal_lm import CausalLM
 from lyceum_ml.engine import Request
 from lyceum_ml.engine.control import Control, ControlView
-from lyceum_ml.gating.control import MODES, GatingController, GatingStep
-from lyceum_ml.gating.modulator import NEUTRAL_MODULATION, modulate
+from lyceum_ml.gating.control import MODES, GatingController, GatingStep, prompt_gate
+from lyceum_ml.gating.modulator import modulate
 from lyceum_ml.sampling import SamplingParams
 from lyceum_sampler.policies import PolicyPool, PolicyVersion
 
@@ -70,10 +70,8 @@ class Gating:
         return PolicyVersion(self.policy, self.policy_uri, self.policy_lm, self.horizon)
 
     def prompt_gate(self) -> float | None:
-        """The gate signal the prompt is fed with (the controller's rule: the fixed m, else neutral)."""
-        if not (self.gated and self.gate_signal):
-            return None
-        return self.modulation if self.mode == "fixed" else NEUTRAL_MODULATION
+        """The gate signal the prompt is fed with (the controller's rule)."""
+        return prompt_gate(self.mode, self.modulation, self.gate_signal)
 
     def step_gate(self, modulation: float | None) -> float | None:
         """The gate signal a token chosen under `modulation` is fed with."""

@@ -42,6 +42,14 @@ class GatingStep:
     value: float | None = None
 
 
+def prompt_gate(mode: Mode, modulation: float | None, gate_signal: bool) -> float | None:
+    """The gate signal a gated row's prompt is fed with: the fixed m, else the neutral 0.5 (None when m does
+    not reach the gates: mode none, or no gate signal)."""
+    if mode == "none" or not gate_signal:
+        return None
+    return modulation if mode == "fixed" and modulation is not None else NEUTRAL_MODULATION
+
+
 def previous_modulation(view: ControlView) -> float:
     info = view.previous.info if view.previous is not None else None
     if isinstance(info, GatingStep) and info.modulation is not None:
@@ -89,10 +97,8 @@ class GatingController:
         self.generator = torch.Generator().manual_seed(seed)
 
     def prompt_gate(self) -> float | None:
-        """The gate signal of a row's prompt: the fixed m, else the neutral 0.5 (None without gate signal)."""
-        if not self.gate_signal:
-            return None
-        return self.modulation if self.mode == "fixed" else NEUTRAL_MODULATION
+        """The gate signal of a row's prompt (`prompt_gate`)."""
+        return prompt_gate(self.mode, self.modulation, self.gate_signal)
 
     def decide(self, views: Sequence[ControlView]) -> list[Control]:
         B = len(views)
