@@ -4,11 +4,14 @@ logits (entropies computed here independently) and the weighted total with the E
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from lyceum_ml import sampling
+from lyceum_ml.gating.modulator import modulate
 from lyceum_ml.gating.reward import (
     COMPONENTS,
     RewardWeights,
@@ -19,6 +22,7 @@ from lyceum_ml.gating.reward import (
     r_ppl,
     r_samp,
     step_reward,
+    step_rewards,
 )
 from lyceum_ml.sampling import SamplingParams
 
@@ -160,3 +164,37 @@ def test_total_weights_each_component_and_subtracts_the_repetition_penalty() -> 
     assert s.total(RewardWeights()) == pytest.approx(expected, abs=1e-12)
     assert s.total(RewardWeights(ppl=0, div=0, rep=0, coh=1.0, samp=0)) == pytest.approx(0.6)
     assert s.total(RewardWeights(ppl=0, div=0, rep=2.0, coh=0, samp=0)) == pytest.approx(-0.5)
+
+
+def _shaped_entropy(
+    logits: torch.Tensor, params: SamplingParams, context: list[int], gen: list[int]
+) -> float:
+    """The reference: sampling.shape's distribution (what the engine samples from), its entropy in nats."""
+    p = sampling.shape(logits, params, context, gen)
+    p = p[p > 0]
+    return float(-(p * p.log()).sum())
+
+
+def test_a_batch_of_rewards_equals_each_row_shaped_alone() -> None:
+    """step_rewards shapes B rows in one tensor; each row must match sampling.shape on that row alone (the
+    penalties over its own context, its own temperature and top-k), whatever its batch mates are."""
+    g = torch.Generator().manual_seed(3)
+    V = 50
+    logits = torch.randn(4, V, generator=g) * 3
+    params = [modulate(0.0), modulate(0.37), SamplingParams(presence_penalty=0.5, top_k=7), SamplingParams()]
+    contexts = [[1, 2, 2, 3], [4, 4, 4, 9, 1], [5, 6, 7], []]
+    generated = [[2, 3], [9, 1], [6, 7], []]
+    tokens = [2, 4, 6, 0]
+    batch = step_rewards(logits, params, contexts, generated, tokens)
+    for i in range(4):
+        h = _shaped_entropy(
+            logits[i], dataclasses.replace(params[i], top_k=0, top_p=1.0), contexts[i], generated[i]
+        )
+        h_s = _shaped_entropy(logits[i], dataclasses.replace(params[i], top_p=1.0), contexts[i], generated[i])
+        logp = float(torch.log_softmax(logits[i].double(), -1)[tokens[i]])
+        assert batch[i].div == pytest.approx(r_div(h), abs=1e-9)
+        assert batch[i].samp == pytest.approx(r_samp(h_s), abs=1e-9)
+        assert batch[i].ppl == pytest.approx(r_ppl(logp), abs=1e-12)
+        assert batch[i].rep == p_rep(tokens[i], contexts[i])
+        alone = step_reward(logits[i], params[i], contexts[i], generated[i], tokens[i])
+        assert dataclasses.astuple(batch[i]) == pytest.approx(dataclasses.astuple(alone), abs=1e-9)

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lyceum_ml import sampling
-from lyceum_ml.gating.observation import WINDOW
+from lyceum_ml.gating.observation import WINDOW, entropy
 from lyceum_ml.sampling import SamplingParams
 from lyceum_ml.serialization import DictConfig
 
@@ -90,31 +88,49 @@ def r_coh(token: int, context: Sequence[int]) -> float:
     return math.tanh(math.log(p_bigram) - math.log(p_unigram))
 
 
-def shaped_entropies(
-    logits: Tensor, params: SamplingParams, context: Sequence[int], generated: Sequence[int]
-) -> tuple[float, float]:
-    """(H, H_s): entropies of the penalised, temperature-scaled distribution and of its renormalised top-k."""
-    full = sampling.shape(logits, dataclasses.replace(params, top_k=0, top_p=1.0), context, generated)
-    topk = sampling.shape(logits, dataclasses.replace(params, top_p=1.0), context, generated)
-    return _entropy_of(full), _entropy_of(topk)
-
-
-def _entropy_of(probs: Tensor) -> float:
-    p = probs[probs > 0]
-    return float(-(p * p.log()).sum())
-
-
 def step_reward(
     logits: Tensor, params: SamplingParams, context: Sequence[int], generated: Sequence[int], token: int
 ) -> StepReward:
     """The components of choosing `token` after `context` (prompt + generated) from raw logits (V,) under
     `params` (penalties over the context, presence/frequency over `generated`)."""
-    logprob = float(torch.log_softmax(logits.to(torch.float64), dim=-1)[token])
-    h, h_s = shaped_entropies(logits, params, context, generated)
-    return StepReward(
-        ppl=r_ppl(logprob),
-        div=r_div(h),
-        rep=p_rep(token, context),
-        coh=r_coh(token, context),
-        samp=r_samp(h_s),
-    )
+    return step_rewards(logits[None], [params], [context], [generated], [token])[0]
+
+
+def step_rewards(
+    logits: Tensor,
+    params: Sequence[SamplingParams],
+    contexts: Sequence[Sequence[int]],
+    generated: Sequence[Sequence[int]],
+    tokens: Sequence[int],
+) -> list[StepReward]:
+    """`step_reward` of B rows in one pass over their logits (B, V): the shaping is `sampling.shape`'s
+    (repetition penalty, presence/frequency penalties, temperature, top-k), row by row in one tensor."""
+    B, V = logits.shape
+    x = logits.detach().to(torch.float64, copy=True)
+    rows = torch.arange(B)
+    logprobs = torch.log_softmax(x, dim=-1)[rows, torch.tensor(list(tokens))].tolist()
+    penalty = torch.tensor([p.repetition_penalty for p in params], dtype=torch.float64)[:, None]
+    seen = torch.zeros(B, V, dtype=torch.bool)
+    for i, context in enumerate(contexts):
+        if context and params[i].repetition_penalty != 1:
+            seen[i, torch.tensor(sorted(set(context)))] = True
+    x = torch.where(seen, torch.where(x > 0, x / penalty, x * penalty), x)
+    for i, p in enumerate(params):
+        if (p.presence_penalty or p.frequency_penalty) and generated[i]:
+            ids, counts = torch.tensor(list(generated[i])).unique(return_counts=True)
+            x[i, ids] -= p.presence_penalty + p.frequency_penalty * counts.to(x.dtype)
+    x = x / torch.tensor([p.temperature for p in params], dtype=torch.float64)[:, None]
+    h = entropy(x).tolist()  # the penalised, temperature-scaled distribution
+    ks = torch.tensor([p.top_k if 0 < p.top_k < V else V for p in params])
+    kth = torch.topk(x, int(ks.max())).values[rows, ks - 1]  # each row's k-th largest (ties kept, as shape)
+    h_s = entropy(x.masked_fill(x < kth[:, None], -math.inf)).tolist()  # its renormalised top-k
+    return [
+        StepReward(
+            ppl=r_ppl(logprobs[i]),
+            div=r_div(h[i]),
+            rep=p_rep(tokens[i], contexts[i]),
+            coh=r_coh(tokens[i], contexts[i]),
+            samp=r_samp(h_s[i]),
+        )
+        for i in range(B)
+    ]

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 from lyceum_ml.engine import Engine, Finish, Request
 from lyceum_ml.engine.control import Control, ControlView
 from lyceum_ml.gating.control import GatingController, GatingStep, Mode
 from lyceum_ml.gating.policy import GatingPolicy
-from lyceum_ml.gating.reward import RewardWeights, StepReward, step_reward
+from lyceum_ml.gating.reward import RewardWeights, StepReward, step_rewards
 from lyceum_ml.sampling import SamplingParams
 
 
@@ -50,14 +51,19 @@ class _Recorder:
     def __call__(
         self, views: Sequence[ControlView], controls: Sequence[Control], tokens: Sequence[int]
     ) -> None:
-        for view, control, token in zip(views, controls, tokens, strict=True):
+        rewards = step_rewards(
+            torch.stack([v.logits for v in views]),
+            [c.params for c in controls],
+            [v.context_ids for v in views],
+            [v.generated_ids for v in views],
+            tokens,
+        )
+        for view, control, token, reward in zip(views, controls, tokens, rewards, strict=True):
             ep = self.episodes[view.row_id]
             step: GatingStep = control.info
             ep.tokens.append(token)
             ep.modulations.append(step.modulation)
-            ep.components.append(
-                step_reward(view.logits, control.params, view.context_ids, view.generated_ids, token)
-            )
+            ep.components.append(reward)
             if step.logprob is not None and step.obs is not None and step.value is not None:
                 ep.obs.append(step.obs)
                 ep.actions.append(float(step.modulation))  # type: ignore[arg-type]
