@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from fixtures.gateway import ACME, ACME_KEY, GLOBEX, GLOBEX_KEY, NO_PREDICTOR, MakeGateway
@@ -218,3 +219,29 @@ def test_the_sidecar_shape_maps_onto_generate(stack: Stack) -> None:
     error_of(stack.post("/v1/gating/generate", **body, temperature=0.5), 400, "temperature")
     plain = stack.post("/v1/gating/generate", prompt=PROMPT, maxTokens=3, gatingMode="none", temperature=0.5)
     assert plain.status_code == 200 and plain.json()["trajectory"] == []
+
+
+# --- the Python client -------------------------------------------------------------------------------------
+def test_the_python_client_generates_with_gating(stack: Stack) -> None:
+    from lyceum_client import LyceumClient, LyceumClientError
+
+    # the client's own request building and error mapping, its requests answered by the in-process gateway
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path.decode()
+        got = stack.gateway.request(request.method, path, headers=request.headers, content=request.content)
+        return httpx.Response(got.status_code, headers=got.headers, content=got.content)
+
+    transport = httpx.MockTransport(answer)
+    with LyceumClient("http://testserver", ACME_KEY, transport=transport) as client:
+        result = client.generate(
+            LYCEUM_MODEL,
+            PROMPT,
+            gating={"mode": "fixed", "modulation": 1.0},
+            return_trajectory=True,
+            max_new_tokens=3,
+        )
+        assert [endpoints(t) for t in result["trajectory"]] == [ENDPOINTS[1.0]] * 3
+        assert result["gating"]["mode"] == "fixed" and result["gating"]["gate_signal"] is True
+        with pytest.raises(LyceumClientError) as err:
+            client.generate(LYCEUM_MODEL, PROMPT, gating={"mode": "learned"})
+        assert "gating.policy" in str(err.value)
