@@ -109,6 +109,19 @@ def test_a_bare_name_is_served_at_serving_else_latest(repo: ModelRepository) -> 
     assert served_version({}) is None
 
 
+def test_lookup_reads_a_reference_as_a_version_or_a_served_bare_name(repo: ModelRepository) -> None:
+    v1, v2 = register(repo), register(repo)
+    repo.set_alias(A, "dfm", "serving", 1)
+    assert repo.lookup(A, "dfm") == v1  # bare: served at `serving`
+    assert repo.lookup(A, "dfm@latest") == v2 and repo.lookup(A, "dfm@2") == v2
+    for bad in ("dfm@", "bad name", "@1"):
+        with pytest.raises(InvalidArgument) as info:
+            repo.lookup(A, bad, "gating.policy")
+        assert info.value.field == "gating.policy"
+    with pytest.raises(NotFound):
+        repo.lookup(B, "dfm")  # another tenant's private model
+
+
 def test_set_alias_records_the_previous_version(repo: ModelRepository) -> None:
     for _ in range(3):
         register(repo)

@@ -22,7 +22,6 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 
 from lyceum_core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from lyceum_core.identity import ModelRef
 from lyceum_core.storage import ArtifactStore
 from lyceum_db.repositories.registry import ModelRecord, ModelRepository
 from lyceum_ml.adapters import read_adapter
@@ -93,11 +92,7 @@ class AdapterPool:
         if self.registry is None:
             return None
         try:
-            if "@" in reference:
-                ref = ModelRef.parse(reference)
-                record = self.registry.resolve(tenant, ref.name, ref.ref)
-            else:
-                record = self._serving(tenant, reference)
+            record = self.registry.lookup(tenant, reference)
         except (InvalidArgument, NotFound):
             return None
         except SQLAlchemyError as exc:
@@ -106,11 +101,6 @@ class AdapterPool:
         if record.kind != ADAPTER_KIND:
             return None
         return _adapter(record, field)
-
-    def _serving(self, tenant: str, name: str) -> ModelRecord:
-        """The version a bare adapter name is served at (`serving`, else `latest`: the registry's rule)."""
-        assert self.registry is not None
-        return self.registry.served(tenant, name)
 
     def visible(self, tenant: str) -> list[tuple[str, Adapter]]:
         """(name, latest version) of every adapter the tenant sees: its own, and public ones."""

@@ -18,7 +18,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy.exc import SQLAlchemyError
 
 from lyceum_core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from lyceum_core.identity import ModelRef, model_key
+from lyceum_core.identity import model_key
 from lyceum_core.storage import ArtifactStore
 from lyceum_db.repositories.registry import ModelRecord, ModelRepository
 from lyceum_ml.gating.control import GatingController
@@ -69,12 +69,7 @@ class PolicyPool:
         if self.registry is None:
             raise NotFound(f"gating policy {reference!r} not found: this sampler serves none", field=FIELD)
         try:
-            if "@" in reference:
-                ref = ModelRef.parse(reference, field=FIELD)
-                record = self.registry.resolve(tenant, ref.name, ref.ref)
-            else:
-                ModelRef.parse(f"{reference}@latest", field=FIELD)
-                record = self.registry.served(tenant, reference)
+            record = self.registry.lookup(tenant, reference, FIELD)
         except NotFound:
             raise NotFound(f"gating policy {reference!r} not found", field=FIELD) from None
         except SQLAlchemyError as exc:

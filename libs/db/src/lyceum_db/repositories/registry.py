@@ -20,6 +20,7 @@ from lyceum_core.errors import Aborted, FailedPrecondition, InvalidArgument, Not
 from lyceum_core.identity import (
     PLATFORM_TENANT,
     SERVING_ALIAS,
+    ModelRef,
     check_alias,
     check_model_name,
     check_tenant_id,
@@ -193,6 +194,15 @@ class ModelRepository:
         """The version a bare model name is served at: its `serving` alias (feedback distillation moves it
         only past the quality gate), else `latest` (SERVED_ALIASES, in one query). NotFound as `resolve`."""
         return self._resolve(tenant, name, SERVING_ALIAS, SERVED_ALIASES)
+
+    def lookup(self, tenant: str, reference: str, field: str = "model") -> ModelRecord:
+        """What a reference names for the tenant: `name@alias|version` that version, a bare `name` the
+        version it is served at (`served`). InvalidArgument (`field`) if malformed; NotFound as `resolve`."""
+        if "@" not in reference:
+            ModelRef.parse(f"{reference}@{LATEST}", field)  # the name's rules
+            return self.served(tenant, reference)
+        ref = ModelRef.parse(reference, field)
+        return self.resolve(tenant, ref.name, ref.ref)
 
     def _resolve(self, tenant: str, name: str, ref: str, aliases: tuple[str, ...]) -> ModelRecord:
         """`ref` as a version number, else the version the first of `aliases` that exists points at."""
