@@ -199,6 +199,22 @@ def test_append_by_text_names_the_same_token_as_by_id(sampler_gateway: TestClien
     assert abs(by_id["probability"] - by_text["probability"]) < 1e-9
 
 
+def test_a_spin_of_the_wheel_draws_from_the_whole_distribution_by_seed(sampler_gateway: TestClient) -> None:
+    g = sampler_gateway
+    first, second = create(g)["session_id"], create(g)["session_id"]
+    shown = distribution(g, first, threshold=0.0, temperature=0.8)
+    everything = {p["token"]["id"]: p["probability"] for p in shown["above"]}
+    spins = [
+        [append(g, sid, spin=True, threshold=0.05, temperature=0.8, seed=seed)["appended"] for seed in (1, 2)]
+        for sid in (first, second)
+    ]
+    assert [s["token"]["id"] for s in spins[0]] == [s["token"]["id"] for s in spins[1]]
+    spun = spins[0][0]  # scored as shown: its probability, category and rank at threshold 0.05
+    assert abs(spun["probability"] - everything[spun["token"]["id"]]) < 1e-5
+    assert spun["category"] == ("above" if spun["probability"] >= 0.05 else "other")
+    assert get(g, first)["context_len"] == shown["context_len"] + 2
+
+
 def test_spins_of_other_are_reproducible_by_seed(sampler_gateway: TestClient) -> None:
     g = sampler_gateway
     first, second = create(g)["session_id"], create(g)["session_id"]
@@ -275,6 +291,9 @@ def test_bad_distribution_settings_are_422(sampler_gateway: TestClient, params: 
         ({"token_id": 1, "token_text": "a"}, 422, "body"),
         ({"token_id": 1, "from_other": True}, 422, "body"),
         ({"from_other": False}, 422, "from_other"),
+        ({"spin": True, "from_other": True}, 422, "body"),
+        ({"spin": False}, 422, "spin"),
+        ({"spin": True, "seed": 2**64}, 422, "seed"),
         ({"token_id": -1}, 422, "token_id"),
         ({"token_id": "5"}, 422, "token_id"),
         ({"token_id": 2**31}, 422, "token_id"),

@@ -254,3 +254,18 @@ def test_shown_settings_and_times_are_kept_in_the_session(engine: SamplerEngine)
     session = engine.get(T, sid)
     assert [g.from_other for g in session.generated] == [True, False]
     assert session.updated_at >= by_id.chosen_at and session.created_at == created.created_at
+
+
+def test_a_spin_draws_from_the_whole_distribution_reproducibly(engine: SamplerEngine) -> None:
+    first, second = (engine.create(T, "tiny", PROMPT).session_id for _ in range(2))
+    params = SamplingParams(temperature=0.7)
+    spins = [
+        [engine.append(T, sid, Choice(spin=True), threshold=0.05, params=params, seed=s)[1] for s in (1, 2)]
+        for sid in (first, second)
+    ]
+    assert [g.token.id for g in spins[0]] == [g.token.id for g in spins[1]]
+    assert not any(g.from_other for g in spins[0])
+    shown = engine.distribution(T, first, threshold=0.0, params=params)
+    assert shown.above and all(g.probability > 0 for g in spins[0])
+    with pytest.raises(InvalidArgument, match="exactly one"):
+        engine.append(T, first, Choice(spin=True, token_id=3))

@@ -10,7 +10,16 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from lyceum_ml.sampling import EmptyOther, SamplingParams, category, rank_of, sample_other, shape, split
+from lyceum_ml.sampling import (
+    EmptyOther,
+    SamplingParams,
+    category,
+    rank_of,
+    sample_other,
+    shape,
+    spin,
+    split,
+)
 
 V = 1000
 
@@ -178,6 +187,19 @@ def test_sample_other_frequencies_follow_the_renormalised_bucket() -> None:
     other = probs[3:] / probs[3:].sum()
     observed = [counts[i] for i in range(3, 12)]
     result = chisquare(observed, (other * 20_000).tolist())
+    assert result.pvalue > 0.001
+
+
+def test_spin_is_seeded_and_its_frequencies_follow_the_whole_distribution() -> None:
+    x = torch.tensor([3.0, 2.5, 2.0, 1.0, 0.5, 0.2, 0.0, -0.3, -0.7, -1.0, -1.5, -2.0])
+    probs = shape(x, SamplingParams(top_k=8))  # the last four have probability 0: never drawn
+    assert spin(probs, torch.Generator().manual_seed(3)) == spin(probs, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(99)
+    draws = [spin(probs, g) for _ in range(20_000)]
+    assert all(p == float(probs[t]) for t, p in draws[:50])
+    counts = Counter(t for t, _ in draws)
+    assert set(counts) <= set(range(8))
+    result = chisquare([counts[i] for i in range(8)], (probs[:8] / probs[:8].sum() * 20_000).tolist())
     assert result.pvalue > 0.001
 
 

@@ -336,6 +336,8 @@ class GrpcSampler(GrpcClient):
         )
         if choice.from_other:
             request.from_other = True
+        elif choice.spin:
+            request.spin = True
         elif choice.token_id is not None:
             request.token_id = _int32(choice.token_id, "token_id")  # type: ignore[assignment]
         elif choice.token_text is not None:

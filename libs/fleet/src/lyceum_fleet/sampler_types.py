@@ -115,11 +115,13 @@ class Distribution:
 
 @dataclass(frozen=True, slots=True)
 class TokenChoice:
-    """Which token to append: exactly one of an id, an exact single-token text, or a draw from Other."""
+    """Which token to append: exactly one of an id, an exact single-token text, a draw from Other, or a spin
+    (a draw from the whole distribution)."""
 
     token_id: int | None = None
     token_text: str | None = None
     from_other: bool = False
+    spin: bool = False
 
 
 @dataclass(frozen=True, slots=True)

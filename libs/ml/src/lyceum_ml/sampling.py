@@ -141,6 +141,13 @@ def sample_other(probs: Tensor, threshold: float, generator: torch.Generator) ->
     return token, float(probs[token])
 
 
+def spin(probs: Tensor, generator: torch.Generator) -> tuple[int, float]:
+    """A token drawn from the whole distribution (a spin of the wheel) -> (id, its probability)."""
+    probs = probs.detach().cpu().to(torch.float64)
+    token = int(torch.multinomial(probs, 1, generator=generator))
+    return token, float(probs[token])
+
+
 def rank_of(probs: Tensor, token_id: int) -> int:
     """Rank of a token in the distribution: 0 = most likely, ties broken by id."""
     p = probs[token_id]

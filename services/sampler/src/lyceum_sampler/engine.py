@@ -59,11 +59,17 @@ MAX_OTHER_TOP_K = 1000
 
 @dataclass(frozen=True)
 class Choice:
-    """Which token to append: exactly one of the three."""
+    """Which token to append: exactly one of an id, a text, a draw from Other, or a spin (a draw from the
+    whole distribution)."""
 
     token_id: int | None = None
     token_text: str | None = None
     from_other: bool = False
+    spin: bool = False
+
+    @property
+    def drawn(self) -> bool:
+        return self.from_other or self.spin
 
 
 class SamplerEngine:
@@ -244,14 +250,17 @@ class SamplerEngine:
             decided = gating.decision(control)
             probs = sampling.shape(entry.logits, params, ids)
             draws = state.draws
-            if choice.from_other:
+            if choice.drawn:
                 generator = torch.Generator().manual_seed(state.next_draw_seed() if seed is None else seed)
                 if seed is None:  # an explicit seed does not consume the session's stream
                     draws += 1
-                try:
-                    token_id, _ = sampling.sample_other(probs, threshold, generator)
-                except EmptyOther:
-                    raise InvalidArgument("the Other bucket is empty", field="from_other") from None
+                if choice.spin:
+                    token_id, _ = sampling.spin(probs, generator)
+                else:
+                    try:
+                        token_id, _ = sampling.sample_other(probs, threshold, generator)
+                    except EmptyOther:
+                        raise InvalidArgument("the Other bucket is empty", field="from_other") from None
             assert token_id is not None
             now = self.clock()
             record = Generated(
@@ -423,9 +432,11 @@ class SamplerEngine:
 
 
 def _check_choice(choice: Choice) -> None:
-    given = [choice.token_id is not None, choice.token_text is not None, choice.from_other]
+    given = [choice.token_id is not None, choice.token_text is not None, choice.from_other, choice.spin]
     if sum(given) != 1:
-        raise InvalidArgument("set exactly one of token_id, token_text, from_other=true", field="choice")
+        raise InvalidArgument(
+            "set exactly one of token_id, token_text, from_other=true, spin=true", field="choice"
+        )
 
 
 def _chosen_token(lm: CausalLM, choice: Choice) -> int | None:

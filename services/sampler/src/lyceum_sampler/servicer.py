@@ -180,9 +180,11 @@ def _choice(request: pb.AppendTokenRequest) -> Choice:
         return Choice(token_text=request.token_text)
     if which == "from_other" and request.from_other:
         return Choice(from_other=True)
-    if which == "from_other":
-        raise InvalidArgument("from_other must be true when set", field="from_other")
-    raise InvalidArgument("set one of token_id, token_text or from_other", field="choice")
+    if which == "spin" and request.spin:
+        return Choice(spin=True)
+    if which in ("from_other", "spin"):
+        raise InvalidArgument(f"{which} must be true when set", field=which)
+    raise InvalidArgument("set one of token_id, token_text, from_other or spin", field="choice")
 
 
 class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):

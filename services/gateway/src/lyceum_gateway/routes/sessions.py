@@ -146,8 +146,9 @@ async def get_distribution(
 async def append_token(
     session_id: SessionIdPath, body: AppendTokenRequest, ctx: Context, samplers: Samplers
 ) -> AppendTokenResponse:
-    """Appends one token: `token_id`, `token_text` (which must be exactly one token), or `from_other: true`
-    to draw one from the Other bucket in proportion to its probability (`seed` makes the draw reproducible).
+    """Appends one token: `token_id`, `token_text` (which must be exactly one token), `from_other: true` to
+    draw one from the Other bucket in proportion to its probability, or `spin: true` to draw one from the
+    whole distribution (a spin of the wheel); `seed` makes a draw reproducible.
     The token's probability, category and rank are computed under the given threshold and knobs: pass those
     the user was shown."""
     result = await samplers.for_session(ctx, session_id).append_token(

@@ -244,6 +244,7 @@ class AppendTokenRequest(SamplingFields):
                 {"token_id": 464, "threshold": 0.05, "temperature": 0.8},
                 {"token_text": " cat"},
                 {"from_other": True, "threshold": 0.05, "temperature": 0.8, "seed": 7},
+                {"spin": True, "threshold": 0.05, "seed": 42},
             ]
         },
     )
@@ -255,12 +256,19 @@ class AppendTokenRequest(SamplingFields):
     from_other: Literal[True] | None = Field(
         None, description="Draw a token from the Other bucket, in proportion to its probability"
     )
+    spin: Literal[True] | None = Field(
+        None,
+        description="Spin the wheel: draw a token from the whole distribution shown (under the knobs below), "
+        "in proportion to its probability",
+    )
     threshold: Threshold | None = Field(
         None,
         description="The threshold the user was shown (with the knobs below), so the appended token's "
         "probability, category and rank, and the Other bucket drawn from, match what they saw",
     )
-    seed: Seed | None = Field(None, description="Seed for `from_other` (default: the session's own stream)")
+    seed: Seed | None = Field(
+        None, description="Seed for `from_other` and `spin` (default: the session's own stream)"
+    )
     expected_context_len: int | None = Field(
         None,
         ge=0,
@@ -271,14 +279,17 @@ class AppendTokenRequest(SamplingFields):
 
     @model_validator(mode="after")
     def _exactly_one_choice(self) -> AppendTokenRequest:
-        given = [n for n in ("token_id", "token_text", "from_other") if getattr(self, n) is not None]
+        given = [n for n in ("token_id", "token_text", "from_other", "spin") if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of token_id, token_text or from_other")
+            raise ValueError("give exactly one of token_id, token_text, from_other or spin")
         return self
 
     def choice(self) -> clients.TokenChoice:
         return clients.TokenChoice(
-            token_id=self.token_id, token_text=self.token_text, from_other=bool(self.from_other)
+            token_id=self.token_id,
+            token_text=self.token_text,
+            from_other=bool(self.from_other),
+            spin=bool(self.spin),
         )
 
 

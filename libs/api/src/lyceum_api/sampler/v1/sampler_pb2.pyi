@@ -278,11 +278,12 @@ class GetDistributionResponse(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., above: _Optional[_Iterable[_Union[TokenProbability, _Mapping]]] = ..., other: _Optional[_Union[OtherBucket, _Mapping]] = ..., threshold: _Optional[float] = ..., context_len: _Optional[int] = ..., gating: _Optional[_Union[GatingStep, _Mapping]] = ...) -> None: ...
 
 class AppendTokenRequest(_message.Message):
-    __slots__ = ("session_id", "token_id", "token_text", "from_other", "threshold", "params", "seed", "expected_context_len")
+    __slots__ = ("session_id", "token_id", "token_text", "from_other", "spin", "threshold", "params", "seed", "expected_context_len")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_TEXT_FIELD_NUMBER: _ClassVar[int]
     FROM_OTHER_FIELD_NUMBER: _ClassVar[int]
+    SPIN_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -291,11 +292,12 @@ class AppendTokenRequest(_message.Message):
     token_id: int
     token_text: str
     from_other: bool
+    spin: bool
     threshold: float
     params: SamplingParams
     seed: int
     expected_context_len: int
-    def __init__(self, session_id: _Optional[str] = ..., token_id: _Optional[int] = ..., token_text: _Optional[str] = ..., from_other: _Optional[bool] = ..., threshold: _Optional[float] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ..., expected_context_len: _Optional[int] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., token_id: _Optional[int] = ..., token_text: _Optional[str] = ..., from_other: _Optional[bool] = ..., spin: _Optional[bool] = ..., threshold: _Optional[float] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ..., expected_context_len: _Optional[int] = ...) -> None: ...
 
 class AppendTokenResponse(_message.Message):
     __slots__ = ("session", "appended")
