@@ -16,12 +16,26 @@ DOCKER ?= docker
 # this machine's pip config names index folders that may not exist; pip warns once per package
 PIP_NOISE := is ignored: it is neither a file nor a directory
 
-.PHONY: help setup protos protos-check lint format migrate-check test test-fast run demo-model bench images compose-up alerts-check clean
+.PHONY: help setup web openapi-check protos protos-check lint format migrate-check test test-fast run demo-model bench images compose-up alerts-check clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: $(STAMP) $(VENV)/bin/helm  ## create .venv and install every package (editable) with pinned versions, and helm
+setup: $(STAMP) $(VENV)/bin/helm web  ## create .venv and install every package (editable) with pinned versions, helm, and the web UI
+
+# The web UI (web/ -> web/dist, served by the gateway at /ui): its typed client is generated from the gateway's
+# OpenAPI documents on every build. Without npm the APIs still run; /ui then says how to build it.
+web: $(STAMP)  ## build the web UI with Node.js and npm (skipped, with a note, when npm is missing)
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "web: npm not found, so the UI at /ui is not built (the APIs work without it)."; \
+		echo "web: install Node.js 20+ and npm (Debian: apt install nodejs npm), then run 'make web'."; \
+	else \
+		if [ ! -f web/node_modules/.package-lock.json ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then \
+			npm --prefix web ci --no-audit --no-fund --loglevel=error; fi; \
+		$(PY) scripts/export_openapi.py web/openapi && \
+		npm --prefix web run --silent gen:api >/dev/null && \
+		npm --prefix web run --silent build -- --logLevel warn; \
+	fi
 
 $(VENV)/bin/helm: scripts/install_helm.py | $(STAMP)
 	$(PY) scripts/install_helm.py
@@ -53,7 +67,10 @@ format: setup  ## apply ruff fixes and formatting
 migrate-check: setup  ## alembic check: migrations upgrade cleanly and match the models
 	@tmp=$$(mktemp -d); $(PY) -m lyceum_db upgrade --url sqlite:///$$tmp/check.db && $(PY) -m lyceum_db check --url sqlite:///$$tmp/check.db; rc=$$?; rm -rf $$tmp; exit $$rc
 
-test: protos-check lint migrate-check  ## everything CI runs: generated-code drift, lint, alembic check, the test suite
+openapi-check: web  ## fail if the committed OpenAPI documents of the web UI's client differ from the gateway's
+	@git diff --exit-code --stat -- web/openapi || (echo "web/openapi is stale: run 'make web' and commit" && exit 1)
+
+test: protos-check openapi-check lint migrate-check  ## everything CI runs: generated-code drift, lint, alembic check, the test suite
 	$(PY) -m pytest -q -n $(TEST_PROCS) --dist loadfile
 
 test-fast: setup  ## the test suite alone

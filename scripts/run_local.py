@@ -173,15 +173,19 @@ def main() -> int:
                 sampler_addresses=",".join(sampler_addresses),
                 database_url=database_url,
                 broker_url=broker_url,
+                registry_url=registry_url,
                 migrate_on_start="false",
                 # the AI Token Wheel's own frontend asks for `gpt2` whatever is served
                 token_wheel_model_aliases=f"gpt2={LM_DEMO}@production",
             ),
         )
         url = f"http://{host}:{gateway_port}"
+        built = (ROOT / "web" / "dist" / "index.html").is_file()
+        ui = f"{url}/ui" if built else f"{url}/ui (not built: install Node.js 20+ and npm, then `make web`)"
         print(
             f"\nLyceum is up (predictors: {', '.join(addresses)}; samplers: {', '.join(sampler_addresses)}; "
             f"training workers: {n_trainers})\n"
+            f"  web UI        {ui}\n"
             f"  REST API      {url}/v1\n  API docs      {url}/docs\n"
             f"  DFM-Server    {url}/dfm-server\n"
             f"  token wheel   {url}/token-wheel/api/models\n  metrics       {url}/metrics\n"

@@ -12,6 +12,7 @@ import torch
 from fixtures.predictor import TEST_TASKS, tiny_dfm
 from torch import Tensor, nn
 
+from lyceum_jobs.configs import DFMModel
 from lyceum_ml.checkpoint import load_dfm, save_dfm
 from lyceum_ml.dfm import DFMConfig, TaskVocab
 from lyceum_ml.dfm.inference import predict, prefill
@@ -63,6 +64,13 @@ def test_dropout_acts_in_training_only() -> None:
     torch.testing.assert_close(model(tasks, outcomes), model(tasks, outcomes))  # eval: deterministic
     model.train()
     assert not torch.equal(model(tasks, outcomes), model(tasks, outcomes))
+
+
+def test_dfm_pretrain_jobs_default_to_the_benchmarked_model() -> None:
+    """The job config's model section mirrors DFMConfig's defaults (what bench/dfm_quality.py measures)."""
+    job_defaults = DFMModel().model_dump()
+    model_defaults = DFMConfig(n_tasks=1).to_dict()
+    assert job_defaults == {name: model_defaults[name] for name in job_defaults}
 
 
 # --- checkpoints --------------------------------------------------------------------------------------------

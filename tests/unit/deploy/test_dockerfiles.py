@@ -264,7 +264,8 @@ def test_pattern_matching_follows_docker():
     [".venv/bin/python", "var/lyceum.db", ".git/HEAD", ".env", "tests/conftest.py", "bench/x.py", "charts/x",
      "libs/core/src/lyceum_core/__pycache__/settings.cpython-311.pyc",
      "libs/core/src/lyceum_core.egg-info/PKG-INFO",
-     "services/gateway/build/lib/x.py", "deploy/prometheus/prometheus.yml"],
+     "services/gateway/build/lib/x.py", "deploy/prometheus/prometheus.yml",
+     "web/node_modules/react/index.js", "web/dist/index.html"],
 )  # fmt: skip
 def test_dockerignore_keeps_out(path):
     assert excluded(path), path
@@ -287,7 +288,8 @@ def test_dockerignore_lets_in_everything_the_dockerfiles_copy(dockerfiles):
             f.relative_to(ROOT).as_posix()
             for f in files
             if not (
-                {"__pycache__", "build", "dist"} & set(f.relative_to(ROOT).parts) or ".egg-info" in str(f)
+                {"__pycache__", "build", "dist", "node_modules"} & set(f.relative_to(ROOT).parts)
+                or ".egg-info" in str(f)
             )
         ]
         assert wanted, f"{src}: nothing to copy"

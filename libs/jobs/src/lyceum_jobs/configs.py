@@ -132,7 +132,7 @@ class DFMModel(Strict):
     n_kv_head: int = Field(2, ge=1, le=64)
     max_len: int = Field(4096, ge=16, le=131_072, description="interleaved tokens")
     outcome_embedding: Literal["scalar", "task"] = Field("task", description="outcome tokens carry a task")
-    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="training-only dropout")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="training-only dropout")
 
     @model_validator(mode="after")
     def _heads(self) -> DFMModel:

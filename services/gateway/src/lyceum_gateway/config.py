@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator
 
 from lyceum_core.errors import InvalidArgument
@@ -20,6 +22,9 @@ from lyceum_gateway.schemas.claas import DEFAULT_DISTILL_TIMEOUT_S as CLAAS_DIST
 from lyceum_gateway.schemas.claas import DEFAULT_LOCK_TIMEOUT_S as CLAAS_LOCK_TIMEOUT_S
 from lyceum_jobs.configs import MAX_FEEDBACK_PER_JOB
 from lyceum_jobs.feedback import DEFAULT_BATCH_SIZE, DEFAULT_MAX_ITEMS, DEFAULT_MAX_WAIT_S, FeedbackPolicy
+
+# The web UI's build (`make web`: web/dist in the repository this package is installed from, editable).
+DEFAULT_UI_DIR = Path(__file__).resolve().parents[4] / "web" / "dist"
 
 
 class Settings(ServiceSettings):
@@ -130,6 +135,12 @@ class Settings(ServiceSettings):
         ge=1,
         le=MAX_FEEDBACK_PER_JOB,
         description="Feedback items one job trains on at most",
+    )
+
+    ui_dir: Path = Field(
+        DEFAULT_UI_DIR,
+        description="The web UI's built files (index.html and assets/), served at /ui; when the folder is "
+        "missing, /ui answers a page saying how to build it",
     )
 
     # The CLaaS compatibility mount (/claas)

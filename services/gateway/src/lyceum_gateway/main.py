@@ -62,6 +62,7 @@ from lyceum_gateway.routes import (
     preferences,
     sessions,
     token_wheel,
+    ui,
 )
 from lyceum_gateway.schemas.common import ErrorResponse
 from lyceum_gateway.schemas.compat import CompatErrorResponse
@@ -419,6 +420,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
         clock=clock,
     )
     app.mount(CLAAS_PREFIX, _claas_app(claas))
+    ui.mount(app, settings.ui_dir)
     _document_security(app, prefix=API_PREFIX + "/", error=ErrorResponse)
     _install_middleware(app, settings)
     return app

@@ -13,6 +13,7 @@ another process holds one.
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,7 +53,19 @@ class LearnerRecord:
     updated_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One event of a learner's history: its position (from 0), task, outcome and when it was stored."""
+
+    seq: int
+    task: str
+    outcome: float
+    created_at: datetime
+
+
 Key = tuple[str, str]  # (tenant, learner_id)
+LIST_MAX_LIMIT = 1000  # learners per `list` call, as for jobs
+EVENTS_MAX_LIMIT = 5000  # events per `events` page
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +204,7 @@ class LearnerRepository:
 
     def append_many(
         self, owner: str, lease_s: float, appends: Sequence[PendingAppend]
-    ) -> list[LearnerRecord | LyceumError]:
+    ) -> builtins.list[LearnerRecord | LyceumError]:
         """Group commit: applies every append whose learner `owner` still holds under its epoch and whose
         history still has the expected length, in ONE transaction (durable for all at once), renewing those
         leases. Returns, per append, the new record or why it was not applied (NotFound, LeaseLost, Aborted
@@ -236,7 +249,57 @@ class LearnerRepository:
             row = conn.execute(stmt).one_or_none()
         return None if row is None else LearnerRecord(*row)
 
-    def history(self, tenant: str, learner_id: str, start: int = 0) -> list[tuple[str, float]]:
+    def list(
+        self, tenant: str, *, limit: int = 50, after: str | None = None, prefix: str | None = None
+    ) -> builtins.list[LearnerRecord]:
+        """Up to `limit` of the tenant's learners in learner id order (the primary key's: every page is one
+        index range), optionally only those whose id starts with `prefix`.
+
+        Paging: pass the `learner_id` of the last learner of a page as `after` to get the next page; a learner
+        created or deleted meanwhile is seen or not, and no learner is seen twice."""
+        check_tenant_id(tenant)
+        if not 1 <= limit <= LIST_MAX_LIMIT:
+            raise InvalidArgument(f"limit must be 1 to {LIST_MAX_LIMIT}, got {limit}", field="limit")
+        stmt = select(*_RECORD).where(Learner.tenant == tenant).order_by(Learner.learner_id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(Learner.learner_id > after)
+        if prefix:
+            # Not LIKE: SQLite's ignores case, PostgreSQL's does not; this is case-sensitive on both.
+            stmt = stmt.where(func.substr(Learner.learner_id, 1, len(prefix)) == prefix)
+        with self._reader.connect() as conn:
+            return [LearnerRecord(*row) for row in conn.execute(stmt)]
+
+    def events(
+        self, tenant: str, learner_id: str, *, start: int = 0, limit: int = 1000
+    ) -> tuple[LearnerRecord, builtins.list[EventRecord]]:
+        """The learner's record and up to `limit` of its events from the `start`-th on, in append order, none
+        past the record's `history_len`; NotFound if there is no such learner."""
+        if not 0 <= start < 2**31:
+            raise InvalidArgument(f"start must be 0 to 2**31 - 1, got {start}", field="start")
+        if not 1 <= limit <= EVENTS_MAX_LIMIT:
+            raise InvalidArgument(f"limit must be 1 to {EVENTS_MAX_LIMIT}, got {limit}", field="limit")
+        key = (Learner.tenant == tenant) & (Learner.learner_id == learner_id)
+        page = (
+            select(LearnerEvent.seq, LearnerEvent.task, LearnerEvent.outcome, LearnerEvent.created_at)
+            .where(
+                LearnerEvent.tenant == tenant,
+                LearnerEvent.learner_id == learner_id,
+                LearnerEvent.seq >= start,
+            )
+            .order_by(LearnerEvent.seq)
+            .limit(limit)
+        )
+        # An append commits its events with the new history_len, so every event below the length read first
+        # is there when the page is read; events appended in between are left for the next read.
+        with self._reader.connect() as conn:
+            row = conn.execute(select(*_RECORD).where(key)).one_or_none()
+            if row is None:
+                raise _not_found(learner_id)
+            record = LearnerRecord(*row)
+            events = [EventRecord(*event) for event in conn.execute(page) if event.seq < record.history_len]
+        return record, events
+
+    def history(self, tenant: str, learner_id: str, start: int = 0) -> builtins.list[tuple[str, float]]:
         """The learner's (task, outcome) events in append order from the `start`-th on; NotFound if there is
         no such learner."""
         # One statement answers both "does the learner exist" and "what are its events": the outer join

@@ -32,7 +32,7 @@ class DFMConfig(DictConfig):
     # A task-specific read-out beside the shared head: logit += <W task_vec, norm(h)> + w . task_vec (DKT's
     # per-task output row and bias, Rasch difficulty), computed from the task vector so "vectors" works too.
     task_readout: bool = True
-    dropout: float = 0.2  # embeddings and residual branches, in training only (no weights: serving unchanged)
+    dropout: float = 0.1  # embeddings and residual branches, in training only (no weights: serving unchanged)
 
     # What a checkpoint written before a field existed was trained with (`from_dict` fills these in).
     LEGACY: ClassVar[dict[str, Any]] = {"outcome_embedding": "scalar", "task_readout": False, "dropout": 0.0}

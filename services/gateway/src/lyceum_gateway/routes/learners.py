@@ -1,21 +1,40 @@
-"""Native `/v1/learners` routes: register, read, delete, append events, predict, forecast and search
-curricula."""
+"""Native `/v1/learners` routes: register, list, read (with the history), delete, append events, predict,
+forecast and search curricula.
+
+Listing learners and reading a history read the database (plain `def` routes: the repository is synchronous,
+FastAPI runs them in its threadpool); everything else goes through the learner's predictor."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
 
-from lyceum_gateway.deps import Context, LearnerIdPath, Predictors, QuotaChecks, RequestLimits
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from lyceum_core.identity import LEARNER_ID_MAX_LEN
+from lyceum_db.repositories.learners import EVENTS_MAX_LIMIT, LearnerRepository
+from lyceum_gateway.deps import (
+    Context,
+    DatabaseEngine,
+    LearnerIdPath,
+    Predictors,
+    QuotaChecks,
+    RequestLimits,
+)
+from lyceum_gateway.feedback import LIST_MAX_LIMIT
 from lyceum_gateway.routes import API_PREFIX
-from lyceum_gateway.schemas.common import error_responses
+from lyceum_gateway.schemas.common import LEARNER_ID_PATTERN, error_responses
 from lyceum_gateway.schemas.learners import (
     AppendEventsRequest,
     AppendEventsResponse,
     CurriculumSearchRequest,
     CurriculumSearchResponse,
+    EventOut,
     ForecastRequest,
     ForecastResponse,
+    LearnerEvents,
+    LearnerList,
     LearnerOut,
+    LearnerSummary,
     PredictRequest,
     PredictResponse,
     RegisterLearnerRequest,
@@ -53,10 +72,74 @@ async def register_learner(
     return LearnerOut.from_domain(learner)
 
 
+async def get_learner_repository(engine: DatabaseEngine) -> LearnerRepository:
+    """The learner tables, read directly for what no predictor answers (lists, histories)."""
+    return LearnerRepository(engine)
+
+
+Learners = Annotated[LearnerRepository, Depends(get_learner_repository)]
+MAX_SEQ = 2**31 - 1  # an event's position is a 32-bit integer column
+
+
+@router.get("", summary="List learners")
+def list_learners(
+    ctx: Context,
+    learners: Learners,
+    limit: Annotated[int, Query(ge=1, le=LIST_MAX_LIMIT, description="Page size")] = 50,
+    after: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=LEARNER_ID_MAX_LEN,
+            pattern=LEARNER_ID_PATTERN,
+            description="`next_cursor` of the previous page",
+        ),
+    ] = None,
+    prefix: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=LEARNER_ID_MAX_LEN,
+            pattern=LEARNER_ID_PATTERN,
+            description="Only learners whose id starts with this (case-sensitive)",
+        ),
+    ] = None,
+) -> LearnerList:
+    """The tenant's learners in learner id order, a page at a time; follow `next_cursor` until it is null.
+    Never another tenant's."""
+    # One more than asked tells whether another page follows (as jobs' pages do).
+    page = learners.list(ctx.tenant, limit=limit + 1, after=after, prefix=prefix)
+    more = len(page) > limit
+    return LearnerList(
+        learners=[LearnerSummary.from_record(r) for r in page[:limit]],
+        next_cursor=page[limit - 1].learner_id if more else None,
+    )
+
+
 @router.get("/{learner_id}", summary="Get a learner", responses=error_responses(404))
 async def get_learner(learner_id: LearnerIdPath, ctx: Context, predictors: Predictors) -> LearnerOut:
     """The learner's history length and timestamps."""
     return LearnerOut.from_domain(await predictors.for_learner(ctx, learner_id).get_learner(ctx, learner_id))
+
+
+@router.get("/{learner_id}/events", summary="Read a learner's history", responses=error_responses(400, 404))
+def list_events(
+    learner_id: LearnerIdPath,
+    ctx: Context,
+    learners: Learners,
+    start: Annotated[int, Query(ge=0, le=MAX_SEQ, description="From this event on (0: the first)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=EVENTS_MAX_LIMIT, description="At most this many events")] = 1000,
+) -> LearnerEvents:
+    """The learner's committed events (task, outcome), oldest first, a page at a time: follow `next_start`
+    until it is null. Another tenant's learner answers 404, like a missing one."""
+    record, events = learners.events(ctx.tenant, learner_id, start=start, limit=limit)
+    end = events[-1].seq + 1 if events else start
+    return LearnerEvents(
+        learner_id=record.learner_id,
+        history_len=record.history_len,
+        events=[EventOut.from_record(e) for e in events],
+        next_start=end if end < record.history_len else None,
+    )
 
 
 @router.delete(

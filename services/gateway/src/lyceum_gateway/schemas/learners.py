@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lyceum_db.repositories.learners import EventRecord, LearnerRecord
 from lyceum_fleet import predictor as clients
 from lyceum_gateway.schemas.common import LearnerId, Outcome, Probability, TaskId
 
@@ -58,6 +59,53 @@ class LearnerOut(BaseModel):
             created_at=learner.created_at,
             updated_at=learner.updated_at,
         )
+
+
+class LearnerSummary(BaseModel):
+    """A learner as the tenant's list shows it (without `context_len`, which only a predictor knows)."""
+
+    learner_id: str = Field(examples=["learner-42"])
+    history_len: int = Field(description="Events in the committed history", examples=[12])
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, record: LearnerRecord) -> LearnerSummary:
+        return cls(
+            learner_id=record.learner_id,
+            history_len=record.history_len,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )
+
+
+class LearnerList(BaseModel):
+    learners: list[LearnerSummary] = Field(description="In learner id order")
+    next_cursor: str | None = Field(
+        None, description="Pass as `after` for the next page; null on the last page", examples=[None]
+    )
+
+
+class EventOut(BaseModel):
+    """One event of a learner's committed history."""
+
+    seq: int = Field(description="Its position in the history, from 0", examples=[0])
+    task: str = Field(examples=["t03"])
+    outcome: float = Field(description="Score in [0, 1]", examples=[1.0])
+    created_at: datetime = Field(description="When it was stored")
+
+    @classmethod
+    def from_record(cls, record: EventRecord) -> EventOut:
+        return cls(seq=record.seq, task=record.task, outcome=record.outcome, created_at=record.created_at)
+
+
+class LearnerEvents(BaseModel):
+    learner_id: str
+    history_len: int = Field(description="Events in the whole committed history")
+    events: list[EventOut] = Field(description="Oldest first, from `start`")
+    next_start: int | None = Field(
+        None, description="Pass as `start` for the next page; null when no more events follow"
+    )
 
 
 class AppendEventsRequest(BaseModel):
