@@ -66,7 +66,7 @@ from lyceum_gateway.routes import (
 )
 from lyceum_gateway.schemas.common import ErrorResponse
 from lyceum_gateway.schemas.compat import CompatErrorResponse
-from lyceum_gateway.schemas.openai_responses import OpenAIErrorResponse
+from lyceum_gateway.schemas.openai_responses import ChatCompletionChunk, OpenAIErrorResponse
 from lyceum_jobs.kinds import KINDS
 from lyceum_jobs.queue import make_celery
 
@@ -298,7 +298,13 @@ def _openai_app() -> FastAPI:
     )
     install_openai_handlers(compat)
     compat.include_router(openai.router)
-    _document_security(compat, prefix="/", error=OpenAIErrorResponse, malformed_is_400=True)
+    _document_security(
+        compat,
+        prefix="/",
+        error=OpenAIErrorResponse,
+        malformed_is_400=True,
+        streamed=(ChatCompletionChunk,),
+    )
     return compat
 
 
@@ -349,11 +355,17 @@ def _add_component(components: dict[str, Any], model: type[BaseModel]) -> str:
 
 
 def _document_security(
-    app: FastAPI, *, prefix: str, error: type[BaseModel], malformed_is_400: bool = False
+    app: FastAPI,
+    *,
+    prefix: str,
+    error: type[BaseModel],
+    malformed_is_400: bool = False,
+    streamed: tuple[type[BaseModel], ...] = (),
 ) -> None:
     """Declares the two accepted credentials, and the errors every operation under `prefix` may answer at the
     edge (with `error`'s body), in `app`'s OpenAPI document. With `malformed_is_400`, a malformed request is
-    documented as the 400 it answers (`error`'s body) instead of FastAPI's 422."""
+    documented as the 400 it answers (`error`'s body) instead of FastAPI's 422. `streamed` adds the models of
+    stream events' bodies as components, so that generated clients type them too."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -366,6 +378,8 @@ def _document_security(
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         }
         name = _add_component(components, error)
+        for model in streamed:  # the bodies of stream events, which no operation's schema names
+            _add_component(components, model)
         for path, operations in schema.get("paths", {}).items():
             if path.startswith(prefix):
                 for operation in operations.values():

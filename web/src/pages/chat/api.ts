@@ -26,16 +26,8 @@ export interface StreamedAnswer {
 }
 
 /** A `chat.completion.chunk` (the OpenAPI document describes the event stream, not its chunks' shape). */
-interface ChatChunk {
-  model?: string;
-  choices?: {
-    index: number;
-    delta?: { role?: string; content?: string };
-    finish_reason?: string | null;
-    completion_id?: string | null;
-  }[];
-  error?: { message?: string; param?: string | null };
-}
+/** One streamed event: a chunk, or an error the stream ended with. */
+type ChatChunk = Partial<OpenAISchemas["ChatCompletionChunk"]> & { error?: OpenAISchemas["OpenAIError"] };
 
 /** The base models the samplers serve and the tenant's adapters (kind `adapter`, with their `base`). */
 export async function listModels(): Promise<ServedModel[]> {
