@@ -28,13 +28,13 @@ from lyceum_db.repositories.feedback import (
 )
 from lyceum_db.repositories.jobs import JobRecord, JobRepository
 from lyceum_db.repositories.registry import LATEST, ModelRecord, ModelRepository
+from lyceum_gateway.schemas.common import MAX_PAGE_SIZE
 from lyceum_jobs.configs import SDPOTrain
 from lyceum_jobs.feedback import ADAPTER_KIND, Dispatcher, FeedbackPolicy, parent_version, training_overrides
 from lyceum_jobs.queue import enqueue
 
 log = logging.getLogger(__name__)
 
-LIST_MAX_LIMIT = 200
 # The feedback text's rule (stripped, 1 to FEEDBACK_TEXT_MAX_LEN characters), defined by the repository.
 check_text = check_feedback_text
 
@@ -128,8 +128,8 @@ class FeedbackService:
         limit: int = 50,
     ) -> builtins.list[FeedbackRecord]:
         """Up to `limit` of the tenant's items (of one adapter, in one state), newest first."""
-        if not 1 <= limit <= LIST_MAX_LIMIT:
-            raise InvalidArgument(f"limit must be 1 to {LIST_MAX_LIMIT}, got {limit}", field="limit")
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"limit must be 1 to {MAX_PAGE_SIZE}, got {limit}", field="limit")
         return self.feedback.list(tenant, adapter=adapter, state=state, limit=limit)
 
     def distill(

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 
 from lyceum_db.models.feedback import FeedbackState
 from lyceum_gateway.deps import Context
-from lyceum_gateway.feedback import LIST_MAX_LIMIT, FeedbackService
+from lyceum_gateway.feedback import FeedbackService
 from lyceum_gateway.routes import API_PREFIX
-from lyceum_gateway.schemas.common import error_responses
+from lyceum_gateway.schemas.common import MAX_PAGE_SIZE, error_responses
 from lyceum_gateway.schemas.feedback import FeedbackList, FeedbackOut, SubmitFeedbackRequest
 
 PREFIX = f"{API_PREFIX}/feedback"
@@ -78,7 +78,7 @@ def list_feedback(
     ctx: Context,
     adapter: Annotated[str | None, Query(min_length=1, max_length=128, description="Of this adapter")] = None,
     state: Annotated[FeedbackState | None, Query(description="In this state")] = None,
-    limit: Annotated[int, Query(ge=1, le=LIST_MAX_LIMIT, description="At most this many")] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="At most this many")] = 50,
 ) -> FeedbackList:
     """The tenant's feedback items, newest first."""
     records = feedback.list(ctx.tenant, adapter=adapter, state=state, limit=limit)

@@ -26,7 +26,7 @@ from lyceum_gateway.errors import error_body
 from lyceum_gateway.jobs import Ended, JobService, JobUpdate, MetricsPoint, ProgressChanged
 from lyceum_gateway.routes import API_PREFIX
 from lyceum_gateway.routes.datasets import Datasets
-from lyceum_gateway.schemas.common import error_responses
+from lyceum_gateway.schemas.common import MAX_PAGE_SIZE, error_responses
 from lyceum_gateway.schemas.jobs import (
     JobKindName,
     JobList,
@@ -140,7 +140,7 @@ def list_jobs(
     ctx: Context,
     state: Annotated[JobState | None, Query(description="Only jobs in this state")] = None,
     kind: Annotated[JobKindName | None, Query(description="Only jobs of this kind")] = None,  # type: ignore[valid-type]
-    limit: Annotated[int, Query(ge=1, le=200, description="Page size")] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size")] = 50,
     before: Annotated[
         str | None, Query(min_length=1, max_length=64, description="`next_cursor` of the previous page")
     ] = None,

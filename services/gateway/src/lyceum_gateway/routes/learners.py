@@ -20,9 +20,8 @@ from lyceum_gateway.deps import (
     QuotaChecks,
     RequestLimits,
 )
-from lyceum_gateway.feedback import LIST_MAX_LIMIT
 from lyceum_gateway.routes import API_PREFIX
-from lyceum_gateway.schemas.common import LEARNER_ID_PATTERN, error_responses
+from lyceum_gateway.schemas.common import LEARNER_ID_PATTERN, MAX_PAGE_SIZE, error_responses
 from lyceum_gateway.schemas.learners import (
     AppendEventsRequest,
     AppendEventsResponse,
@@ -85,7 +84,7 @@ MAX_SEQ = 2**31 - 1  # an event's position is a 32-bit integer column
 def list_learners(
     ctx: Context,
     learners: Learners,
-    limit: Annotated[int, Query(ge=1, le=LIST_MAX_LIMIT, description="Page size")] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size")] = 50,
     after: Annotated[
         str | None,
         Query(

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 
 MAX_MODEL_REF_LEN = 256  # `name@alias`, with room
+MAX_PAGE_SIZE = 200  # items per page of a native list route (jobs, feedback, learners)
 LEARNER_ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
 LEARNER_ID_RULE = "1-128 characters of [A-Za-z0-9._:@-]"
 
