@@ -24,12 +24,13 @@ Budget, the same for every model on a dataset: a fixed number of optimizer steps
 packed up to 32 x 200 events, validation AUC every 1/8 of the run, and the best validation checkpoint scored
 on test. Each model trains once per seed; the table gives mean ± sample std over seeds and the DFM - DKT
 margin paired by seed. One torch thread: on the shared 2-core machine two threads ran 2.5x slower.
-CPU cost per seed of DFM + DKT (one thread, on a busy shared 2-core machine): statics ~3.5 min, assist2009
-~6, assist2015 ~9 (the DFM takes about twice DKT's time); three seeds of everything ~1 hour. --quick (20
-steps each, one evaluation): about a minute.
+CPU cost per seed of DFM + DKT (one thread each, two bench processes sharing the 2-core machine): statics
+~2 min, assist2009 ~4.5, assist2015 ~6.5 (the DFM takes about 2.3x DKT's time); three seeds of everything
+~40 min in one process, SAKT adds ~4. --quick (20 steps each, one evaluation): about a minute.
 DFM settings were chosen on validation data only (ablations: the closing notes of issue 16): outcome tokens
-carrying their task, a task-specific read-out and dropout 0.1 (ASSIST2009 valid AUC, seed 0, 500 steps:
-dropout 0.2 0.8212, 0.1 0.8235, 0 0.8225; same-harness DKT 0.8254); d_model 64/96 and 2/3 layers, lr 1e-3 to
+carrying their task, a task-specific read-out, dropout 0.1 (ASSIST2009 valid AUC, seed 0, 500 steps:
+dropout 0.2 0.8212, 0.1 0.8235, 0 0.8225; same-harness DKT 0.8254) and a learned per-head recency bias on
+attention (0.8235 without, 0.8253 with); d_model 64/96 and 2/3 layers, lr 1e-3 to
 6e-3 and weight decay were all within 0.002 AUC, so the cheapest was kept; 1000 steps overfit (DFM 0.8203,
 DKT 0.8240).
 """

@@ -104,8 +104,9 @@ def test_prefill_with_history_equals_sequential_extends(model: DFM, prec: Precis
         {"task_encoder": "vectors", "task_vector_dim": 8},
         {"outcome_embedding": "scalar", "task_readout": False},
         {"dropout": 0.3},
+        {"recency_bias": False},
     ],
-    ids=["multi-head", "multi-query", "task-vectors", "legacy-embeddings", "dropout"],
+    ids=["multi-head", "multi-query", "task-vectors", "legacy-embeddings", "dropout", "no-recency-bias"],
 )
 def test_prefill_equals_extends_for_other_architectures(overrides: dict[str, object]) -> None:
     model = tiny_dfm(3, **overrides)

@@ -1,6 +1,6 @@
 """What the knowledge-tracing quality work added: outcome tokens that carry their task, a task-specific
-read-out, training-only dropout, checkpoints from before these still loading as trained, pyKT's scoring
-protocol, and the SAKT baseline."""
+read-out, training-only dropout, a learned recency bias, checkpoints from before these still loading as
+trained, pyKT's scoring protocol, and the SAKT baseline."""
 
 from __future__ import annotations
 
@@ -73,18 +73,53 @@ def test_dfm_pretrain_jobs_default_to_the_benchmarked_model() -> None:
     assert job_defaults == {name: model_defaults[name] for name in job_defaults}
 
 
+def test_the_recency_bias_weights_recent_events_more_and_is_learned() -> None:
+    model = tiny_dfm(0)
+    attn = model.blocks[0].attn
+    positions = torch.arange(9)
+    bias = attn.bias(positions[-1:], positions)[:, 0]  # (H, 9): the last token over every token
+    assert (bias.diff(dim=-1) > 0).all()  # nearer keys score higher, in every head
+    slopes = attn.recency.exp()
+    assert (slopes.diff() < 0).all()  # heads span short to long memories
+    assert attn.recency.requires_grad and tiny_dfm(0, recency_bias=False).blocks[0].attn.recency is None
+
+
+def test_the_fused_recency_path_equals_attention_with_an_explicit_bias() -> None:
+    """Training's fp32 path folds the bias into an extra key dimension of the fused causal kernel; it must
+    compute what softmax(qk / sqrt(hd) + bias) v does, and the same gradient for the slopes."""
+    attn = tiny_dfm(0).blocks[0].attn
+    g = torch.Generator().manual_seed(0)
+    B, n, hd, group = 2, 11, attn.head_dim, attn.n_head // attn.n_kv_head
+    q = torch.randn(B, attn.n_head, n, hd, generator=g)
+    k, v = (torch.randn(B, attn.n_kv_head, n, hd, generator=g) for _ in range(2))
+    positions = torch.arange(3, 3 + n)  # a window need not start at 0
+
+    fused = attn.causal(q, k, v, positions)
+    (fused_grad,) = torch.autograd.grad(fused.square().sum(), attn.recency)
+    scores = q @ k.repeat_interleave(group, dim=1).transpose(-1, -2) / hd**0.5 + attn.bias(
+        positions, positions
+    )
+    scores = scores.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+    explicit = (scores.softmax(-1) @ v.repeat_interleave(group, dim=1)).transpose(1, 2).flatten(2)
+    (explicit_grad,) = torch.autograd.grad(explicit.square().sum(), attn.recency)
+
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused_grad, explicit_grad, atol=1e-4, rtol=1e-4)
+
+
 # --- checkpoints --------------------------------------------------------------------------------------------
 def test_a_config_without_the_newer_fields_rebuilds_the_legacy_architecture() -> None:
     legacy = {k: v for k, v in DFMConfig(n_tasks=4).to_dict().items() if k not in DFMConfig.LEGACY}
     cfg = DFMConfig.from_dict(legacy)
     assert cfg.outcome_embedding == "scalar" and not cfg.task_readout and cfg.dropout == 0.0
+    assert not cfg.recency_bias
     assert DFMConfig.from_dict(DFMConfig(n_tasks=4).to_dict()) == DFMConfig(
         n_tasks=4
     )  # a new one round-trips
 
 
 def test_a_checkpoint_written_before_these_fields_loads_and_predicts_as_before(tmp_path: Path) -> None:
-    model = tiny_dfm(4, outcome_embedding="scalar", task_readout=False, dropout=0.0)
+    model = tiny_dfm(4, **DFMConfig.LEGACY)
     save_dfm(tmp_path / "old", model, TaskVocab(TEST_TASKS))
     config = tmp_path / "old" / "config.json"
     doc = json.loads(config.read_text())

@@ -133,6 +133,7 @@ class DFMModel(Strict):
     max_len: int = Field(4096, ge=16, le=131_072, description="interleaved tokens")
     outcome_embedding: Literal["scalar", "task"] = Field("task", description="outcome tokens carry a task")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="training-only dropout")
+    recency_bias: bool = Field(True, description="learned per-head attention bias towards recent events")
 
     @model_validator(mode="after")
     def _heads(self) -> DFMModel:

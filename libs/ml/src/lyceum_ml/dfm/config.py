@@ -33,9 +33,18 @@ class DFMConfig(DictConfig):
     # per-task output row and bias, Rasch difficulty), computed from the task vector so "vectors" works too.
     task_readout: bool = True
     dropout: float = 0.1  # embeddings and residual branches, in training only (no weights: serving unchanged)
+    # A learned per-head recency bias on attention scores, -slope_h * (events between query and key), ALiBi
+    # with learned slopes (AKT's monotonic decay, linear): DKT's recurrence favours recent events, causal
+    # attention with rotary positions alone does not. False: checkpoints written before this field existed.
+    recency_bias: bool = True
 
     # What a checkpoint written before a field existed was trained with (`from_dict` fills these in).
-    LEGACY: ClassVar[dict[str, Any]] = {"outcome_embedding": "scalar", "task_readout": False, "dropout": 0.0}
+    LEGACY: ClassVar[dict[str, Any]] = {
+        "outcome_embedding": "scalar",
+        "task_readout": False,
+        "dropout": 0.0,
+        "recency_bias": False,
+    }
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:

@@ -3,8 +3,10 @@ outcome of each task from the learner's history before it.
 
 Sequence: [BOS_task, BOS_outcome, task_0, outcome_0, task_1, outcome_1, ...]. The logit for event i is read
 at task_i's position, so P(success on task | history) costs one token on top of the cached history. An
-outcome token embeds the outcome together with its task (`DFMConfig.outcome_embedding`), and the logit adds a
-task-specific read-out of the hidden state (`DFMConfig.task_readout`).
+outcome token embeds the outcome together with its task (`DFMConfig.outcome_embedding`), the logit adds a
+task-specific read-out of the hidden state (`DFMConfig.task_readout`), and attention scores carry a learned
+per-head bias towards recent events (`DFMConfig.recency_bias`), the same in every attention path: training,
+prefill, cached segments, and the ragged batch's padded block (`ragged.py`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,22 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=False)
         self.q_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps)
         self.k_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps)
+        # log of each head's recency slope per event: ALiBi's geometric spread, 1/2 (recent events only) to
+        # 1/2^(2H-1) (nearly the whole window)
+        self.recency = (
+            nn.Parameter(-math.log(2) * torch.arange(1, 2 * cfg.n_head, 2, dtype=torch.float32))
+            if cfg.recency_bias
+            else None
+        )
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
+        """Additive scores (..., H, n_q, n_k) for queries at q_pos (..., n_q) over keys at k_pos (..., n_k):
+        minus each head's slope times the events (two tokens each) from key to query; None without a recency
+        bias."""
+        if self.recency is None:
+            return None
+        events = (q_pos[..., :, None] - k_pos[..., None, :]).clamp(min=0).to(self.recency.dtype) / 2
+        return -self.recency.exp()[:, None, None] * events.unsqueeze(-3)
 
     def qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         B, n, _ = x.shape
@@ -45,33 +63,73 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """Training / full-sequence path: causal attention over x alone."""
         q, k, v = self.qkv(x, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv_head != self.n_head)
-        return self.o_proj(y.transpose(1, 2).flatten(2))
+        return self.o_proj(self.causal(q, k, v, torch.arange(x.shape[1], device=x.device)))
+
+    def causal(self, q: Tensor, k: Tensor, v: Tensor, positions: Tensor) -> Tensor:
+        """Causal attention of tokens at `positions` (n,) over each other alone; (B, n, H * hd)."""
+        gqa = self.n_kv_head != self.n_head
+        if self.recency is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        elif q.dtype == torch.float32:
+            y = self._causal_folded(q, k, v, positions)
+        else:  # an explicit (H, n, n) bias: the math kernel, exact in any precision
+            n = positions.shape[0]
+            causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+            bias = self.bias(positions, positions).to(q.dtype).masked_fill(~causal, float("-inf"))
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=gqa)
+        return y.transpose(1, 2).flatten(2)
+
+    def _causal_folded(self, q: Tensor, k: Tensor, v: Tensor, positions: Tensor) -> Tensor:
+        """The recency bias inside the fused causal kernel (training: 4x faster than an explicit bias on CPU).
+        Under the causal mask -slope * (q_pos - k_pos) / 2 differs from +slope * k_pos / 2 by a constant per
+        query, which softmax ignores, so the bias rides in one extra dimension: q gains a 1, k the key's
+        scaled bias, v a 0 (the fused kernel needs equal q/k/v widths). The key term grows with position,
+        so this is used in fp32 only."""
+        B, H, n, hd = q.shape
+        scale = hd**-0.5
+        g = H // self.n_kv_head
+        events = (positions - positions[0]).to(q.dtype) / 2
+        key_bias = (self.recency.exp()[:, None] * events / scale)[None, :, :, None].expand(B, H, n, 1)
+        q = torch.cat([q, q.new_ones(B, H, n, 1)], dim=-1)
+        k = torch.cat([k.repeat_interleave(g, dim=1), key_bias], dim=-1)
+        v = torch.cat([v.repeat_interleave(g, dim=1), v.new_zeros(B, H, n, 1)], dim=-1)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)[..., :hd]
 
     def decode(
-        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, past: Sequence[tuple[Tensor, Tensor]]
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        positions: Tensor,
+        mask: Tensor | None,
+        past: Sequence[tuple[Tensor, Tensor]],
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Incremental path: x's tokens attend to every cached token in `past` and to each other under `mask`.
+        """Incremental path: x's tokens, at `positions` (n,), attend to every cached token in `past` and to
+        each other under `mask`.
 
-        past: (k, v) segments of shape (1 or B, Hkv, T_s, hd); a batch-1 segment is shared by all B rows
-        without being copied (the query batch is folded into rows instead). mask: (n, n), True = may attend;
-        None = causal. Returns the output and this call's (k, v) for the caller to append to a cache.
+        past: (k, v) segments of shape (1 or B, Hkv, T_s, hd), one after another from position 0 (the cached
+        tokens sit at positions 0 .. T - 1); a batch-1 segment is shared by all B rows without being copied
+        (the query batch is folded into rows instead). mask: (n, n), True = may attend; None = causal.
+        Returns the output and this call's (k, v) for the caller to append to a cache.
         """
         q, k, v = self.qkv(x, cos, sin)
-        return self.o_proj(self.attend(q, k, v, mask, past)), (k, v)
+        return self.o_proj(self.attend(q, k, v, positions, mask, past)), (k, v)
 
     def attend(
-        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, past: Sequence[tuple[Tensor, Tensor]]
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        positions: Tensor,
+        mask: Tensor | None,
+        past: Sequence[tuple[Tensor, Tensor]],
     ) -> Tensor:
-        """Attention of the new tokens' q (B, H, n, hd) over the cached segments and their own k, v
-        (B, Hkv, n, hd) under `mask`; returns (B, n, H * hd), before the output projection."""
+        """Attention of the new tokens' q (B, H, n, hd) at `positions` over the cached segments and their own
+        k, v (B, Hkv, n, hd) under `mask`; returns (B, n, H * hd), before the output projection."""
         B, _, n, _ = q.shape
         segments = [(pk, pv) for pk, pv in past if pk.shape[2] > 0]
-        if not segments and mask is None:  # prefill: plain causal attention (flash/fused kernels apply)
-            y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, enable_gqa=self.n_kv_head != self.n_head
-            )
-            return y.transpose(1, 2).flatten(2)
+        if not segments and mask is None:  # prefill: plain causal attention
+            return self.causal(q, k, v, positions)
         if mask is None:
             mask = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
         g = self.n_head // self.n_kv_head
@@ -82,7 +140,12 @@ class Attention(nn.Module):
         scores = [self._scores(q, pk) for pk, _ in segments]
         own = (q @ k.transpose(-1, -2)).view(B, self.n_kv_head, g, n, n)  # (B, Hkv, g, n, n)
         own = own.masked_fill(~mask, float("-inf")).view(B, self.n_kv_head, g * n, n)
-        probs = torch.cat([*scores, own], dim=-1).float().softmax(dim=-1).to(q.dtype)
+        scores_all = torch.cat([*scores, own], dim=-1)  # (B, Hkv, g*n, T + n)
+        cached = torch.arange(scores_all.shape[-1] - n, device=q.device)
+        bias = self.bias(positions, torch.cat([cached, positions]))  # (H, n, T + n)
+        if bias is not None:
+            scores_all = scores_all + bias.view(self.n_kv_head, g * n, -1).to(q.dtype)
+        probs = scores_all.float().softmax(dim=-1).to(q.dtype)
 
         y = probs[..., -n:] @ v  # (B, Hkv, g*n, hd)
         offset = 0
@@ -136,9 +199,15 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
     def decode(
-        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, past: Sequence[tuple[Tensor, Tensor]]
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        positions: Tensor,
+        mask: Tensor | None,
+        past: Sequence[tuple[Tensor, Tensor]],
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        a, kv = self.attn.decode(self.attn_norm(x), cos, sin, mask, past)
+        a, kv = self.attn.decode(self.attn_norm(x), cos, sin, positions, mask, past)
         x = x + self.drop(a)
         return x + self.drop(self.mlp(self.mlp_norm(x))), kv
 
@@ -274,7 +343,7 @@ class DFM(nn.Module):
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]
         new_kv = []
         for i, block in enumerate(self.blocks):
-            x, kv = block.decode(x, cos, sin, mask, [c.layer(i) for c in past])
+            x, kv = block.decode(x, cos, sin, positions, mask, [c.layer(i) for c in past])
             new_kv.append(kv)
         return x, new_kv
 

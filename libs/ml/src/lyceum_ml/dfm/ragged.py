@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lyceum_ml.dfm.model import DFM
+from lyceum_ml.dfm.model import DFM, Attention
 from lyceum_ml.kv_cache import KVCache
 
 SHORT_ROW_TOKENS = 64  # rows up to this long attend in the padded block
@@ -59,13 +59,13 @@ def decode_ragged(
         q, k, v = attn.qkv(blk.attn_norm(x), cos, sin)  # (1, H or Hkv, N, hd)
         y = x.new_empty(1, x.shape[1], attn.n_head * attn.head_dim)
         if block is not None:
-            y[0, block.token_index] = block.attend(layer, q, k, v)
+            y[0, block.token_index] = block.attend(layer, attn, q, k, v)
         for i, r in enumerate(rows):
             a, b = bounds[i], bounds[i + 1]
             new_kv[i].append((k[:, :, a:b], v[:, :, a:b]))
             if block is None or i not in block.members:
                 past = [] if r.past is None else [r.past.layer(layer)]
-                y[:, a:b] = attn.attend(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], r.mask, past)
+                y[:, a:b] = attn.attend(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], r.positions, r.mask, past)
         x = x + blk.drop(attn.o_proj(y))
         x = x + blk.drop(blk.mlp(blk.mlp_norm(x)))
     return [(x[0, bounds[i] : bounds[i + 1]], new_kv[i]) for i in range(len(rows))]
@@ -106,6 +106,9 @@ class _Block:
             mask[b, :ln, T : T + ln] = own if own is not None else torch.ones(ln, ln, dtype=torch.bool).tril()
             mask[b, ln:, T] = True  # padding queries attend somewhere (their output is dropped)
         self.mask = mask[:, None]  # (B, 1, n, T + n)
+        # positions of the queries (B, n) and keys (B, T + n): the cache's 0 .. T - 1, then the row's own
+        self.q_pos = torch.cat([r.positions for r in rows])[index]
+        self.k_pos = torch.cat([torch.arange(T, device=device).expand(B, T), self.q_pos], dim=1)
         self.gqa = cfg.n_head != cfg.n_kv_head
 
     @classmethod
@@ -122,7 +125,7 @@ class _Block:
             return None
         return cls(model, members, rows, bounds)
 
-    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def attend(self, layer: int, attn: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """The members' attention output for one layer, (real tokens, H * hd) in block order."""
 
         def rows_of(t: Tensor) -> Tensor:  # (1, heads, N, hd) -> (B, heads, n, hd)
@@ -130,7 +133,9 @@ class _Block:
 
         keys = torch.cat([self.past[layer, 0], rows_of(k)], dim=2)
         values = torch.cat([self.past[layer, 1], rows_of(v)], dim=2)
+        bias = attn.bias(self.q_pos, self.k_pos)  # (B, H, n, T + n)
+        mask = self.mask if bias is None else bias.to(q.dtype).masked_fill(~self.mask, float("-inf"))
         y = F.scaled_dot_product_attention(
-            rows_of(q), keys, values, attn_mask=self.mask, enable_gqa=self.gqa
+            rows_of(q), keys, values, attn_mask=mask, enable_gqa=self.gqa
         )  # (B, H, n, hd)
         return y.transpose(1, 2).flatten(2)[self.valid]
