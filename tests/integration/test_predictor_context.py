@@ -177,18 +177,18 @@ def test_leases_in_use_are_renewed_in_bulk_and_idle_ones_left_to_run_out(
     long_leases: tuple[RunningPredictor, Stub],
 ) -> None:
     running, stub = long_leases
-    runner, caches = running.engine.runner, running.engine.caches
+    leases, caches = running.engine.runner.leases, running.engine.caches
     for learner_id in ("busy-1", "busy-2", "idle"):
         stub.RegisterLearner(pb.RegisterLearnerRequest(learner_id=learner_id, history=events([("t01", 1.0)])))
     now = time.monotonic()
     for learner_id in ("busy-1", "busy-2", "idle"):  # every lease past its middle
         entry = caches.get(LearnerKey(DEFAULT_TENANT, learner_id))
         assert entry is not None
-        entry.lease_deadline = now + runner.lease_s / 10
-        entry.used_at = now if learner_id != "idle" else now - 2 * runner.lease_s
+        entry.lease_deadline = now + leases.lease_s / 10
+        entry.used_at = now if learner_id != "idle" else now - 2 * leases.lease_s
 
-    assert runner.renew() == 2  # one statement for the learners in use
+    assert leases.renew() == 2  # one statement for the learners in use
     for learner_id, renewed in (("busy-1", True), ("busy-2", True), ("idle", False)):
         entry = caches.get(LearnerKey(DEFAULT_TENANT, learner_id))
-        assert (entry.lease_deadline > now + runner.lease_s / 2) is renewed
-    assert runner.renew() == 0  # nothing is due any more
+        assert (entry.lease_deadline > now + leases.lease_s / 2) is renewed
+    assert leases.renew() == 0  # nothing is due any more

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from array import array
 from collections.abc import Callable
@@ -44,19 +43,18 @@ from lyceum_predictor.cache import (
     MISSES,
     REBUILD_SECONDS,
     REBUILDS,
-    RENEWALS,
     Entry,
     LearnerCaches,
     LearnerKey,
 )
 from lyceum_predictor.calls import Call, Learner, Op, Snapshot
+from lyceum_predictor.leases import Leases
 
 if TYPE_CHECKING:
     from lyceum_predictor.engine import Served
 
 log = logging.getLogger(__name__)
 APPEND_RETRIES = 3  # an append that lost a race (another writer, a lost lease) is retried this often
-LEASE_MARGIN = 0.1  # of the lease: believed over this much sooner than the database's clock says
 LEASE_WAIT_LIMIT = 3  # leases: a write waits at most this many of another process's lease terms
 
 
@@ -98,9 +96,7 @@ class BatchRunner:
         self.served, self.repo, self.caches = served, repo, caches
         self.owner, self.lease_s, self.chunk = owner, lease_s, chunk
         self.batcher: Batcher[Call] | None = None  # set by the engine
-        self.leasing = True  # False once draining: learners are checked against the database on every call
-        self.term = 0  # bumped by a hand-over: leases granted before it are never believed again
-        self._term_lock = threading.Lock()  # a hand-over and a renewal's bookkeeping do not interleave
+        self.leases = Leases(repo, caches, owner=owner, lease_s=lease_s)
 
     # --- the batch ------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -128,15 +124,11 @@ class BatchRunner:
             self._hand_over(call)
 
     def _hand_over(self, call: Call) -> None:
-        """From now on no lease is taken or believed; the leases held end now, so other predictors take this
-        process's learners over without waiting (run in the batch thread: no batch after it renews one)."""
-        with self._term_lock:
-            self.leasing = False
-            self.term += 1
-            try:
-                call.future.set_result(self.repo.release(self.owner))
-            except Exception as exc:  # noqa: BLE001 - the leases simply run out
-                call.future.set_exception(exc)
+        """`Leases.hand_over`, in the batch thread: no batch after it believes or renews a lease."""
+        try:
+            call.future.set_result(self.leases.hand_over())
+        except Exception as exc:  # noqa: BLE001 - the leases simply run out
+            call.future.set_exception(exc)
 
     def _admit(self, calls: list[Call]) -> list[Call]:
         """Per learner, the calls up to and including its first write run now; the rest wait their turn."""
@@ -179,14 +171,7 @@ class BatchRunner:
         check = []
         for key in dict.fromkeys(c.key for c in calls):
             entry = self.caches.get(key)
-            # renewed once half the lease has gone, so a steadily used learner never loses it
-            if (
-                self.leasing
-                and entry is not None
-                and entry.generation == s.generation
-                and entry.lease_term == self.term
-                and entry.leased(now)  # the renewer extends the leases in use ahead of time
-            ):
+            if entry is not None and self.leases.believed(entry, s.generation, now):
                 entry.used_at = now
                 out[key] = _Resident(entry, None)
                 HITS.inc()
@@ -199,7 +184,7 @@ class BatchRunner:
             calls_of.setdefault(call.key, []).append(call)
         started = time.monotonic()
         try:
-            claims = self.repo.claim(check, self.owner, self.lease_s if self.leasing else 0.0)
+            claims = self.repo.claim(check, self.owner, self.leases.requested_s)
         except Exception as exc:  # noqa: BLE001 - the database is unreachable: these calls fail, others go on
             for key in check:
                 _fail(calls_of[key], exc)
@@ -215,7 +200,7 @@ class BatchRunner:
             entry = self.caches.get(key)
             if entry is not None and _holds(entry, claim, s):
                 entry.epoch = claim.epoch
-                self._grant(entry, started, claim.owned)
+                self.leases.grant(entry, started, claim.owned)
                 out[key] = _Resident(entry, claim)
                 HITS.inc()
             elif all(c.op is Op.DELETE for c in calls_of[key]):  # a delete needs the claim, not a cache
@@ -276,7 +261,7 @@ class BatchRunner:
                 outcomes=outcomes,
                 epoch=claim.epoch,
             )
-            self._grant(entry, started, claim.owned)
+            self.leases.grant(entry, started, claim.owned)
             self.caches.put(key, entry)
             out[key] = _Resident(entry, claim)
             MISSES.inc()
@@ -284,44 +269,6 @@ class BatchRunner:
         if built:
             REBUILD_SECONDS.observe(time.perf_counter() - begin)
         return out
-
-    def renew(self) -> int:
-        """Extends, in one statement and off the batch thread, the leases of the learners called within the
-        last lease term whose lease has run past its middle, so calls keep finding them leased and the batch
-        never waits for the database to renew one. Returns how many it renewed."""
-        if not self.leasing or self.lease_s <= 0:
-            return 0
-        now, term = time.monotonic(), self.term
-        due = [
-            (key, entry)
-            for key, entry in self.caches.items()
-            if entry.lease_term == term
-            and now - entry.used_at < self.lease_s
-            and 0 < entry.lease_deadline - now < self.lease_s / 2
-        ]
-        if not due:
-            return 0
-        with self._term_lock:  # a hand-over waits: no lease is renewed after it released them
-            if term != self.term or not self.leasing:
-                return 0
-            started = time.monotonic()
-            leases = [(k.tenant, k.learner_id, e.epoch) for k, e in due]
-            renewed = self.repo.renew(self.owner, leases, self.lease_s)
-            for key, entry in due:
-                if (key.tenant, key.learner_id) in renewed:
-                    entry.lease_deadline = max(entry.lease_deadline, self._deadline(started))
-        RENEWALS.inc(len(renewed))
-        return len(renewed)
-
-    def _deadline(self, started: float) -> float:
-        return started + self.lease_s * (1 - LEASE_MARGIN)
-
-    def _grant(self, entry: Entry, started: float, owned: bool) -> None:
-        """Records the lease a statement sent at `started` (monotonic) granted (or not): believed until
-        shortly before the database's clock ends it, and only within this term of leasing."""
-        entry.lease_deadline = self._deadline(started) if owned and self.leasing else 0.0
-        entry.lease_term = self.term
-        entry.used_at = time.monotonic()
 
     # --- planning the forward -------------------------------------------------------------------------
     def _plan(self, s: Served, call: Call, resident: _Resident | None) -> _Plan | None:
@@ -414,9 +361,8 @@ class BatchRunner:
             call, key = plan.call, plan.call.key
             started = time.monotonic()
             try:
-                lease_s = self.lease_s if self.leasing else 0.0
                 record = self.repo.create(
-                    key.tenant, key.learner_id, call.raw, owner=self.owner, lease_s=lease_s
+                    key.tenant, key.learner_id, call.raw, owner=self.owner, lease_s=self.leases.requested_s
                 )
             except AlreadyExists:
                 call.future.set_exception(
@@ -437,7 +383,7 @@ class BatchRunner:
                 outcomes=plan.outcomes,
                 epoch=1,
             )
-            self._grant(entry, started, True)
+            self.leases.grant(entry, started, True)
             self.caches.put(key, entry)
             call.future.set_result(Learner.of(record, s.policy))
 
@@ -454,7 +400,7 @@ class BatchRunner:
             )
         started = time.monotonic()
         try:
-            results = self.repo.append_many(self.owner, self.lease_s if self.leasing else 0.0, pending)
+            results = self.repo.append_many(self.owner, self.leases.requested_s, pending)
         except Exception as exc:  # noqa: BLE001 - nothing applied (or, if the commit's answer was lost, all)
             for plan in plans:
                 self.caches.drop(plan.call.key)  # the next call re-reads what the database holds
@@ -505,7 +451,7 @@ class BatchRunner:
                 entry.tasks.extend(call.rows.tolist())
                 entry.outcomes.extend(o for _, o in call.raw)
             entry.history_len = history_len
-            self._grant(entry, started, True)
+            self.leases.grant(entry, started, True)
             self.caches.resized(call.key)
         except Exception:  # noqa: BLE001 - committed already; the cache rebuilds on next use
             log.exception("could not extend the cache of %s", call.key)

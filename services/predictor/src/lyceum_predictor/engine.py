@@ -141,11 +141,11 @@ class PredictorEngine:
             self._renewer.start()
 
     def _renew_leases(self) -> None:
-        """Renews the leases of learners in use a few times per lease term (see BatchRunner.renew)."""
-        period = self.runner.lease_s / 4
+        """Renews the leases of learners in use a few times per lease term (see Leases.renew)."""
+        period = self.runner.leases.lease_s / 4
         while not self._closing.wait(period):
             try:
-                self.runner.renew()
+                self.runner.leases.renew()
             except Exception:  # noqa: BLE001 - calls renew synchronously meanwhile; try again next period
                 log.warning("renewing learner leases failed", exc_info=True)
 
@@ -158,7 +158,7 @@ class PredictorEngine:
 
     def take_leases(self) -> None:
         """Serving (again): learners are leased as they are used (the default; undoes `hand_over`)."""
-        self.runner.leasing = True
+        self.runner.leases.take()
 
     def hand_over(self) -> int:
         """Draining: stops leasing learners and ends the leases held, so the predictors taking this one's

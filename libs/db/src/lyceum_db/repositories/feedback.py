@@ -32,7 +32,7 @@ from lyceum_db.models.base import UTCDateTime
 from lyceum_db.models.feedback import FEEDBACK_TEXT_MAX_LEN, AdapterDistillation, Feedback, FeedbackState
 from lyceum_db.models.job import IDEMPOTENCY_KEY_MAX_LEN, TERMINAL, Job, JobState
 from lyceum_db.repositories._common import check_str, json_object, reader, utcnow
-from lyceum_db.repositories.jobs import JobRecord, insert_job, new_job_id
+from lyceum_db.repositories.job_rows import JobRecord, insert_job, new_job_id
 
 Clock = Callable[[], datetime]
 

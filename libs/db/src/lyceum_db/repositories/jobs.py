@@ -12,65 +12,40 @@ finish, ...) address jobs by id alone: the job id came from a committed row.
 from __future__ import annotations
 
 import builtins
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, case, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from lyceum_core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from lyceum_core.identity import check_tenant_id
 from lyceum_db.models.base import UTCDateTime
 from lyceum_db.models.job import (
     ACTIVE,
     IDEMPOTENCY_KEY_MAX_LEN,
-    KIND_MAX_LEN,
     LEASE_OWNER_MAX_LEN,
-    QUEUE_MAX_LEN,
     TERMINAL,
     Job,
     JobMetric,
     JobState,
 )
 from lyceum_db.repositories._common import check_str, json_object, reader, utcnow
+from lyceum_db.repositories.job_rows import (
+    COLUMNS,
+    JobRecord,
+    check_job,
+    get_job,
+    insert_job,
+    job_record,
+)
 
 Clock = Callable[[], datetime]
 
-_COLUMNS = tuple(Job.__table__.c)
 _ACTIVE = [state.value for state in ACTIVE]
 _TERMINAL = [state.value for state in TERMINAL]
 # A cancel or resume that races another transition re-reads and tries again, at most this often.
 _MAX_RETRIES = 3
-
-
-@dataclass(frozen=True, slots=True)
-class JobRecord:
-    """A job's row; timestamps are timezone-aware UTC, JSON columns are plain dicts."""
-
-    job_id: str
-    tenant: str
-    kind: str
-    queue: str
-    config: dict[str, Any]
-    state: JobState
-    attempt: int
-    progress: dict[str, Any]
-    metrics: dict[str, Any]
-    error: str | None
-    idempotency_key: str | None
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    heartbeat_at: datetime | None
-    checkpoint_uri: str | None
-    result: dict[str, Any] | None
-    enqueued_at: datetime
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
 
 
 class JobRepository:
@@ -117,15 +92,15 @@ class JobRepository:
     def get(self, tenant: str, job_id: str) -> JobRecord | None:
         """The tenant's job, or None if it has no such job."""
         with self._reader.connect() as conn:
-            return _get(conn, job_id, tenant)
+            return get_job(conn, job_id, tenant)
 
     def find_by_idempotency_key(self, tenant: str, idempotency_key: str) -> JobRecord | None:
         """The job of `tenant` that a create with `idempotency_key` made, or None (another tenant's keys are
         its own)."""
-        stmt = select(*_COLUMNS).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key)
+        stmt = select(*COLUMNS).where(Job.tenant == tenant, Job.idempotency_key == idempotency_key)
         with self._reader.connect() as conn:
             row = conn.execute(stmt).one_or_none()
-        return None if row is None else _record(row)
+        return None if row is None else job_record(row)
 
     def active_count(self, tenant: str) -> int:
         """How many of the tenant's jobs are queued, running or cancelling (what a job quota counts)."""
@@ -150,7 +125,7 @@ class JobRepository:
         if not 1 <= limit <= 1000:
             raise InvalidArgument(f"limit must be 1 to 1000, got {limit}", field="limit")
         stmt = (
-            select(*_COLUMNS)
+            select(*COLUMNS)
             .where(Job.tenant == tenant)
             .order_by(Job.created_at.desc(), Job.job_id.desc())
             .limit(limit)
@@ -169,7 +144,7 @@ class JobRepository:
                 stmt = stmt.where(
                     or_(Job.created_at < cursor, and_(Job.created_at == cursor, Job.job_id < before))
                 )
-            return [_record(row) for row in conn.execute(stmt)]
+            return [job_record(row) for row in conn.execute(stmt)]
 
     def claim(self, job_id: str, owner: str, lease_s: float) -> JobRecord | None:
         """Takes the job's lease for `lease_s` seconds if it is queued, or active with an expired lease (its
@@ -204,11 +179,11 @@ class JobRepository:
                 started_at=func.coalesce(Job.started_at, literal(now, UTCDateTime())),
                 updated_at=now,
             )
-            .returning(*_COLUMNS)
+            .returning(*COLUMNS)
         )
         with self._engine.begin() as conn:
             row = conn.execute(stmt).one_or_none()
-        return None if row is None else _record(row)
+        return None if row is None else job_record(row)
 
     def heartbeat(
         self, job_id: str, owner: str, lease_s: float, progress: Mapping[str, Any] | None = None
@@ -281,7 +256,7 @@ class JobRepository:
             stmt = stmt.where(JobMetric.step > after_step)
         with self._reader.connect() as conn:
             rows = conn.execute(stmt).all()
-            if not rows and _get(conn, job_id, tenant) is None:
+            if not rows and get_job(conn, job_id, tenant) is None:
                 raise _not_found(job_id)
         return [(step, values, created_at) for step, values, created_at in rows]
 
@@ -300,13 +275,13 @@ class JobRepository:
                 enqueued_at=now,
                 updated_at=now,
             )
-            .returning(*_COLUMNS)
+            .returning(*COLUMNS)
         )
         with self._engine.begin() as conn:
             row = conn.execute(stmt).one_or_none()
             if row is not None:
-                return _record(row)
-            job = _get(conn, job_id)
+                return job_record(row)
+            job = get_job(conn, job_id)
         if job is None:
             raise _not_found(job_id)
         if job.lease_owner == owner and job.state == JobState.CANCELLING:
@@ -339,13 +314,13 @@ class JobRepository:
                 finished_at=now,
                 updated_at=now,
             )
-            .returning(*_COLUMNS)
+            .returning(*COLUMNS)
         )
         with self._engine.begin() as conn:
             row = conn.execute(stmt).one_or_none()
             if row is not None:
-                return _record(row)
-            job = _get(conn, job_id)
+                return job_record(row)
+            job = get_job(conn, job_id)
         if job is None:
             raise _not_found(job_id)
         raise _lease_lost(job, owner)
@@ -367,14 +342,14 @@ class JobRepository:
                 finished_at=case((queued, literal(now, UTCDateTime())), else_=Job.finished_at),
                 updated_at=now,
             )
-            .returning(*_COLUMNS)
+            .returning(*COLUMNS)
         )
         for _ in range(_MAX_RETRIES):
             with self._engine.begin() as conn:
                 row = conn.execute(stmt).one_or_none()
                 if row is not None:
-                    return _record(row)
-                job = _get(conn, job_id, tenant)
+                    return job_record(row)
+                job = get_job(conn, job_id, tenant)
             if job is None:
                 raise _not_found(job_id)
             if job.state in (JobState.CANCELLING, JobState.CANCELLED):
@@ -403,13 +378,13 @@ class JobRepository:
                 enqueued_at=now,
                 updated_at=now,
             )
-            .returning(*_COLUMNS)
+            .returning(*COLUMNS)
         )
         with self._engine.begin() as conn:
             row = conn.execute(stmt).one_or_none()
             if row is not None:
-                return _record(row)
-            job = _get(conn, job_id, tenant)
+                return job_record(row)
+            job = get_job(conn, job_id, tenant)
         if job is None:
             raise _not_found(job_id)
         raise FailedPrecondition(
@@ -435,7 +410,7 @@ class JobRepository:
         now = self._clock()
         grace_start = now - timedelta(seconds=queued_grace_s)
         stmt = (
-            select(*_COLUMNS)
+            select(*COLUMNS)
             .where(
                 or_(
                     and_(Job.state == JobState.QUEUED.value, Job.enqueued_at < grace_start),
@@ -450,7 +425,7 @@ class JobRepository:
             .limit(limit)
         )
         with self._reader.connect() as conn:
-            return [_record(row) for row in conn.execute(stmt)]
+            return [job_record(row) for row in conn.execute(stmt)]
 
     def counts(self) -> dict[tuple[str, str], int]:
         """The number of jobs per (kind, state), for a Prometheus gauge; absent pairs are zero."""
@@ -470,78 +445,11 @@ class JobRepository:
         )
         row = conn.execute(stmt).one_or_none()
         if row is None:
-            job = _get(conn, job_id)
+            job = get_job(conn, job_id)
             if job is None:
                 raise _not_found(job_id)
             raise _lease_lost(job, owner)
         return JobState(row.state), row.progress
-
-
-def new_job_id() -> str:
-    """A fresh job id (uuid4 hex)."""
-    return uuid.uuid4().hex
-
-
-def check_job(tenant: str, kind: str, config: Mapping[str, Any], queue: str) -> dict[str, Any]:
-    """Checks a new job's fields (InvalidArgument naming the first bad one); returns the config as stored."""
-    check_tenant_id(tenant)
-    check_str(kind, "kind", KIND_MAX_LEN)
-    check_str(queue, "queue", QUEUE_MAX_LEN)
-    return json_object(config, "config")
-
-
-def insert_job(
-    conn: Connection,
-    tenant: str,
-    kind: str,
-    config: Mapping[str, Any],
-    queue: str,
-    now: datetime,
-    idempotency_key: str | None = None,
-    job_id: str | None = None,
-) -> JobRecord:
-    """Inserts a queued job on `conn`, in the caller's transaction (a dispatcher writes the job and what it
-    works on together); `JobRepository.create` is this in a transaction of its own, made idempotent.
-    `job_id` (default: a new one, `new_job_id()`) lets a caller name the job before it exists. IntegrityError
-    if the tenant already used `idempotency_key`."""
-    config = check_job(tenant, kind, config, queue)
-    if idempotency_key is not None:
-        check_str(idempotency_key, "idempotency_key", IDEMPOTENCY_KEY_MAX_LEN)
-    stmt = (
-        insert(Job)
-        .values(
-            job_id=job_id or new_job_id(),
-            tenant=tenant,
-            kind=kind,
-            queue=queue,
-            config=config,
-            state=JobState.QUEUED.value,
-            attempt=0,
-            progress={},
-            metrics={},
-            idempotency_key=idempotency_key,
-            enqueued_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(*_COLUMNS)
-    )
-    return _record(conn.execute(stmt).one())
-
-
-def _record(row: Row[Any]) -> JobRecord:
-    values = dict(row._mapping)
-    values["state"] = JobState(values["state"])
-    return JobRecord(**values)
-
-
-def _get(conn: Connection, job_id: str, tenant: str | None = None) -> JobRecord | None:
-    """The job (of `tenant`, when given), or None."""
-    stmt = select(*_COLUMNS).where(Job.job_id == job_id)
-    if tenant is not None:
-        stmt = stmt.where(Job.tenant == tenant)
-    row = conn.execute(stmt).one_or_none()
-    return None if row is None else _record(row)
 
 
 def _merge_progress(conn: Connection, job_id: str, current: dict[str, Any], patch: dict[str, Any]) -> None:
