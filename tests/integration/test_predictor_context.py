@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 import torch
 from fixtures.predictor import MAX_HISTORY_LEN, TEST_TASKS, RunningPredictor, predictor_settings, tiny_dfm
+from fixtures.predictor_calls import TOL, Stub, events
 from fixtures.servers import tenant_channel
 
 from lyceum_api.predictor.v1 import predictor_pb2 as pb
@@ -24,13 +25,6 @@ from lyceum_predictor.cache import LearnerKey
 from lyceum_predictor.context import ContextPolicy
 
 pytestmark = pytest.mark.integration
-
-Stub = predictor_pb2_grpc.PredictorServiceStub
-TOL = 1e-5
-
-
-def events(pairs: list[tuple[str, float]]) -> list[pb.Event]:
-    return [pb.Event(task=t, outcome=o) for t, o in pairs]
 
 
 def random_events(rng: random.Random, n: int) -> list[tuple[str, float]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 from fixtures.predictor import TEST_TASKS, RunningPredictor, predictor_settings, tiny_dfm
+from fixtures.predictor_calls import TOL, Stub, events, max_diff
 from fixtures.servers import tenant_channel
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
@@ -33,18 +34,12 @@ from lyceum_predictor.cache import LearnerKey
 
 pytestmark = pytest.mark.integration
 
-Stub = predictor_pb2_grpc.PredictorServiceStub
 Connect = Callable[[RunningPredictor], Stub]
 Pods = Callable[..., RunningPredictor]
-TOL = 1e-5
 HISTORY = [("t00", 1.0), ("t03", 0.0), ("t03", 1.0), ("t07", 0.5), ("t15", 0.0)]
 T = DEFAULT_TENANT
 MORE = [("t01", 1.0), ("t02", 1.0), ("t01", 0.0)]
 PLANS = [["t04", "t05", "t06"], ["t09", "t09", "t09"]]
-
-
-def events(pairs: Sequence[tuple[str, float]]) -> list[pb.Event]:
-    return [pb.Event(task=task, outcome=outcome) for task, outcome in pairs]
 
 
 def register(stub: Stub, learner_id: str, history: Sequence[tuple[str, float]] = ()) -> int:
@@ -68,10 +63,6 @@ def forecast(stub: Stub, learner_id: str) -> list[float]:
         learner_id=learner_id, task_sequences=[pb.TaskSequence(tasks=p) for p in PLANS]
     )
     return [p for row in stub.Forecast(request).predictions for p in row.probabilities]
-
-
-def max_diff(a: Sequence[float], b: Sequence[float]) -> float:
-    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
 
 
 def assert_same_state(a: tuple[int, list[float]], b: tuple[int, list[float]]) -> None:

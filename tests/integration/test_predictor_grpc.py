@@ -3,7 +3,7 @@ call returns, the codes and fields of its errors, and that reads change nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -16,13 +16,22 @@ from fixtures.predictor import (
     predictor_settings,
     tiny_dfm,
 )
+from fixtures.predictor_calls import (
+    HISTORY,
+    Stub,
+    append,
+    assert_close,
+    events,
+    forecast,
+    max_diff,
+    predict,
+    register,
+)
+from fixtures.servers import rpc_error
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from lyceum_api.predictor.v1 import predictor_pb2 as pb
-from lyceum_api.predictor.v1 import predictor_pb2_grpc
-from lyceum_core.errors import LyceumError
-from lyceum_core.grpc.errors import from_rpc_error
 from lyceum_core.identity import DEFAULT_TENANT, PLATFORM_TENANT
 from lyceum_core.storage import ArtifactStore
 from lyceum_db.engine import create_engine
@@ -31,54 +40,7 @@ from lyceum_predictor.cache import LearnerKey
 
 pytestmark = pytest.mark.integration
 
-Stub = predictor_pb2_grpc.PredictorServiceStub
 SERVICE = "lyceum.predictor.v1.PredictorService"
-HISTORY = [("t00", 1.0), ("t03", 0.0), ("t03", 1.0), ("t07", 0.5), ("t15", 0.0), ("t01", 1.0)]
-TOL = 1e-5
-
-
-def events(pairs: Sequence[tuple[str, float]]) -> list[pb.Event]:
-    return [pb.Event(task=task, outcome=outcome) for task, outcome in pairs]
-
-
-def register(stub: Stub, learner_id: str, history: Sequence[tuple[str, float]] = ()) -> pb.Learner:
-    return stub.RegisterLearner(
-        pb.RegisterLearnerRequest(learner_id=learner_id, history=events(history))
-    ).learner
-
-
-def predict(stub: Stub, learner_id: str, tasks: Sequence[str] = TEST_TASKS) -> list[float]:
-    return list(stub.Predict(pb.PredictRequest(learner_id=learner_id, tasks=tasks)).probabilities)
-
-
-def append(
-    stub: Stub, learner_id: str, pairs: Sequence[tuple[str, float]], **kw: int
-) -> pb.AppendEventsResponse:
-    return stub.AppendEvents(pb.AppendEventsRequest(learner_id=learner_id, events=events(pairs), **kw))
-
-
-def forecast(stub: Stub, learner_id: str, sequences: Sequence[Sequence[str]], **kw: int) -> list[list[float]]:
-    request = pb.ForecastRequest(
-        learner_id=learner_id, task_sequences=[pb.TaskSequence(tasks=s) for s in sequences], **kw
-    )
-    return [list(row.probabilities) for row in stub.Forecast(request).predictions]
-
-
-def rpc_error(call: Callable[[], object], code: grpc.StatusCode) -> LyceumError:
-    """Runs a call that must fail with `code`; returns the decoded domain error."""
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    assert info.value.code() == code, info.value.details()
-    return from_rpc_error(info.value)
-
-
-def max_diff(a: Sequence[float], b: Sequence[float]) -> float:
-    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
-
-
-def assert_close(a: Sequence[float], b: Sequence[float], tol: float = TOL) -> None:
-    assert len(a) == len(b)
-    assert max_diff(a, b) < tol, (a, b)
 
 
 # --- RegisterLearner / GetLearner ------------------------------------------------------------------------
@@ -405,62 +367,7 @@ def test_reflection_lists_the_service(predictor_address: str) -> None:
         assert found.WhichOneof("message_response") == "file_descriptor_response"
 
 
-# --- PredictMany / SearchCurriculum / CollectGarbage -------------------------------------------------------
-def predict_many(stub: Stub, items: Sequence[tuple[str, Sequence[str]]]) -> list[pb.PredictManyResult]:
-    request = pb.PredictManyRequest(items=[pb.PredictManyItem(learner_id=x, tasks=t) for x, t in items])
-    return list(stub.PredictMany(request).results)
-
-
-def test_predict_many_answers_each_item_alone_with_its_own_error(
-    predictor_stub_for: PredictorStubFor,
-) -> None:
-    acme, globex = predictor_stub_for("acme"), predictor_stub_for("globex")
-    register(acme, "ada", HISTORY)
-    register(acme, "bob")
-    register(globex, "eve", HISTORY[:2])
-    items = [
-        ("ada", ["t01", "t02"]),
-        ("ghost", ["t01"]),  # unknown
-        ("bob", TEST_TASKS),
-        ("eve", ["t01"]),  # another tenant's
-        ("ada", ["zz"]),  # unknown task
-        ("bad id!", ["t01"]),  # malformed id
-        ("bob", []),  # no tasks
-        ("ada", ["t01", "t02"]),  # the same item twice: answered twice
-    ]
-
-    results = predict_many(acme, items)
-
-    assert [r.WhichOneof("result") for r in results] == [
-        "prediction",
-        "error",
-        "prediction",
-        "error",
-        "error",
-        "error",
-        "error",
-        "prediction",
-    ]
-    for (learner_id, tasks), r in zip(items, results, strict=True):
-        if r.WhichOneof("result") == "prediction":
-            single = acme.Predict(pb.PredictRequest(learner_id=learner_id, tasks=tasks))
-            assert (r.prediction.learner_id, r.prediction.history_len) == (learner_id, single.history_len)
-            assert_close(r.prediction.probabilities, single.probabilities)  # batched: within TOL
-    not_found, invalid = grpc.StatusCode.NOT_FOUND.value[0], grpc.StatusCode.INVALID_ARGUMENT.value[0]
-    errors = [(r.error.code, r.error.field) for r in results if r.WhichOneof("result") == "error"]
-    assert errors == [
-        (not_found, "learner_id"),
-        (not_found, "learner_id"),
-        (invalid, "tasks"),
-        (invalid, "learner_id"),
-        (invalid, "tasks"),
-    ]
-    single = rpc_error(lambda: predict(acme, "eve", ["t01"]), grpc.StatusCode.NOT_FOUND)
-    assert results[3].error.message == single.message  # the same words as the single call
-    assert "zz" in results[4].error.message
-    assert predict_many(acme, []) == []
-
-
+# --- context and memory ---------------------------------------------------------------------------------
 def test_get_learner_and_model_info_report_the_context(predictor_stub: Stub) -> None:
     learner = register(predictor_stub, "ada", HISTORY)
     info = predictor_stub.GetModelInfo(pb.GetModelInfoRequest())
@@ -470,77 +377,6 @@ def test_get_learner_and_model_info_report_the_context(predictor_stub: Stub) -> 
     assert learner.context_len == min(len(HISTORY), info.context_window)
     got = predictor_stub.GetLearner(pb.GetLearnerRequest(learner_id="ada")).learner
     assert (got.history_len, got.context_len) == (len(HISTORY), learner.context_len)
-
-
-def search(stub: Stub, learner_id: str, **fields: object) -> pb.SearchCurriculumResponse:
-    request = pb.SearchCurriculumRequest(
-        learner_id=learner_id,
-        target_tasks=fields.pop("target_tasks", ["t07", "t08"]),
-        candidate_tasks=fields.pop("candidate_tasks", ["t01", "t02", "t03", "t04"]),
-        depth=fields.pop("depth", 3),
-        **fields,
-    )
-    return stub.SearchCurriculum(request)
-
-
-def test_search_curriculum_is_seeded_and_changes_nothing(predictor_stub: Stub) -> None:
-    register(predictor_stub, "ada", HISTORY)
-    before = predict(predictor_stub, "ada")
-
-    first = search(predictor_stub, "ada", population_size=8, generations=3, seed=11)
-    again = search(predictor_stub, "ada", population_size=8, generations=3, seed=11)
-
-    assert first == again
-    assert first.learner_id == "ada" and first.history_len == len(HISTORY)
-    assert len(first.best_sequence) == 3 and set(first.best_sequence) <= {"t01", "t02", "t03", "t04"}
-    assert first.evaluations == 8 * (3 + 1)
-    assert len(first.best_fitness_curve) == len(first.mean_fitness_curve) >= 1
-    assert first.best_fitness == max(first.best_fitness_curve)
-    assert 0.0 <= first.best_fitness <= 1.0
-    # the fitness of the best sequence is its forecast's mean success on the targets after the last step
-    rolled = [list(first.best_sequence) + [t] for t in ("t07", "t08")]
-    final = [row[-1] for row in forecast(predictor_stub, "ada", rolled)]
-    assert abs(first.best_fitness - sum(final) / 2) < 1e-4
-    assert predictor_stub.GetLearner(pb.GetLearnerRequest(learner_id="ada")).learner.history_len == len(
-        HISTORY
-    )
-    assert predict(predictor_stub, "ada") == before
-
-
-def test_search_curriculum_unset_options_take_the_v01_defaults(predictor_stub: Stub) -> None:
-    register(predictor_stub, "ada", HISTORY)
-
-    result = search(predictor_stub, "ada", depth=1, generations=0, seed=3)
-
-    assert result.evaluations == 64  # population_size 64, one generation scored
-
-
-@pytest.mark.parametrize(
-    ("fields", "field"),
-    [
-        ({"depth": 0}, "depth"),
-        ({"target_tasks": []}, "target_tasks"),
-        ({"candidate_tasks": []}, "candidate_tasks"),
-        ({"population_size": 3, "elite_count": 4}, "population_size"),
-        ({"candidate_tasks": ["t01", "zz"]}, "candidate_tasks"),
-        ({"target_tasks": ["zz"]}, "target_tasks"),
-        ({"depth": MAX_HISTORY_LEN}, "depth"),  # past the history limit with the learner's 6 events
-        ({"crossover_rate": 1.5}, "crossover_rate"),
-        ({"generations": -1}, "generations"),
-        ({"eval_every": 0}, "eval_every"),
-    ],
-)
-def test_search_curriculum_refuses_bad_requests(predictor_stub: Stub, fields: dict, field: str) -> None:
-    register(predictor_stub, "ada", HISTORY)
-
-    err = rpc_error(lambda: search(predictor_stub, "ada", **fields), grpc.StatusCode.INVALID_ARGUMENT)
-
-    assert err.field == field, err
-
-
-def test_search_curriculum_for_an_unknown_learner_is_not_found(predictor_stub: Stub) -> None:
-    err = rpc_error(lambda: search(predictor_stub, "ghost"), grpc.StatusCode.NOT_FOUND)
-    assert err.field == "learner_id"
 
 
 def test_collect_garbage_frees_nothing_on_the_cpu_and_keeps_every_learner(predictor_stub: Stub) -> None:

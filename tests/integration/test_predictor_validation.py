@@ -17,6 +17,7 @@ from fixtures.predictor import (
     predictor_settings,
     tiny_dfm,
 )
+from fixtures.predictor_calls import Stub, events
 from fixtures.servers import tenant_channel
 
 from lyceum_api.predictor.v1 import predictor_pb2 as pb
@@ -28,14 +29,9 @@ from lyceum_predictor.server import build_engine
 
 pytestmark = pytest.mark.integration
 
-Stub = predictor_pb2_grpc.PredictorServiceStub
 Call = Callable[[Stub], object]
 LEARNER = "learner-1"
 HISTORY = [(TEST_TASKS[i % 5], float(i % 2)) for i in range(10)]
-
-
-def events(pairs: Sequence[tuple[str, float]]) -> list[pb.Event]:
-    return [pb.Event(task=task, outcome=outcome) for task, outcome in pairs]
 
 
 def register(learner_id: str, history: Sequence[tuple[str, float]] = ()) -> Call:

@@ -15,8 +15,8 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
-from fixtures.sampler import HF_MODEL, LYCEUM_MODEL, RunningSampler, rpc_error
-from fixtures.servers import tenant_channel
+from fixtures.sampler import HF_MODEL, LYCEUM_MODEL, RunningSampler
+from fixtures.servers import rpc_error, tenant_channel
 from peft import LoraConfig, get_peft_model
 
 from lyceum_api.sampler.v1 import sampler_pb2 as pb

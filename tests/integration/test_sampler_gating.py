@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
-from fixtures.sampler import HF_MODEL, LYCEUM_MODEL, RunningSampler, rpc_error
-from fixtures.servers import tenant_channel
+from fixtures.sampler import HF_MODEL, LYCEUM_MODEL, RunningSampler
+from fixtures.servers import rpc_error, tenant_channel
 
 from lyceum_api.sampler.v1 import sampler_pb2 as pb
 from lyceum_api.sampler.v1 import sampler_pb2_grpc

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from fixtures.sampler import RunningSampler, append, create, distribution, rpc_error
-from fixtures.servers import tenant_channel
+from fixtures.sampler import RunningSampler, append, create, distribution
+from fixtures.servers import rpc_error, tenant_channel
 
 from lyceum_api.sampler.v1 import sampler_pb2 as pb
 from lyceum_api.sampler.v1 import sampler_pb2_grpc
