@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
+from fixtures.dfm_server import BASE, assert_detail, post, register, state
 from fixtures.gateway import NO_PREDICTOR, MakeGateway, compat_json, without_request_id
 from fixtures.predictor import MAX_HISTORY_LEN, TEST_TASKS
 
@@ -19,8 +20,6 @@ from lyceum_db.engine import create_engine
 from lyceum_db.repositories import LearnerRepository
 
 pytestmark = pytest.mark.integration
-
-BASE = "/dfm-server"
 
 
 class DfmServerClient:
@@ -39,49 +38,6 @@ class DfmServerClient:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as err:
             return err.code, without_request_id(json.loads(err.read()), err.headers.get("x-request-id"))
-
-
-def post(gateway: TestClient, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-    response = gateway.post(BASE + path, json=body)
-    return response.status_code, compat_json(response)
-
-
-def register(
-    gateway: TestClient,
-    learner_id: str = "ada",
-    tasks: list[str] | None = None,
-    outcomes: list[float] | None = None,
-) -> dict:
-    body: dict[str, Any] = {"learner_id": learner_id}
-    if tasks is not None:
-        body |= {"tasks": tasks, "outcomes": outcomes}
-    status, payload = post(gateway, "/learners", body)
-    assert status == 200, payload
-    return payload
-
-
-def state(gateway: TestClient, learner_id: str = "ada") -> tuple[int, list[float]]:
-    """History length (via the native API) and predictions (via the compat API) of a learner."""
-    learner = gateway.get(f"/v1/learners/{learner_id}")
-    assert learner.status_code == 200, learner.text
-    status, body = post(gateway, "/predict", {"learner_id": learner_id, "tasks": TEST_TASKS})
-    assert status == 200, body
-    return learner.json()["history_len"], body["predictions"]
-
-
-def assert_detail(status: int, body: Any, expected_status: int, mentions: str | None = None) -> None:
-    assert status == expected_status, body
-    body = without_request_id(body)
-    assert set(body) == {"detail"}
-    assert isinstance(body["detail"], str)
-    if mentions is not None:
-        assert mentions in body["detail"]
-
-
-@pytest.fixture
-def ada(gateway: TestClient) -> TestClient:
-    register(gateway, "ada", ["t01", "t02"], [1.0, 0.0])
-    return gateway
 
 
 # --- the original client's session, over a real socket -----------------------------------------------
@@ -396,97 +352,6 @@ def test_bad_forecasts_are_refused(ada: TestClient, body: dict, status: int, men
     before = state(ada)
 
     assert_detail(*post(ada, "/forecast", body), status, mentions=mentions)
-    assert state(ada) == before
-
-
-# --- /search and /gc ---------------------------------------------------------------------------------------
-
-SEARCH = {
-    "learner_id": "ada",
-    "target_tasks": ["t07", "t08"],
-    "candidate_tasks": ["t01", "t02", "t03"],
-    "depth": 3,
-}
-QUICK = {"population_size": 8, "generations": 3}
-
-
-def test_search_answers_the_original_fields_seeded_and_changes_nothing(ada: TestClient) -> None:
-    before = state(ada)
-
-    status, found = post(ada, "/search", SEARCH | QUICK | {"seed": 4})
-
-    assert status == 200, found
-    assert set(found) == {"learner_id", "best_sequence", "best_fitness"}
-    assert found["learner_id"] == "ada" and len(found["best_sequence"]) == 3
-    assert set(found["best_sequence"]) <= set(SEARCH["candidate_tasks"])
-    assert post(ada, "/search", SEARCH | QUICK | {"seed": 4}) == (200, found)
-    assert state(ada) == before
-    # the native search with the same request finds the same
-    body = {k: v for k, v in (SEARCH | QUICK | {"seed": 4}).items() if k != "learner_id"}
-    native = ada.post("/v1/learners/ada/curricula:search", json=body).json()
-    assert (native["best_sequence"], native["best_fitness"]) == (
-        found["best_sequence"],
-        found["best_fitness"],
-    )
-
-
-def test_search_defaults_are_the_originals(ada: TestClient) -> None:
-    omitted = post(ada, "/search", SEARCH | {"depth": 1, "generations": 0, "seed": 9})
-    spelled = {
-        "population_size": 64,
-        "generations": 0,
-        "elite_count": 4,
-        "tournament_size": 2,
-        "crossover_rate": 0.8,
-        "mutation_rate": 0.05,
-        "eval_every": None,
-        "seed": 9,
-    }
-    assert omitted == post(ada, "/search", SEARCH | {"depth": 1} | spelled)
-    assert omitted[0] == 200
-
-
-def test_a_negative_seed_searches_as_its_absolute_value(ada: TestClient) -> None:
-    # random.Random(seed) seeds with |seed|: the original answered -4 as 4
-    assert post(ada, "/search", SEARCH | QUICK | {"seed": -4}) == post(
-        ada, "/search", SEARCH | QUICK | {"seed": 4}
-    )
-
-
-BAD_SEARCHES = [
-    pytest.param({"depth": 0}, 400, "depth", id="depth-0"),
-    pytest.param({"target_tasks": []}, 400, "target_tasks", id="no-targets"),
-    pytest.param({"candidate_tasks": []}, 400, "candidate_tasks", id="no-candidates"),
-    pytest.param({"population_size": 2, "elite_count": 4}, 400, "elite_count", id="population-below-elite"),
-    pytest.param({"candidate_tasks": ["t01", "nope"]}, 400, "nope", id="unknown-task"),
-    pytest.param({"depth": MAX_HISTORY_LEN}, 400, "limit", id="past-the-history-limit"),
-    pytest.param({"mutation_rate": 2.0}, 400, "mutation_rate", id="rate-above-1"),
-    pytest.param({"depth": None}, 422, "depth", id="depth-null"),
-    pytest.param({"target_tasks": "t07"}, 422, "target_tasks", id="targets-not-a-list"),
-]
-
-
-@pytest.mark.parametrize(("fields", "status", "mentions"), BAD_SEARCHES)
-def test_bad_searches_are_refused(ada: TestClient, fields: dict, status: int, mentions: str) -> None:
-    before = state(ada)
-
-    assert_detail(*post(ada, "/search", SEARCH | fields), status, mentions=mentions)
-    assert state(ada) == before
-
-
-def test_search_for_an_unknown_learner_is_404(gateway: TestClient) -> None:
-    assert post(gateway, "/search", SEARCH | {"learner_id": "ghost"}) == (
-        404,
-        {"detail": "Learner 'ghost' not found"},
-    )
-
-
-def test_gc_frees_without_losing_a_learner(ada: TestClient) -> None:
-    before = state(ada)
-
-    response = ada.post(f"{BASE}/gc")
-
-    assert (response.status_code, response.json()) == (200, {"status": "ok"})
     assert state(ada) == before
 
 
