@@ -7,6 +7,7 @@ pytest_plugins = [
     "fixtures.sampler",
     "fixtures.gateway",
     "fixtures.dfm_server",
+    "fixtures.claas",
     "fixtures.fleet",
     "fixtures.trainer",
 ]

@@ -9,195 +9,22 @@ tenant isolation; and the registry's delete on both database backends."""
 from __future__ import annotations
 
 import io
-import itertools
-import threading
-import time
 import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
+from fixtures.claas import BASE, LORA, NAME, Stack, in_background, make_stack, train
 from fixtures.gateway import ACME, ACME_KEY, GLOBEX, GLOBEX_KEY, NO_PREDICTOR, MakeGateway, compat_json
-from fixtures.gateway import gateway_settings as make_settings
-from fixtures.sampler import MakeSampler
 
 from lyceum_core.identity import DEFAULT_TENANT, SERVING_ALIAS
-from lyceum_core.storage import ArtifactStore
 from lyceum_db.engine import create_engine
-from lyceum_db.models.job import JobState
-from lyceum_db.repositories.completions import CompletionRepository, response_digest
-from lyceum_db.repositories.feedback import FeedbackRepository, FeedbackState
-from lyceum_db.repositories.jobs import JobRecord, JobRepository
+from lyceum_db.repositories.completions import response_digest
+from lyceum_db.repositories.feedback import FeedbackState
 from lyceum_db.repositories.registry import ModelRepository
 from lyceum_gateway.claas import adapter_name
-from lyceum_gateway.main import create_app
-from lyceum_ml.architecture import describe
 
 pytestmark = pytest.mark.integration
-
-BASE = "tiny-gpt2"
-LORA = "user/coder-v1"  # CLaaS's id; the adapter is `user-coder-v1`
-NAME = "user-coder-v1"
-WORKER = "claas-test-worker"
-FIGURES = {
-    "loss": 0.5,
-    "distill_loss": 0.4,
-    "kl_reg": 0.01,
-    "is_ratio_mean": 1.0,
-    "clip_fraction": 0.0,
-    "grad_norm": 0.3,
-    "tokens": 12,
-}
-
-
-def gpt2_metadata(path: Path) -> dict[str, Any]:
-    from transformers import GPT2LMHeadModel
-
-    return describe(GPT2LMHeadModel.from_pretrained(path, local_files_only=True).eval())
-
-
-@dataclass
-class Stack:
-    client: TestClient
-    models: ModelRepository
-    jobs: JobRepository
-    feedback: FeedbackRepository
-    completions: CompletionRepository
-    settings: dict[str, Any]
-
-    def post(self, path: str, body: Any, **kw: Any) -> Any:
-        return self.client.post(f"/claas/v1{path}", json=body, **kw)
-
-    def init(self, lora_id: str = LORA, **kw: Any) -> str:
-        response = self.post("/lora/init", {"lora_id": lora_id, "base_model": f"{BASE}@latest"}, **kw)
-        assert response.status_code == 200, response.text
-        return response.json()["lora_id"]
-
-    def chat(self, content: str, model: str = LORA, **kw: Any) -> str:
-        body = {
-            "model": model,
-            "messages": [{"role": "user", "content": content}],
-            "max_tokens": 8,
-            "seed": 3,
-        }
-        response = self.post("/chat/completions", body, **kw)
-        assert response.status_code == 200, response.text
-        return response.json()["choices"][0]["message"]["content"]
-
-
-@pytest.fixture(scope="module")
-def base_metadata(tiny_hf_gpt2_dir: Path) -> dict[str, Any]:
-    return gpt2_metadata(tiny_hf_gpt2_dir)
-
-
-@pytest.fixture
-def stack_settings(
-    make_sampler: MakeSampler,
-    gateway_state: dict[str, Any],
-    tiny_hf_gpt2_dir: Path,
-    base_metadata: dict[str, Any],
-) -> Iterator[tuple[dict[str, Any], ModelRepository, Any]]:
-    """The tiny GPT-2 registered as the platform's `tiny-gpt2` (public), a sampler serving it and the
-    tenants' adapters of it from the registry, and the gateway's settings over both (auth off)."""
-    database_url, registry = gateway_state["database_url"], gateway_state["registry_url"]
-    engine = create_engine(database_url)
-    models = ModelRepository(engine)
-    uri = ArtifactStore(registry).put_dir(tiny_hf_gpt2_dir, f"lm/{DEFAULT_TENANT}/{BASE}/1")
-    models.register(DEFAULT_TENANT, BASE, "lm", uri, {}, metadata=base_metadata, public=True)
-    sampler = make_sampler(
-        models=[f"{BASE}@latest"],
-        session_store_url="memory://",
-        database_url=database_url,
-        registry_url=registry,
-        serve_adapters=True,
-    )
-    settings = {**gateway_state, "sampler_addresses": [sampler.address], "events_poll_s": 0.02}
-    yield settings, models, engine
-    engine.dispose()
-
-
-def make_stack(client: TestClient, settings: dict[str, Any], engine: Any) -> Stack:
-    return Stack(
-        client,
-        ModelRepository(engine),
-        JobRepository(engine),
-        FeedbackRepository(engine),
-        CompletionRepository(engine),
-        settings,
-    )
-
-
-@pytest.fixture
-def stack(stack_settings: tuple, make_gateway: MakeGateway) -> Stack:
-    settings, _, engine = stack_settings
-    return make_stack(make_gateway([NO_PREDICTOR], **settings), settings, engine)
-
-
-@pytest.fixture
-def stepping_stack(stack_settings: tuple) -> Iterator[Stack]:
-    """The stack with a gateway whose clock leaps 50 s at each reading: its waits time out at once."""
-    settings, _, engine = stack_settings
-    clock = itertools.count(0.0, 50.0).__next__
-    with TestClient(create_app(make_settings([NO_PREDICTOR], **settings), clock=clock)) as client:
-        yield make_stack(client, settings, engine)
-
-
-# --- the worker the test plays ----------------------------------------------------------------------------
-
-
-def next_sdpo_job(jobs: JobRepository, tenant: str = DEFAULT_TENANT, timeout_s: float = 30.0) -> JobRecord:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        queued = jobs.list(tenant, state=JobState.QUEUED, kind="sdpo")
-        if queued:
-            return queued[-1]
-        time.sleep(0.01)
-    raise AssertionError("no sdpo job was queued")
-
-
-def train(stack: Stack, *, fail: str | None = None, tenant: str = DEFAULT_TENANT) -> JobRecord:
-    """Runs the next queued `sdpo` job as a worker would: a new version of its adapter (the parent's files),
-    served past the gate, the step's figures as the job's metrics; or fails it with `fail`."""
-    job = next_sdpo_job(stack.jobs, tenant)
-    assert stack.jobs.claim(job.job_id, WORKER, lease_s=60) is not None
-    if fail is not None:
-        return stack.jobs.finish(job.job_id, WORKER, JobState.FAILED, error=fail)
-    name, parent = job.config["adapter"], job.config["parent"]
-    record = stack.models.get(tenant, name, parent)
-    assert record is not None
-    version = stack.models.register(
-        tenant, name, "adapter", record.uri, FIGURES, job_id=job.job_id, metadata=record.metadata
-    ).version
-    stack.models.set_alias(tenant, name, SERVING_ALIAS, version)
-    stack.jobs.set_metrics(job.job_id, WORKER, FIGURES)
-    model = {"name": name, "version": version, "kind": "adapter", "uri": record.uri}
-    result = {"model": model, "models": [model], "gate": {"passed": True}}
-    return stack.jobs.finish(job.job_id, WORKER, JobState.SUCCEEDED, result=result)
-
-
-def in_background(work: Callable[[], JobRecord]) -> Callable[[], JobRecord]:
-    """Starts `work` in a thread; the returned call joins it and returns its job (or raises its error)."""
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["job"] = work()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            out["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def join() -> JobRecord:
-        thread.join(60)
-        if "error" in out:
-            raise out["error"]
-        return out["job"]
-
-    return join
 
 
 def item(response: str, prompt: str = "Hi", feedback: str = "Your name is Kuro.", **extra: Any) -> dict:
