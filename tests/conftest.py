@@ -7,7 +7,6 @@ pytest_plugins = [
     "fixtures.sampler",
     "fixtures.gateway",
     "fixtures.dfm_server",
-    "fixtures.claas",
     "fixtures.fleet",
     "fixtures.trainer",
 ]

@@ -9,22 +9,75 @@ tenant isolation; and the registry's delete on both database backends."""
 from __future__ import annotations
 
 import io
+import itertools
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.claas import BASE, LORA, NAME, Stack, in_background, make_stack, train
+from fastapi.testclient import TestClient
+from fixtures.claas import BASE, LORA, NAME, Stack, gpt2_metadata, in_background, make_stack, train
 from fixtures.gateway import ACME, ACME_KEY, GLOBEX, GLOBEX_KEY, NO_PREDICTOR, MakeGateway, compat_json
+from fixtures.gateway import gateway_settings as make_settings
+from fixtures.sampler import MakeSampler
 
 from lyceum_core.identity import DEFAULT_TENANT, SERVING_ALIAS
+from lyceum_core.storage import ArtifactStore
 from lyceum_db.engine import create_engine
 from lyceum_db.repositories.completions import response_digest
 from lyceum_db.repositories.feedback import FeedbackState
 from lyceum_db.repositories.registry import ModelRepository
 from lyceum_gateway.claas import adapter_name
+from lyceum_gateway.main import create_app
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def base_metadata(tiny_hf_gpt2_dir: Path) -> dict[str, Any]:
+    return gpt2_metadata(tiny_hf_gpt2_dir)
+
+
+@pytest.fixture
+def stack_settings(
+    make_sampler: MakeSampler,
+    gateway_state: dict[str, Any],
+    tiny_hf_gpt2_dir: Path,
+    base_metadata: dict[str, Any],
+) -> Iterator[tuple[dict[str, Any], ModelRepository, Any]]:
+    """The tiny GPT-2 registered as the platform's `tiny-gpt2` (public), a sampler serving it and the
+    tenants' adapters of it from the registry, and the gateway's settings over both (auth off)."""
+    database_url, registry = gateway_state["database_url"], gateway_state["registry_url"]
+    engine = create_engine(database_url)
+    models = ModelRepository(engine)
+    uri = ArtifactStore(registry).put_dir(tiny_hf_gpt2_dir, f"lm/{DEFAULT_TENANT}/{BASE}/1")
+    models.register(DEFAULT_TENANT, BASE, "lm", uri, {}, metadata=base_metadata, public=True)
+    sampler = make_sampler(
+        models=[f"{BASE}@latest"],
+        session_store_url="memory://",
+        database_url=database_url,
+        registry_url=registry,
+        serve_adapters=True,
+    )
+    settings = {**gateway_state, "sampler_addresses": [sampler.address], "events_poll_s": 0.02}
+    yield settings, models, engine
+    engine.dispose()
+
+
+@pytest.fixture
+def stack(stack_settings: tuple, make_gateway: MakeGateway) -> Stack:
+    settings, _, engine = stack_settings
+    return make_stack(make_gateway([NO_PREDICTOR], **settings), settings, engine)
+
+
+@pytest.fixture
+def stepping_stack(stack_settings: tuple) -> Iterator[Stack]:
+    """The stack with a gateway whose clock leaps 50 s at each reading: its waits time out at once."""
+    settings, _, engine = stack_settings
+    clock = itertools.count(0.0, 50.0).__next__
+    with TestClient(create_app(make_settings([NO_PREDICTOR], **settings), clock=clock)) as client:
+        yield make_stack(client, settings, engine)
 
 
 def item(response: str, prompt: str = "Hi", feedback: str = "Your name is Kuro.", **extra: Any) -> dict:
