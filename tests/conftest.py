@@ -6,7 +6,6 @@ pytest_plugins = [
     "fixtures.lm_models",
     "fixtures.sampler",
     "fixtures.gateway",
-    "fixtures.dfm_server",
     "fixtures.fleet",
     "fixtures.trainer",
 ]

@@ -22,6 +22,12 @@ from lyceum_db.repositories import LearnerRepository
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def ada(gateway: TestClient) -> TestClient:
+    register(gateway, "ada", ["t01", "t02"], [1.0, 0.0])
+    return gateway
+
+
 class DfmServerClient:
     """The original client's calling pattern: plain JSON over HTTP with the standard library."""
 

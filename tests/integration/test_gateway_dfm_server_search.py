@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from fixtures.dfm_server import BASE, assert_detail, post, state
+from fixtures.dfm_server import BASE, assert_detail, post, register, state
 from fixtures.predictor import MAX_HISTORY_LEN
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ada(gateway: TestClient) -> TestClient:
+    register(gateway, "ada", ["t01", "t02"], [1.0, 0.0])
+    return gateway
+
 
 SEARCH = {
     "learner_id": "ada",
