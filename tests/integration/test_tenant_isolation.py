@@ -11,16 +11,30 @@ never existed (as the other tenant) and no key."""
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from fixtures.gateway import DFM_CONFIG, MakeGateway
+from fixtures.isolation import (
+    ACME,
+    ALIAS,
+    API_KEYS,
+    GHOST_LM,
+    GLOBEX,
+    MATRIX,
+    OWN_LM,
+    PUBLIC_LM,
+    Op,
+    Resource,
+    Stack,
+    created,
+    error_text,
+    ok,
+    run_matrix,
+)
 from fixtures.predictor import TEST_TASKS, RunningPredictor
 from fixtures.sampler import LYCEUM_MODEL, PROMPT, MakeSampler
 
@@ -30,28 +44,6 @@ from lyceum_db.engine import create_engine
 from lyceum_db.repositories.registry import ModelRepository
 
 pytestmark = pytest.mark.integration
-
-API_KEYS = ["acme:key-a", "globex:key-b"]
-ACME = {"Authorization": "Bearer key-a"}
-GLOBEX = {"X-API-Key": "key-b"}
-NO_KEY: dict[str, str] = {}
-PUBLIC_LM = "story-lm"  # published by the platform: every tenant may use it
-OWN_LM = "tutor-lm"  # a language model acme (then globex) registers as its own
-GHOST_LM = "ghost-lm"  # configured on the sampler like OWN_LM, registered by no one
-ALIAS = "prod"
-
-
-@dataclass
-class Stack:
-    """The gateway (auth on) over a real predictor and sampler; the registry the sampler resolves from."""
-
-    client: TestClient
-    models: ModelRepository
-    store: ArtifactStore
-    lm_dirs: dict[str, Path]  # a different artifact per tenant, so their own models answer differently
-
-    def call(self, headers: dict[str, str], method: str, path: str, body: Any = None) -> Any:
-        return self.client.request(method, path, json=body, headers=headers)
 
 
 @pytest.fixture
@@ -86,147 +78,11 @@ def stack(
     engine.dispose()
 
 
-# --- the matrix ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Op:
-    """One operation on a resource; `{id}` in the path or the body stands for the resource's id."""
-
-    name: str
-    method: str
-    path: str
-    body: Any = None
-    owner: int = 200  # what the owner gets (owner ops run in table order, after everyone else's)
-    headers: dict[str, str] = field(default_factory=dict)  # sent besides the key
-
-
-@dataclass(frozen=True)
-class Resource:
-    """How a tenant creates one (returning its id), what else can be done to it, what the other tenant may
-    list, and how two tenants' same-named resources are told apart."""
-
-    name: str
-    create: Callable[[Stack, dict[str, str]], str]
-    created: int  # the status of a create
-    missing: str  # an id of the same shape that never existed (swapped for the real one in bodies)
-    ops: list[Op]
-    lists: Callable[[Stack, dict[str, str]], Any] | None  # what a tenant's lists show of it (None: unlisted)
-    independent: Callable[[Stack, str, str], None]  # acme's and globex's (same-named) resources differ
-    after: Callable[[Stack, str, str], None] = lambda stack, mine, theirs: None  # after the owner's ops
-    same_id: bool = True  # the client chooses the id, so globex's own has acme's id
-
-
-@dataclass
-class Matrix:
-    """resource -> operation -> (owner, other, never existed, no key) statuses, printed at the end."""
-
-    rows: dict[str, dict[str, list[int | str]]] = field(default_factory=dict)
-
-    def record(self, resource: str, op: str, column: int, status: int | str) -> None:
-        row = self.rows.setdefault(resource, {}).setdefault(op, ["-", "-", "-", "-"])
-        row[column] = status
-
-    def render(self) -> str:
-        header = f"{'resource':<13}{'operation':<22}{'owner':>7}{'other':>7}{'never':>7}{'no key':>8}"
-        lines = [
-            "",
-            "tenant isolation matrix: owner = acme (key-a) on its resource; other = globex (key-b) on it "
-            "(create: globex's own of the same name, *); never = globex on an id that never existed",
-            header,
-        ]
-        for resource, ops in self.rows.items():
-            for op, (owner, other, never, anon) in ops.items():
-                lines.append(f"{resource:<13}{op:<22}{owner!s:>7}{other!s:>7}{never!s:>7}{anon!s:>8}")
-        return "\n".join(lines)
-
-
-MATRIX = Matrix()
-OWNER, OTHER, NEVER, ANON = range(4)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _print_matrix() -> Iterator[None]:
     yield
     if MATRIX.rows:
         print(MATRIX.render())
-
-
-def substitute(value: Any, resource_id: str) -> Any:
-    """`value` with every `{id}` replaced by `resource_id`."""
-    if isinstance(value, str):
-        return value.replace("{id}", resource_id)
-    if isinstance(value, list):
-        return [substitute(v, resource_id) for v in value]
-    if isinstance(value, dict):
-        return {k: substitute(v, resource_id) for k, v in value.items()}
-    return value
-
-
-def call(stack: Stack, op: Op, resource_id: str, headers: dict[str, str]) -> Any:
-    path, body = substitute(op.path, resource_id), substitute(op.body, resource_id)
-    return stack.client.request(op.method, path, json=body, headers={**op.headers, **headers})
-
-
-def error_text(response: Any, resource_id: str, as_id: str) -> str:
-    """The error body without its request id (checked against the header), as text with `resource_id`
-    written as `as_id`: equal texts mean the two errors tell the caller the same thing."""
-    body = response.json()
-    rid = response.headers["x-request-id"]
-    if "error" in body:  # the native envelope
-        assert body["error"].pop("request_id") == rid
-    else:  # the compatibility mounts' `{"detail": ..., "request_id": ...}`
-        assert body.pop("request_id") == rid
-    return json.dumps(body, sort_keys=True).replace(resource_id, as_id)
-
-
-def run_matrix(stack: Stack, resource: Resource) -> None:
-    name = resource.name
-    mine = resource.create(stack, ACME)
-    MATRIX.record(name, "create", OWNER, resource.created)
-
-    # globex, while acme's exists: every operation is a 404 like one on an id that never existed
-    for op in resource.ops:
-        theirs = call(stack, op, mine, GLOBEX)
-        never = call(stack, op, resource.missing, GLOBEX)
-        never_own = call(stack, op, resource.missing, ACME)  # and like acme's own unknown id
-        anon = call(stack, op, mine, NO_KEY)
-        MATRIX.record(name, op.name, OTHER, theirs.status_code)
-        MATRIX.record(name, op.name, NEVER, never.status_code)
-        MATRIX.record(name, op.name, ANON, anon.status_code)
-        assert (theirs.status_code, never.status_code, never_own.status_code) == (404, 404, 404), (
-            op,
-            theirs.text,
-        )
-        expected = error_text(never, resource.missing, mine)
-        assert error_text(theirs, mine, mine) == expected, op
-        assert error_text(never_own, resource.missing, mine) == expected, op
-        assert anon.status_code == 401, op
-    if resource.lists is not None:
-        assert resource.lists(stack, ACME)
-        assert not resource.lists(stack, GLOBEX), "globex's lists show acme's resource"
-
-    # globex makes its own, with the same id where the client chooses it; the two stay apart
-    theirs_id = resource.create(stack, GLOBEX)
-    MATRIX.record(name, "create", OTHER, f"{resource.created}*")
-    assert (theirs_id == mine) == resource.same_id
-    resource.independent(stack, mine, theirs_id)
-
-    # the owner's operations all work (and the destructive ones leave globex's own alone)
-    for op in resource.ops:
-        response = call(stack, op, mine, ACME)
-        MATRIX.record(name, op.name, OWNER, response.status_code)
-        assert response.status_code == op.owner, (op, response.text)
-    resource.after(stack, mine, theirs_id)
-
-
-def created(response: Any, status: int = 201) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    return dict(response.json())
-
-
-def ok(response: Any) -> dict[str, Any]:
-    return created(response, 200)
 
 
 # --- learners, events, predictions, forecasts ---------------------------------------------------------------
