@@ -22,9 +22,8 @@ from fixtures.sampler import (
     assert_same_distribution,
     create,
     distribution,
-    rpc_error,
 )
-from fixtures.servers import tenant_channel
+from fixtures.servers import rpc_error, tenant_channel
 
 from lyceum_api.sampler.v1 import sampler_pb2 as pb
 from lyceum_api.sampler.v1 import sampler_pb2_grpc

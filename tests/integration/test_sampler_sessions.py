@@ -20,9 +20,9 @@ from fixtures.sampler import (
     create,
     distribution,
     ranked,
-    rpc_error,
     threshold_after,
 )
+from fixtures.servers import rpc_error
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
