@@ -57,7 +57,7 @@ class Entry:
     outcomes: array = field(default_factory=lambda: array("d"))
     epoch: int = 0  # ownership epoch the lease was granted under
     lease_deadline: float = 0.0  # monotonic time until which this process holds the learner's lease
-    lease_term: int = 0  # the batch runner's leasing term it was granted in
+    lease_term: int = 0  # the leasing term (`Leases.term`) it was granted in
     used_at: float = 0.0  # monotonic time of its last call (the lease renewer renews what is in use)
 
     @property
