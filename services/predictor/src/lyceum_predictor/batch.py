@@ -94,7 +94,7 @@ class BatchRunner:
         chunk: int,
     ) -> None:
         self.served, self.repo, self.caches = served, repo, caches
-        self.owner, self.lease_s, self.chunk = owner, lease_s, chunk
+        self.owner, self.chunk = owner, chunk
         self.batcher: Batcher[Call] | None = None  # set by the engine
         self.leases = Leases(repo, caches, owner=owner, lease_s=lease_s)
 
@@ -287,7 +287,7 @@ class BatchRunner:
         entry, claim = resident.entry, resident.claim
         owned = claim.owned if claim is not None else True
         if call.op.writes and not owned:
-            self._wait_for_lease(call, claim.wait_s if claim is not None else self.lease_s)
+            self._wait_for_lease(call, claim.wait_s if claim is not None else self.leases.lease_s)
             return None
         if call.op is Op.DELETE:
             self._delete(call, claim.epoch if claim is not None else entry.epoch)
@@ -478,7 +478,7 @@ class BatchRunner:
         """A write to a learner another process holds: runs again once that lease has ended (the holder
         then stops answering from its cache), unless it has waited longer than a holder that keeps
         renewing would let it."""
-        if call.waited > LEASE_WAIT_LIMIT * max(self.lease_s, 0.1):
+        if call.waited > LEASE_WAIT_LIMIT * max(self.leases.lease_s, 0.1):
             call.future.set_exception(
                 Unavailable(
                     f"learner {call.key.learner_id!r} is being served by another predictor; retry there",
