@@ -162,16 +162,15 @@ class Row:
         return self.results[model][self.chosen(model)]
 
 
-def paired_margin(dfm: Runs, dkt: Runs, key: str) -> str:
-    """DFM - DKT, paired by seed: mean ± sample std."""
-    diffs = [a[key] - b[key] for a, b in zip(dfm, dkt, strict=True)]
-    return f"{np.mean(diffs):+.4f} ± {np.std(diffs, ddof=1) if len(diffs) > 1 else 0.0:.4f}"
-
-
-def spread(values: list[float]) -> str:
-    """mean ± sample std (± 0 for one value)."""
+def spread(values: list[float], signed: bool = False) -> str:
+    """mean ± sample std (± 0 for one value); `signed` writes the mean's sign (a margin)."""
     a = np.asarray(values)
-    return f"{a.mean():.4f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.4f}"
+    return f"{a.mean():{'+' if signed else ''}.4f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.4f}"
+
+
+def paired_margin(dfm: Runs, dkt: Runs, key: str) -> str:
+    """DFM - DKT, paired by seed."""
+    return spread([a[key] - b[key] for a, b in zip(dfm, dkt, strict=True)], signed=True)
 
 
 def report(rows: list[Row], models: list[str], seeds: list[int]) -> None:
