@@ -16,7 +16,7 @@ const MAX_TOKENS = 512;
  * side-by-side comparison of an adapter with its base. */
 export function ChatPage(_props: PageProps) {
   const [models, loadModels] = useCall(listModels);
-  const [model, setModel] = useState("");
+  const [chosen, setModel] = useState(""); // "" until the user picks one
   const [maxTokens, setMaxTokens] = useState(64);
   const [temperature, setTemperature] = useState(0.8);
   const [seed, setSeed] = useState("");
@@ -30,9 +30,9 @@ export function ChatPage(_props: PageProps) {
   const list = models.data ?? [];
   const bases = list.filter((m) => !isAdapter(m));
   const adapters = list.filter(isAdapter);
-  useEffect(() => {
-    if (!model && list.length) setModel((list.find((m) => !isAdapter(m)) ?? list[0]).id);
-  }, [model, list]);
+  // Derived, not set by an effect: an effect that fills in the default could land after (and undo) a pick
+  // made as soon as the options appeared.
+  const model = chosen || (bases[0] ?? list[0])?.id || "";
 
   const selected = list.find((m) => m.id === model);
   const parsedSeed = seed.trim() === "" ? null : Number(seed);

@@ -15,21 +15,20 @@ export function Compare(props: {
 }) {
   const { models, settings, preferred, onSettled } = props;
   const adapters = models.filter(isAdapter);
-  const [adapter, setAdapter] = useState(preferred ?? adapters[0]?.id ?? "");
+  const [chosen, setAdapter] = useState(preferred ?? "");
   const [prompt, setPrompt] = useState("");
   const [asked, setAsked] = useState<{ base: string; adapter: string } | null>(null);
   const [invalid, setInvalid] = useState<ApiError>();
   const left = useStream();
   const right = useStream();
+  // the default is derived, not set by an effect that could undo a pick made as soon as the options appeared
+  const adapter = chosen || adapters[0]?.id || "";
   const base = adapters.find((m) => m.id === adapter)?.base ?? "";
   const streaming = left.streaming || right.streaming;
 
   useEffect(() => {
     if (preferred) setAdapter(preferred);
   }, [preferred]);
-  useEffect(() => {
-    if (!adapter && adapters.length) setAdapter(adapters[0].id);
-  }, [adapter, adapters]);
 
   function compare() {
     const text = prompt.trim();

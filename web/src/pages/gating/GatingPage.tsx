@@ -22,7 +22,7 @@ export function GatingPage(_props: PageProps) {
   const [result, run] = useCall(generate);
   const [runs, setRuns] = useState(0);
   const [asked, setAsked] = useState<GatingForm | null>(null);
-  const [form, setForm] = useState<GatingForm>({
+  const [entered, setForm] = useState<GatingForm>({
     prompt: "Once upon a time",
     model: "",
     mode: "fixed",
@@ -42,12 +42,8 @@ export function GatingPage(_props: PageProps) {
 
   const lms = (models.data ?? []).filter((m) => m.kind !== "adapter");
   const policyRefs = policies.data ?? [];
-  useEffect(() => {
-    if (!form.model && lms.length) set("model", lms[0].name);
-  }, [form.model, lms]);
-  useEffect(() => {
-    if (!form.policy && policyRefs.length) set("policy", policyRefs[0]);
-  }, [form.policy, policyRefs]);
+  // the defaults are derived, not set by effects: one could land after (and undo) a pick made early
+  const form = { ...entered, model: entered.model || lms[0]?.name || "", policy: entered.policy || policyRefs[0] || "" };
 
   const data = result.data;
   const steps = data?.trajectory ?? [];

@@ -1,4 +1,4 @@
-import { useEffect, useId, useState } from "react";
+import { useId, useState } from "react";
 import { Status } from "../../components/Status";
 import { useCall } from "../../components/useCall";
 import { appendEvent, type Learner } from "./api";
@@ -19,16 +19,14 @@ export function AddEvent(props: {
   onReload: () => void;
 }) {
   const { learner, tasks, onAppended, onReload } = props;
-  const [task, setTask] = useState(tasks[0] ?? "");
+  const [chosen, setTask] = useState(""); // "" until the user picks one
+  const task = chosen || tasks[0] || ""; // derived: a default set by an effect could undo an early pick
   const [outcome, setOutcome] = useState(1);
   const [added, append] = useCall(appendEvent);
   const [last, setLast] = useState<{ task: string; outcome: number; prior: number } | null>(null);
   const taskId = useId();
   const titleId = useId();
 
-  useEffect(() => {
-    if (!task && tasks.length) setTask(tasks[0]);
-  }, [task, tasks]);
 
   return (
     <section aria-labelledby={titleId}>

@@ -1,4 +1,4 @@
-import { useEffect, useId, useMemo, useState } from "react";
+import { useId, useMemo, useState } from "react";
 import { LineChart, type Series } from "../../components/LineChart";
 import { Status } from "../../components/Status";
 import { useCall } from "../../components/useCall";
@@ -211,11 +211,9 @@ function SequenceEditor(props: {
   onRemove?: () => void;
 }) {
   const { name, tasks, sequence, onChange, onRemove } = props;
-  const [task, setTask] = useState(tasks[0] ?? "");
+  const [chosen, setTask] = useState(""); // "" until the user picks one
+  const task = chosen || tasks[0] || ""; // derived: a default set by an effect could undo an early pick
   const selectId = useId();
-  useEffect(() => {
-    if (!task && tasks.length) setTask(tasks[0]);
-  }, [task, tasks]);
   return (
     <fieldset className="lx-sequence">
       <legend>Sequence {name}</legend>
