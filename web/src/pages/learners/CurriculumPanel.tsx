@@ -46,7 +46,7 @@ export function CurriculumPanel(props: { learnerId: string; tasks: string[]; onF
   const titleId = useId();
 
   useEffect(() => {
-    if (candidates.length === 0 && tasks.length) setCandidates(tasks);
+    if (candidates.length === 0 && tasks.length) setCandidates((c) => (c.length ? c : tasks)); // a pick made first stays
     // Only when the vocabulary arrives: an emptied selection stays empty afterwards.
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [tasks]);
