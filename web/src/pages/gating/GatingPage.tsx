@@ -43,7 +43,11 @@ export function GatingPage(_props: PageProps) {
   const lms = (models.data ?? []).filter((m) => m.kind !== "adapter");
   const policyRefs = policies.data ?? [];
   // the defaults are derived, not set by effects: one could land after (and undo) a pick made early
-  const form = { ...entered, model: entered.model || lms[0]?.name || "", policy: entered.policy || policyRefs[0] || "" };
+  const form = {
+    ...entered,
+    model: entered.model || lms[0]?.name || "",
+    policy: entered.policy || policyRefs[0] || "",
+  };
 
   const data = result.data;
   const steps = data?.trajectory ?? [];

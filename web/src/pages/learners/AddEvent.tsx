@@ -27,7 +27,6 @@ export function AddEvent(props: {
   const taskId = useId();
   const titleId = useId();
 
-
   return (
     <section aria-labelledby={titleId}>
       <form

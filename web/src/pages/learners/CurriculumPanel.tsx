@@ -46,8 +46,9 @@ export function CurriculumPanel(props: { learnerId: string; tasks: string[]; onF
   const titleId = useId();
 
   useEffect(() => {
-    if (candidates.length === 0 && tasks.length) setCandidates((c) => (c.length ? c : tasks)); // a pick made first stays
-    // Only when the vocabulary arrives: an emptied selection stays empty afterwards.
+    // Only when the vocabulary arrives: an emptied selection stays empty afterwards, and a functional update
+    // keeps a pick made before this effect ran.
+    if (candidates.length === 0 && tasks.length) setCandidates((c) => (c.length ? c : tasks));
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [tasks]);
 
