@@ -12,12 +12,13 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from lyceum_core.errors import InvalidArgument
 
-# Applied to every new SQLite connection. WAL lets readers run beside one writer; busy_timeout makes a
-# second writer wait for the lock instead of failing at once; foreign keys are off by default in SQLite.
+# Applied to every new SQLite connection. busy_timeout (first, so it covers the others) makes a second writer
+# wait for the lock instead of failing at once; WAL lets readers run beside one writer; foreign keys are off
+# by default in SQLite.
 SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout=5000",
     "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=5000",
     "PRAGMA synchronous=NORMAL",
 )
 
