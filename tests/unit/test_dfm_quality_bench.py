@@ -1,0 +1,65 @@
+"""bench/dfm_quality.py's selection and reporting rules: each model's budget is chosen on mean validation AUC
+over seeds (never test), margins are paired by seed, and the budget grid refuses what it cannot run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "dfm_quality.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dfm_quality_bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _runs(valid: list[float], test: list[float]) -> list[dict[str, float]]:
+    return [{"valid_auc": v, "all_auc": t} for v, t in zip(valid, test, strict=True)]
+
+
+def test_each_model_takes_the_budget_with_the_best_mean_validation_auc(bench: ModuleType) -> None:
+    results = {
+        # 500 has the best single seed (0.90) but the worse mean; test AUC must not sway the choice
+        "DFM": {350: _runs([0.82, 0.82], [0.70, 0.70]), 500: _runs([0.90, 0.70], [0.99, 0.99])},
+        "DKT": {350: _runs([0.80, 0.80], [0.75, 0.75]), 500: _runs([0.81, 0.81], [0.74, 0.74])},
+    }
+    row = bench.Row("toy", None, (350, 500), results)
+    assert row.chosen("DFM") == 350 and row.chosen("DKT") == 500
+    assert row.selected("DFM") is results["DFM"][350]
+
+
+def test_a_tie_in_validation_goes_to_the_smaller_budget(bench: ModuleType) -> None:
+    tied = {b: _runs([0.8, 0.7], [0.5, 0.5]) for b in (500, 350, 750)}
+    assert bench.Row("toy", None, (500, 350, 750), {"DFM": tied}).chosen("DFM") == 350
+
+
+def test_the_margin_is_paired_by_seed(bench: ModuleType) -> None:
+    dfm = _runs([0, 0, 0], [0.81, 0.79, 0.80])
+    dkt = _runs([0, 0, 0], [0.80, 0.78, 0.80])
+    # seed by seed: +0.01, +0.01, 0.00 -> mean +0.0067, sample std 0.0058 (unpaired stds would be 0.01 each)
+    assert bench.paired_margin(dfm, dkt, "all_auc") == "+0.0067 ± 0.0058"
+    assert bench.paired_margin(dkt, dfm, "all_auc") == "-0.0067 ± 0.0058"
+    assert bench.spread([0.5]) == "0.5000 ± 0.0000"  # one seed: no spread to report
+    with pytest.raises(ValueError):
+        bench.paired_margin(dfm, dkt[:2], "all_auc")  # a seed missing on one side is an error, not a margin
+
+
+@pytest.mark.parametrize("text", ["", ",", "0", "350,-1", "350,abc", "3.5"])
+def test_the_budget_grid_refuses_what_it_cannot_run(bench: ModuleType, text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="positive step counts"):
+        bench.budget_grid(text)
+
+
+def test_the_budget_grid_reads_comma_separated_step_counts(bench: ModuleType) -> None:
+    assert bench.budget_grid("350, 500,") == (350, 500)
