@@ -1,6 +1,7 @@
 """DFM quality on public knowledge-tracing benchmarks, next to baselines trained and scored by one harness
 (`lyceum_ml.dfm.train`: same windows, splits, batches, budget grid, checkpoint selection, metrics): DKT (an
-LSTM over (skill, correct)) and, with --models DFM,DKT,SAKT, SAKT (one attention block).
+LSTM over (skill, correct)) and, with --models DFM,DKT,SAKT, SAKT (one attention block). Ablations: the DFM
+with one feature switched off, e.g. --models DFM,DFM-no-recency (names in ABLATIONS).
 
     python bench/dfm_quality.py [--quick] [--datasets assist2009,assist2015,statics] [--models DFM,DKT]
                                 [--seeds 0,1,2] [--steps N[,N...]] [--threads 1]
@@ -47,8 +48,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,9 +100,10 @@ def benchmarks(root: Path) -> dict[str, Benchmark]:
     }
 
 
-def dfm_model(n_tasks: int) -> nn.Module:
-    """The DFM as `dfm_pretrain` jobs build it by default (DFMConfig's defaults), sized to the window."""
-    return DFM(DFMConfig(n_tasks=n_tasks, max_len=2 * WINDOW + 3))
+def dfm_model(n_tasks: int, **changes: Any) -> nn.Module:
+    """The DFM as `dfm_pretrain` jobs build it by default (DFMConfig's defaults), sized to the window;
+    `changes` override defaults (the ablations)."""
+    return DFM(DFMConfig(n_tasks=n_tasks, max_len=2 * WINDOW + 3, **changes))
 
 
 def dkt_model(n_tasks: int) -> nn.Module:
@@ -109,7 +114,20 @@ def sakt_model(n_tasks: int) -> nn.Module:
     return SAKT(SAKTConfig(n_tasks=n_tasks, d_model=64, n_head=4, max_len=WINDOW, dropout=0.2))
 
 
-MODELS = {"DFM": dfm_model, "DKT": dkt_model, "SAKT": sakt_model}
+# The DFM with one of its quality features switched off, each to its LEGACY value (what checkpoints from
+# before the feature were trained with): `--models DFM,DFM-no-recency,...` gives the ablation rows.
+ABLATIONS = {
+    "DFM-scalar-outcome": "outcome_embedding",
+    "DFM-no-readout": "task_readout",
+    "DFM-no-dropout": "dropout",
+    "DFM-no-recency": "recency_bias",
+}
+MODELS: dict[str, Callable[[int], nn.Module]] = {
+    "DFM": dfm_model,
+    "DKT": dkt_model,
+    "SAKT": sakt_model,
+    **{name: partial(dfm_model, **{field: DFMConfig.LEGACY[field]}) for name, field in ABLATIONS.items()},
+}
 PROTOCOLS: tuple[Protocol, ...] = ("all", "pykt")
 
 
@@ -180,13 +198,14 @@ def report(rows: list[Row], models: list[str], seeds: list[int]) -> None:
         "protocol all:  every event of every 200-event window (DKVMN's code); "
         "pykt: windows >= 3 events, first event of each unscored (pyKT's test_sequences)"
     )
-    header = f"{'dataset':<11} {'protocol':<8} " + " ".join(f"{m:<15}" for m in models)
+    width = max(15, *map(len, models))
+    header = f"{'dataset':<11} {'protocol':<8} " + " ".join(f"{m:<{width}}" for m in models)
     header += "  DFM - DKT (paired)  published DKT"
     print(header + "\n" + "-" * len(header))
     for row in rows:
         for protocol in PROTOCOLS:
             key = f"{protocol}_auc"
-            cells = " ".join(f"{spread([r[key] for r in row.selected(m)]):<15}" for m in models)
+            cells = " ".join(f"{spread([r[key] for r in row.selected(m)]):<{width}}" for m in models)
             margin = ""
             if "DFM" in row.results and "DKT" in row.results:
                 margin = paired_margin(row.selected("DFM"), row.selected("DKT"), key)

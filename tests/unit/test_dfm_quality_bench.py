@@ -63,3 +63,11 @@ def test_the_budget_grid_refuses_what_it_cannot_run(bench: ModuleType, text: str
 
 def test_the_budget_grid_reads_comma_separated_step_counts(bench: ModuleType) -> None:
     assert bench.budget_grid("350, 500,") == (350, 500)
+
+
+def test_each_ablation_switches_off_one_feature_of_the_default_dfm(bench: ModuleType) -> None:
+    default = bench.MODELS["DFM"](7).cfg.to_dict()
+    assert default == bench.DFMConfig(n_tasks=7, max_len=2 * bench.WINDOW + 3).to_dict()  # what jobs train
+    for name, field in bench.ABLATIONS.items():
+        changed = {k: v for k, v in bench.MODELS[name](7).cfg.to_dict().items() if default[k] != v}
+        assert changed == {field: bench.DFMConfig.LEGACY[field]}, name
