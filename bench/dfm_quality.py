@@ -269,8 +269,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     steps = args.steps or ()
     unknown = sorted(set(names) - set(table)) + sorted(set(models) - set(MODELS))
-    if unknown or not seeds:
-        parser.error(f"unknown dataset(s)/model(s) {unknown} or no seeds; see --help")
+    if unknown or not seeds or not models or not names:
+        parser.error(f"unknown dataset(s)/model(s) {unknown}, or none given, or no seeds; see --help")
 
     begin = time.perf_counter()
     rows = []
