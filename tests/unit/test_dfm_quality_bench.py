@@ -4,24 +4,15 @@ over seeds (never test), margins are paired by seed, and the budget grid refuses
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "dfm_quality.py"
+from fixtures.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dfm_quality_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("dfm_quality_bench", "bench/dfm_quality.py")
 
 
 def _runs(valid: list[float], test: list[float]) -> list[dict[str, float]]:

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[3]
+from fixtures.scripts import load_script
 
 
 @pytest.fixture
@@ -19,11 +14,7 @@ def healthcheck(monkeypatch, tmp_path):
         if key.startswith("LYCEUM_"):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)  # no .env of the developer's
-    spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "deploy/docker/healthcheck.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "healthcheck", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("healthcheck", "deploy/docker/healthcheck.py")
 
 
 def test_gateway_probe_is_healthz_on_its_port(healthcheck, monkeypatch):
