@@ -32,6 +32,9 @@ by seed; a second table lists every budget, so the equal-budget margins stay vis
 validation probes (assist2009, seed 0: DKT 350/500/750 steps 0.8261/0.8254/0.8228, DFM 0.8244/0.8252/0.8252,
 so 750 was dropped as 1.5x the cost for nothing; assist2015, 3 seeds: DKT 800/1200 0.7302/0.7287, DFM
 0.7312/0.7317). One torch thread: on the shared 2-core machine two threads ran 2.5x slower.
+The last table breaks each model's validation AUC down by the learner's earlier attempts at the event's task
+in its window (0 = a first attempt, which leans on the outcomes of other tasks) and scores the DFM's and DKT's
+probabilities averaged: where a margin comes from, and how much each model knows that the other does not.
 CPU cost of the full grid, 3 seeds, DFM + DKT + SAKT, as two processes of one thread sharing the 2-core
 machine: `--datasets assist2015` 59 min and `--datasets assist2009,statics` 47 min (the DFM takes about
 2.5x DKT's time per step). --quick (20 steps each, one evaluation): about a minute.
@@ -62,7 +65,8 @@ from lyceum_ml.dfm import DFM, DFMConfig
 from lyceum_ml.dfm.data import DatasetSpec, Splits, load_dataset
 from lyceum_ml.dfm.dkt import DKT, DKTConfig
 from lyceum_ml.dfm.sakt import SAKT, SAKTConfig
-from lyceum_ml.dfm.train import DFMTrainer, Protocol, TrainConfig, evaluate_split
+from lyceum_ml.dfm.train import DFMTrainer, Predictions, Protocol, TrainConfig, evaluate_split, predict_split
+from lyceum_ml.metrics import roc_auc
 
 # The shared data: $LYCEUM_SHARED_DATA, else shared/data beside the repository root.
 DATA = Path(
@@ -131,9 +135,10 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {
 PROTOCOLS: tuple[Protocol, ...] = ("all", "pykt")
 
 
-def fit(name: str, splits: Splits, steps: int, eval_every: int, seed: int) -> dict[str, float]:
+def fit(name: str, splits: Splits, steps: int, eval_every: int, seed: int) -> dict[str, Any]:
     """Trains one model, keeps the weights of its best validation AUC and returns their test metrics under
-    both protocols (`all_auc`, `pykt_auc`, ...)."""
+    both protocols (`all_auc`, `pykt_auc`, ...) and their validation predictions (`valid`, for the
+    breakdown)."""
     torch.manual_seed(seed)
     model = MODELS[name](len(splits.vocab))
     cfg = TrainConfig(steps=steps, batch_size=BATCH, window=WINDOW, warmup_steps=steps // 10, seed=seed)
@@ -154,14 +159,15 @@ def fit(name: str, splits: Splits, steps: int, eval_every: int, seed: int) -> di
         )
     seconds = time.perf_counter() - start
     model.load_state_dict(state)
-    out = {**best, "seconds": seconds, "params": sum(p.numel() for p in model.parameters())}
+    out: dict[str, Any] = {**best, "seconds": seconds, "params": sum(p.numel() for p in model.parameters())}
+    out["valid"] = predict_split(model, splits.valid.histories, WINDOW)  # type: ignore[union-attr]
     for protocol in PROTOCOLS:
         test = evaluate_split(model, splits.test.histories, WINDOW, protocol=protocol)  # type: ignore[union-attr]
         out |= {f"{protocol}_{k}": v for k, v in test.items()}
     return out
 
 
-Runs = list[dict[str, float]]  # one dict of test metrics and figures per seed
+Runs = list[dict[str, Any]]  # per seed: test metrics and figures (floats), validation predictions ("valid")
 
 
 @dataclass
@@ -238,6 +244,64 @@ def report(rows: list[Row], models: list[str], seeds: list[int]) -> None:
             )
 
 
+# Validation events grouped by how often the learner met the event's task earlier in its window: where a
+# margin comes from (a first attempt leans on other tasks' outcomes, a repeat on the same task's own).
+ATTEMPT_BUCKETS: tuple[tuple[int, int | None], ...] = ((0, 0), (1, 1), (2, 3), (4, 7), (8, None))
+
+
+def bucket_label(lo: int, hi: int | None) -> str:
+    return f"{lo}+" if hi is None else str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def in_bucket(predictions: Predictions, lo: int, hi: int | None) -> np.ndarray:
+    attempts = predictions.attempts
+    return attempts >= lo if hi is None else (attempts >= lo) & (attempts <= hi)
+
+
+def averaged(a: Predictions, b: Predictions) -> Predictions:
+    """The two models' probabilities averaged, event by event (both predicted the same split)."""
+    if not np.array_equal(a.y, b.y) or not np.array_equal(a.attempts, b.attempts):
+        raise ValueError("predictions of different events cannot be averaged")
+    return Predictions(a.y, (a.p + b.p) / 2, a.attempts)
+
+
+def bucket_auc(predictions: Predictions, lo: int, hi: int | None) -> float:
+    where = in_bucket(predictions, lo, hi)
+    return roc_auc(predictions.y[where], predictions.p[where])
+
+
+def breakdown(rows: list[Row], models: list[str]) -> None:
+    """Validation AUC per `ATTEMPT_BUCKETS` bucket (empty ones left out) for each model at its chosen budget
+    (mean ± std over seeds), the DFM - DKT margin paired by seed, and the AUC of the two models averaged
+    ("DFM+DKT": how much each knows that the other does not)."""
+    pair = "DFM" in models and "DKT" in models
+    print(
+        "\nwhere the margin comes from: validation AUC by the learner's earlier attempts at the event's task"
+        " in its window\n(each model's chosen budget, mean ± std over seeds"
+        + ("; DFM+DKT: the two models' probabilities averaged, seed by seed)" if pair else ")")
+    )
+    width = max(15, *map(len, models))
+    header = f"{'dataset':<11} {'attempts':<8} {'events':>7} " + " ".join(f"{m:<{width}}" for m in models)
+    header += "  DFM - DKT (paired)  DFM+DKT" if pair else ""
+    print(header + "\n" + "-" * len(header))
+    for row in rows:
+        for lo, hi in (*ATTEMPT_BUCKETS, (0, None)):
+            events = int(in_bucket(row.selected(models[0])[0]["valid"], lo, hi).sum())
+            if not events:
+                continue
+            auc = {m: [bucket_auc(r["valid"], lo, hi) for r in row.selected(m)] for m in models}
+            cells = " ".join(f"{spread(auc[m]):<{width}}" for m in models)
+            if pair:
+                margin = spread([a - b for a, b in zip(auc["DFM"], auc["DKT"], strict=True)], signed=True)
+                both = [
+                    averaged(a["valid"], b["valid"])
+                    for a, b in zip(row.selected("DFM"), row.selected("DKT"), strict=True)
+                ]
+                cells += f"  {margin:<18}  " + spread([bucket_auc(p, lo, hi) for p in both])
+            label = "all" if (lo, hi) == (0, None) else bucket_label(lo, hi)
+            print(f"{row.name:<11} {label:<8} {events:>7} {cells}")
+
+
 def budget_grid(text: str) -> tuple[int, ...]:
     try:
         budgets = tuple(int(b) for b in text.split(",") if b.strip())
@@ -292,6 +356,7 @@ def main() -> None:
         }
         rows.append(Row(name, bench, budgets, results))
     report(rows, models, seeds)
+    breakdown(rows, models)
     print(f"total {time.perf_counter() - begin:.0f} s, {args.threads} torch thread(s)")
 
 

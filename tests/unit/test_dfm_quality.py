@@ -1,12 +1,13 @@
 """What the knowledge-tracing quality work added: outcome tokens that carry their task, a task-specific
 read-out, training-only dropout, a learned recency bias, checkpoints from before these still loading as
-trained, pyKT's scoring protocol, and the SAKT baseline."""
+trained, pyKT's scoring protocol, per-event predictions for breakdowns, and the SAKT baseline."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fixtures.predictor import TEST_TASKS, tiny_dfm
@@ -18,7 +19,7 @@ from lyceum_ml.dfm import DFMConfig, TaskVocab
 from lyceum_ml.dfm.inference import predict, prefill
 from lyceum_ml.dfm.sakt import SAKT, SAKTConfig
 from lyceum_ml.dfm.simulate import SimConfig, simulate
-from lyceum_ml.dfm.train import TrainConfig, evaluate_split, train_dfm
+from lyceum_ml.dfm.train import TrainConfig, earlier_attempts, evaluate_split, predict_split, train_dfm
 
 N_TASKS = len(TEST_TASKS)
 
@@ -153,6 +154,25 @@ def test_pykt_protocol_drops_short_windows_and_leaves_each_window_first_event_un
     assert every["n"] == 13 and pykt["n"] == 7
     with pytest.raises(ValueError, match="protocol"):
         evaluate_split(_Echo(), histories, window=5, protocol="other")  # type: ignore[arg-type]
+
+
+def test_earlier_attempts_count_the_same_task_before_each_event_of_a_window() -> None:
+    assert earlier_attempts([3, 1, 3, 3, 1, 2]).tolist() == [0, 0, 1, 2, 1, 0]
+    assert earlier_attempts([]).tolist() == []
+
+
+def test_predictions_keep_window_order_and_restart_attempt_counts_at_each_window() -> None:
+    histories = [([0, 0, 1, 0, 0, 0, 1], [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0]), ([2, 2], [0.0, 1.0])]
+    every = predict_split(_Echo(), histories, window=4)
+    # windows of 4: [0 0 1 0] [0 0 1] [2 2], in that order although scored shortest first
+    assert every.y.tolist() == [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+    assert every.attempts.tolist() == [0, 1, 0, 2, 0, 1, 0, 0, 1]
+    position = np.array([0, 1, 2, 3, 0, 1, 2, 0, 1])
+    np.testing.assert_allclose(every.p, 1 / (1 + np.exp(-(2 * every.y - 1) * (position + 1))), rtol=1e-6)
+    # pyKT drops [2 2] (under 3 events) and leaves each window's first event unscored
+    pykt = predict_split(_Echo(), histories, window=4, protocol="pykt")
+    assert pykt.y.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0] and pykt.attempts.tolist() == [1, 0, 2, 1, 0]
+    assert evaluate_split(_Echo(), histories, window=4) == every.metrics()
 
 
 # --- SAKT ---------------------------------------------------------------------------------------------------

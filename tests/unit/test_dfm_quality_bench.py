@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from types import ModuleType
 
+import numpy as np
 import pytest
 from fixtures.scripts import load_script
 
@@ -62,3 +63,38 @@ def test_each_ablation_switches_off_one_feature_of_the_default_dfm(bench: Module
     for name, field in bench.ABLATIONS.items():
         changed = {k: v for k, v in bench.MODELS[name](7).cfg.to_dict().items() if default[k] != v}
         assert changed == {field: bench.DFMConfig.LEGACY[field]}, name
+
+
+def _predictions(bench: ModuleType, p: list[float]) -> object:
+    y = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    return bench.Predictions(y, np.array(p), np.array([0, 0, 0, 0, 1, 1, 9, 9]))
+
+
+def test_the_breakdown_groups_validation_events_by_earlier_attempts(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the DFM ranks first attempts perfectly and repeats backwards, DKT the other way round
+    dfm = _predictions(bench, [0.9, 0.1, 0.8, 0.2, 0.1, 0.9, 0.2, 0.8])
+    dkt = _predictions(bench, [0.1, 0.9, 0.2, 0.8, 0.9, 0.1, 0.8, 0.2])
+    results = {
+        "DFM": {350: [{"valid_auc": 0.5, "valid": dfm}]},
+        "DKT": {350: [{"valid_auc": 0.5, "valid": dkt}]},
+    }
+    bench.breakdown([bench.Row("toy", None, (350,), results)], ["DFM", "DKT"])
+    lines = {
+        line.split()[1]: line.split()
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("toy")
+    }
+    assert list(lines) == ["0", "1", "8+", "all"]  # no event had 2-7 earlier attempts
+    assert lines["0"][2:5] + lines["0"][9:10] == ["4", "1.0000", "±", "+1.0000"]
+    assert lines["1"][2:6] + lines["1"][9:10] == ["2", "0.0000", "±", "0.0000", "-1.0000"]
+    assert lines["8+"][2] == "2"
+    assert lines["all"][2] == "8" and lines["all"][-3] == "0.5000"  # averaged: 0.5 everywhere, no ranking
+
+
+def test_predictions_of_different_events_are_not_averaged(bench: ModuleType) -> None:
+    a = _predictions(bench, [0.5] * 8)
+    b = bench.Predictions(a.y[::-1].copy(), a.p, a.attempts)
+    with pytest.raises(ValueError, match="different events"):
+        bench.averaged(a, b)

@@ -90,7 +90,66 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def earlier_attempts(tasks: Sequence[int]) -> np.ndarray:
+    """For each event of one window, how many events before it in the window had the same task (0: the
+    learner's first attempt at it the model can see)."""
+    seen: dict[int, int] = {}
+    out = np.empty(len(tasks), dtype=np.int64)
+    for i, task in enumerate(tasks):
+        out[i] = seen.get(task, 0)
+        seen[task] = out[i] + 1
+    return out
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """The scored events of a held-out split, in one order: outcome, predicted P(success), and the event's
+    `earlier_attempts` in its window (what a per-event breakdown groups by)."""
+
+    y: np.ndarray
+    p: np.ndarray
+    attempts: np.ndarray
+
+    def metrics(self) -> dict[str, float]:
+        return binary_metrics(self.y, self.p)
+
+
 @torch.no_grad()
+def predict_split(
+    model: nn.Module,
+    histories: Sequence[History],
+    window: int,
+    batch_size: int = 64,
+    protocol: Protocol = "all",
+) -> Predictions:
+    """The model's predictions for the events of `histories` (cut by `windows`) that `protocol` scores, in
+    the order of the windows; works for any model mapping (B, N) tasks and outcomes to (B, N) logits where
+    event i is predicted from events before it."""
+    if protocol not in ("all", "pykt"):
+        raise ValueError(f"unknown evaluation protocol {protocol!r}")
+    was_training = model.training
+    model.eval()
+    ys, ps, attempts = [], [], []
+    chunks = windows(histories, window)
+    if protocol == "pykt":
+        chunks = [c for c in chunks if len(c[0]) >= PYKT_MIN_WINDOW]
+    order = sorted(range(len(chunks)), key=lambda i: len(chunks[i][0]))  # similar lengths: less padding
+    p_of: list[np.ndarray] = [np.empty(0)] * len(chunks)
+    for s in range(0, len(order), batch_size):
+        batch = [chunks[i] for i in order[s : s + batch_size]]
+        tasks, outcomes, mask = collate(batch, _device(model))
+        p = torch.sigmoid(model(tasks, outcomes).float()).cpu().numpy()
+        for row, i in enumerate(order[s : s + batch_size]):
+            p_of[i] = p[row, : len(chunks[i][0])]
+    first = 1 if protocol == "pykt" else 0  # pyKT leaves each window's first event unscored
+    for (tasks_, outcomes_), p in zip(chunks, p_of, strict=True):
+        ys.append(np.asarray(outcomes_, dtype=np.float64)[first:])
+        ps.append(p[first:].astype(np.float64))
+        attempts.append(earlier_attempts(tasks_)[first:])
+    model.train(was_training)
+    return Predictions(np.concatenate(ys), np.concatenate(ps), np.concatenate(attempts))
+
+
 def evaluate_split(
     model: nn.Module,
     histories: Sequence[History],
@@ -98,27 +157,9 @@ def evaluate_split(
     batch_size: int = 64,
     protocol: Protocol = "all",
 ) -> dict[str, float]:
-    """AUC, accuracy, BCE, ECE and n over the events of `histories` (cut by `windows`) that `protocol`
-    scores; works for any model mapping (B, N) tasks and outcomes to (B, N) logits where event i is
-    predicted from events before it."""
-    if protocol not in ("all", "pykt"):
-        raise ValueError(f"unknown evaluation protocol {protocol!r}")
-    was_training = model.training
-    model.eval()
-    ys, ps = [], []
-    chunks = windows(histories, window)
-    if protocol == "pykt":
-        chunks = [c for c in chunks if len(c[0]) >= PYKT_MIN_WINDOW]
-    chunks.sort(key=lambda c: len(c[0]))  # similar lengths: less padding
-    for i in range(0, len(chunks), batch_size):
-        tasks, outcomes, mask = collate(chunks[i : i + batch_size], _device(model))
-        if protocol == "pykt":
-            mask[:, 0] = False
-        p = torch.sigmoid(model(tasks, outcomes).float())
-        ys.append(outcomes[mask].cpu().numpy())
-        ps.append(p[mask].cpu().numpy())
-    model.train(was_training)
-    return binary_metrics(np.concatenate(ys), np.concatenate(ps))
+    """AUC, accuracy, BCE, ECE and n over the events of `histories` that `protocol` scores
+    (`predict_split`)."""
+    return predict_split(model, histories, window, batch_size, protocol).metrics()
 
 
 evaluate = evaluate_split  # the earlier name
