@@ -273,16 +273,22 @@ def bucket_auc(predictions: Predictions, lo: int, hi: int | None) -> float:
 def breakdown(rows: list[Row], models: list[str]) -> None:
     """Validation AUC per `ATTEMPT_BUCKETS` bucket (empty ones left out) for each model at its chosen budget
     (mean ± std over seeds), the DFM - DKT margin paired by seed, and the AUC of the two models averaged
-    ("DFM+DKT": how much each knows that the other does not)."""
+    ("DFM+DKT"), next to the DFM averaged with its own next seed ("DFM+DFM", with 2+ seeds): what averaging
+    alone buys, so the gap between the two columns is what each model knows that the other does not."""
     pair = "DFM" in models and "DKT" in models
     print(
         "\nwhere the margin comes from: validation AUC by the learner's earlier attempts at the event's task"
         " in its window\n(each model's chosen budget, mean ± std over seeds"
-        + ("; DFM+DKT: the two models' probabilities averaged, seed by seed)" if pair else ")")
+        + (
+            "; DFM+DKT: the two models' probabilities averaged, seed by seed;\n"
+            "DFM+DFM: each DFM seed averaged with the next, what averaging alone buys)"
+            if pair
+            else ")"
+        )
     )
     width = max(15, *map(len, models))
     header = f"{'dataset':<11} {'attempts':<8} {'events':>7} " + " ".join(f"{m:<{width}}" for m in models)
-    header += "  DFM - DKT (paired)  DFM+DKT" if pair else ""
+    header += f"  DFM - DKT (paired)  {'DFM+DKT':<15} DFM+DFM" if pair else ""
     print(header + "\n" + "-" * len(header))
     for row in rows:
         for lo, hi in (*ATTEMPT_BUCKETS, (0, None)):
@@ -293,11 +299,11 @@ def breakdown(rows: list[Row], models: list[str]) -> None:
             cells = " ".join(f"{spread(auc[m]):<{width}}" for m in models)
             if pair:
                 margin = spread([a - b for a, b in zip(auc["DFM"], auc["DKT"], strict=True)], signed=True)
-                both = [
-                    averaged(a["valid"], b["valid"])
-                    for a, b in zip(row.selected("DFM"), row.selected("DKT"), strict=True)
-                ]
-                cells += f"  {margin:<18}  " + spread([bucket_auc(p, lo, hi) for p in both])
+                dfm, dkt = ([r["valid"] for r in row.selected(m)] for m in ("DFM", "DKT"))
+                both = [averaged(a, b) for a, b in zip(dfm, dkt, strict=True)]
+                selves = [averaged(a, b) for a, b in zip(dfm, dfm[1:] + dfm[:1], strict=True)]
+                cells += f"  {margin:<18}  {spread([bucket_auc(p, lo, hi) for p in both]):<15} "
+                cells += spread([bucket_auc(p, lo, hi) for p in selves]) if len(dfm) > 1 else "-"
             label = "all" if (lo, hi) == (0, None) else bucket_label(lo, hi)
             print(f"{row.name:<11} {label:<8} {events:>7} {cells}")
 

@@ -90,7 +90,25 @@ def test_the_breakdown_groups_validation_events_by_earlier_attempts(
     assert lines["0"][2:5] + lines["0"][9:10] == ["4", "1.0000", "±", "+1.0000"]
     assert lines["1"][2:6] + lines["1"][9:10] == ["2", "0.0000", "±", "0.0000", "-1.0000"]
     assert lines["8+"][2] == "2"
-    assert lines["all"][2] == "8" and lines["all"][-3] == "0.5000"  # averaged: 0.5 everywhere, no ranking
+    assert lines["all"][2] == "8" and lines["all"][-4] == "0.5000"  # averaged: 0.5 everywhere, no ranking
+    assert lines["all"][-1] == "-"  # one seed: no DFM to average the DFM with
+
+
+def test_the_breakdown_averages_each_dfm_seed_with_the_next(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = _predictions(bench, [0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.6, 0.4])  # ranks every event right
+    bad = _predictions(bench, [0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.4, 0.6])  # and wrong
+    flat = _predictions(bench, [0.5] * 8)
+    results = {
+        "DFM": {350: [{"valid_auc": 0.5, "valid": good}, {"valid_auc": 0.5, "valid": bad}]},
+        "DKT": {350: [{"valid_auc": 0.5, "valid": flat}, {"valid_auc": 0.5, "valid": flat}]},
+    }
+    bench.breakdown([bench.Row("toy", None, (350,), results)], ["DFM", "DKT"])
+    lines = map(str.split, capsys.readouterr().out.splitlines())
+    every = next(cells for cells in lines if cells[:2] == ["toy", "all"])
+    assert every[-6:-3] == ["0.5000", "±", "0.7071"]  # DFM+DKT seed by seed: good + flat 1.0, bad + flat 0.0
+    assert every[-3:] == ["0.5000", "±", "0.0000"]  # DFM+DFM: good + bad, twice, is flat
 
 
 def test_predictions_of_different_events_are_not_averaged(bench: ModuleType) -> None:
