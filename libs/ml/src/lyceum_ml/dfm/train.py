@@ -137,7 +137,7 @@ def predict_split(
     p_of: list[np.ndarray] = [np.empty(0)] * len(chunks)
     for s in range(0, len(order), batch_size):
         batch = [chunks[i] for i in order[s : s + batch_size]]
-        tasks, outcomes, mask = collate(batch, _device(model))
+        tasks, outcomes, _ = collate(batch, _device(model))
         p = torch.sigmoid(model(tasks, outcomes).float()).cpu().numpy()
         for row, i in enumerate(order[s : s + batch_size]):
             p_of[i] = p[row, : len(chunks[i][0])]
