@@ -1,4 +1,5 @@
-"""The whole local stack as `make run` starts it (fixtures/stack.py), one per test."""
+"""The whole local stack as `make run` starts it (fixtures/stack.py), one per test module: a module's tests
+keep out of each other's way (their own learners, sessions, model names and job kinds)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import pytest
 from fixtures.stack import local_stack
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def stack(
-    tmp_path: Path, test_checkpoint: Path, tiny_lyceum_lm_dir: Path, smollm2_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    test_checkpoint: Path,
+    tiny_lyceum_lm_dir: Path,
+    smollm2_dir: Path,
 ) -> Iterator[str]:
-    with local_stack(tmp_path / "var", test_checkpoint, tiny_lyceum_lm_dir, smollm2_dir) as url:
+    state = tmp_path_factory.mktemp("stack") / "var"
+    with local_stack(state, test_checkpoint, tiny_lyceum_lm_dir, smollm2_dir) as url:
         yield url

@@ -1,7 +1,7 @@
 """The web UI in a real browser: Debian's Chromium driven by Playwright (headless, no sandbox), against the
-whole local stack (one per test module) serving the built UI at /ui. Each test's pages fail it on any
-uncaught script error; screenshots go to $LYCEUM_UI_ARTIFACTS (default artifacts/ui/ at the repository
-root), named <module>-<name>.png."""
+whole local stack (one per test process, shared by the modules) serving the built UI at /ui. Each test's
+pages fail it on any uncaught script error; screenshots go to $LYCEUM_UI_ARTIFACTS (default artifacts/ui/ at
+the repository root), named <module>-<name>.png."""
 
 from __future__ import annotations
 
@@ -10,29 +10,51 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fixtures.browser import CHROMIUM, CHROMIUM_ARGS, LAPTOP, UI_BUILD
 from fixtures.stack import ROOT, local_stack
+from fleet import wait_until
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from lyceum_db import TERMINAL
 
 ARTIFACTS = Path(os.environ.get("LYCEUM_UI_ARTIFACTS") or ROOT / "artifacts" / "ui")
 
 pytestmark = [pytest.mark.e2e]
 
 
-@pytest.fixture(scope="module")
-def ui_url(
+@pytest.fixture(scope="session")
+def ui_stack(
     tmp_path_factory: pytest.TempPathFactory,
     test_checkpoint: Path,
     tiny_lyceum_lm_dir: Path,
     smollm2_dir: Path,
 ) -> Iterator[str]:
-    """The gateway's base URL, with the stack behind it; the UI build must exist (`make web`)."""
+    """One stack per test process for every UI module (a start costs 25-60 s of a busy CPU); the modules keep
+    out of each other's way: their own learners, model names and job kinds, and `ui_url` settles jobs."""
     if not UI_BUILD.is_file():
         pytest.fail(f"the web UI is not built ({UI_BUILD} is missing): run `make web` (Node.js and npm)")
     state = tmp_path_factory.mktemp("ui-stack") / "var"
     with local_stack(state, test_checkpoint, tiny_lyceum_lm_dir, smollm2_dir) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def ui_url(ui_stack: str) -> Iterator[str]:
+    """The gateway's base URL, with the stack behind it; after the module, every job it left unfinished is
+    cancelled and has stopped, so the next module's jobs neither queue behind it nor share the CPU with it."""
+    yield ui_stack
+    with httpx.Client(base_url=ui_stack, timeout=30) as http:
+        jobs = http.get("/v1/jobs", params={"limit": 200}).json()["jobs"]
+        unfinished = [job["job_id"] for job in jobs if job["state"] not in TERMINAL]
+        for job_id in unfinished:
+            http.post(f"/v1/jobs/{job_id}/cancel")  # 409 if it finished meanwhile
+        wait_until(lambda: all(finished(http, job_id) for job_id in unfinished), 120, what="jobs cancelled")
+
+
+def finished(http: httpx.Client, job_id: str) -> bool:
+    return http.get(f"/v1/jobs/{job_id}").json()["state"] in TERMINAL
 
 
 # Module-scoped: Playwright's sync API keeps an event loop running in this thread while it is open, and the
