@@ -104,7 +104,8 @@ def test_seeding_registers_it_with_its_structure_and_the_sampler_chats_with_it(
         NAME: smollm2_dir,  # converted already: seeding reuses it
     }
     registry = str(tmp_path / "registry")
-    assert seed_demos(sqlite_url, registry, checkpoints) == ["dfm-demo", "lm-demo", "lm-demo-tutor", NAME]
+    # the models first, then the adapters (built over their registered bases)
+    assert seed_demos(sqlite_url, registry, checkpoints) == ["dfm-demo", "lm-demo", NAME, "lm-demo-tutor"]
     assert seed_demos(sqlite_url, registry, checkpoints) == []
 
     models = ModelRepository(engine := create_engine(sqlite_url))

@@ -60,8 +60,8 @@ def seed_demos(
     """Registers each demo not yet in the registry, from `checkpoints[name]` (built there when missing:
     the demo LM on `lm_corpus` if given, else on its default corpus). An adapter is built there for its base's
     registered version (without an entry: next to the base's checkpoint); an optional demo without an entry
-    is skipped. Returns the names registered now. The language models are described by one child process
-    (each child spends most of its time loading torch)."""
+    is skipped. Returns the names registered now: the models in `DEMOS`' order, then the adapters. The
+    language models are described by one child process (each child spends most of its time loading torch)."""
     engine = create_engine(database_url)
     models, store = ModelRepository(engine), ArtifactStore(registry_url)
     seeded = []
