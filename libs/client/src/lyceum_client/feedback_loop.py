@@ -24,9 +24,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from lyceum_client.client import LyceumClient, LyceumClientError
+from lyceum_client.follow import TERMINAL
 from lyceum_client.render import number
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 SDPO_COLUMNS = ("distill_loss", "kl_reg", "is_ratio_mean", "clip_fraction", "grad_norm", "tokens")
 
 
