@@ -2,7 +2,8 @@
 
     python -m lyceum_ml.dfm.demo --out var/models/dfm-demo [--steps 600]
 
-Takes about a minute on 2 CPU cores; prints the held-out metrics next to the simulator's oracle.
+Takes about 100 s on 2 CPU cores (600 steps; valid AUC 0.883 at step 150, 0.892 at 600); prints the
+held-out metrics next to the simulator's oracle (0.927).
 """
 
 from __future__ import annotations
