@@ -22,11 +22,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from fleet import grpc_serving, http_ok
 
 from lyceum_db.migrate import upgrade
 from lyceum_trainer.seed import seed_demos
@@ -40,41 +40,15 @@ INSTRUCT = "smollm2-135m-instruct"  # a real small instruct model (offline, from
 START_TIMEOUT_S = 120.0  # per service; they start together, so a busy machine slows each of them
 
 
-def wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = START_TIMEOUT_S) -> None:
-    """Blocks until the gRPC server at `address` reports SERVING; exits if `proc` dies or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    request = health_pb2.HealthCheckRequest()
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            _alive(proc, address)
-            try:
-                if stub.Check(request, timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise SystemExit(f"{proc.args[-1]} at {address} did not become ready in {timeout_s:.0f}s")
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = START_TIMEOUT_S) -> None:
-    """Blocks until the gateway's `url` (its /readyz: every predictor's health seen) answers 200."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        _alive(proc, url)
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:  # refused while it starts, 503 until it sees the predictors
-            pass
+def wait_for(ready: Callable[[], bool], proc: subprocess.Popen, where: str) -> None:
+    """Blocks until `ready()` (fleet's gRPC health or HTTP check); exits if `proc` dies or time runs out."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not ready():
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args[-1]} at {where} exited with code {proc.returncode}")
+        if time.monotonic() >= deadline:
+            raise SystemExit(f"{proc.args[-1]} at {where} did not become ready in {START_TIMEOUT_S:.0f}s")
         time.sleep(0.2)
-    raise SystemExit(f"{proc.args[-1]} at {url} did not become ready in {timeout_s:.0f}s")
-
-
-def _alive(proc: subprocess.Popen, where: str) -> None:
-    if proc.poll() is not None:
-        raise SystemExit(f"{proc.args[-1]} at {where} exited with code {proc.returncode}")
 
 
 def prepare(database_url: str, registry_url: str) -> None:
@@ -205,8 +179,8 @@ def main() -> int:
         url = f"http://{host}:{gateway_port}"
         # All of them load at once (the gateway routes around replicas not up yet); up = every one serving.
         for address, server in servers.items():
-            wait_serving(address, server)
-        wait_ready(f"{url}/readyz", gateway)
+            wait_for(partial(grpc_serving, address), server, address)
+        wait_for(partial(http_ok, f"{url}/readyz"), gateway, url)  # 200 once it sees the predictors
         built = (ROOT / "web" / "dist" / "index.html").is_file()
         ui = f"{url}/ui" if built else f"{url}/ui (not built: install Node.js 20+ and npm, then `make web`)"
         print(
