@@ -20,6 +20,7 @@ setting, then gets the fleet's `env`, then its own. Imports nothing of the tests
 from __future__ import annotations
 
 import enum
+import json
 import os
 import signal
 import socket
@@ -142,6 +143,17 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def gateway_whole(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether the gateway at `url` is ready and its health watches route to every predictor and sampler of
+    its membership (`/readyz` counts both)."""
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout_s) as response:
+            body = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return body["serving"] == body["predictors"] and body["samplers_serving"] == body["samplers"]
 
 
 class Process:

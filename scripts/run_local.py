@@ -26,7 +26,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from fleet import grpc_serving, http_ok
+from fleet import gateway_whole, grpc_serving
 
 from lyceum_db.migrate import upgrade
 from lyceum_trainer.seed import seed_demos
@@ -180,7 +180,8 @@ def main() -> int:
         # All of them load at once (the gateway routes around replicas not up yet); up = every one serving.
         for address, server in servers.items():
             wait_for(partial(grpc_serving, address), server, address)
-        wait_for(partial(http_ok, f"{url}/readyz"), gateway, url)  # 200 once it sees the predictors
+        # the gateway's health watches see a replica a moment after it serves (until then it routes around it)
+        wait_for(partial(gateway_whole, url), gateway, url)
         built = (ROOT / "web" / "dist" / "index.html").is_file()
         ui = f"{url}/ui" if built else f"{url}/ui (not built: install Node.js 20+ and npm, then `make web`)"
         print(

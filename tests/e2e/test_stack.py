@@ -13,7 +13,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 def test_stack_serves_v1_and_dfm_server(stack: str) -> None:
     with httpx.Client(base_url=stack, timeout=30) as http:
-        assert http.get("/readyz").status_code == 200
+        ready = http.get("/readyz")
+        assert ready.status_code == 200
+        # "Lyceum is up" waits until the gateway routes to every replica it was given
+        assert ready.json()["serving"] == ready.json()["predictors"] == 2
+        assert ready.json()["samplers_serving"] == ready.json()["samplers"] == 1
         assert "swagger" in http.get("/docs").text.lower()
         assert set(http.get("/v1/tasks").json()["tasks"]) == set(TEST_TASKS)
 
