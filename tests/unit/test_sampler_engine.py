@@ -21,7 +21,7 @@ from lyceum_sampler.cache import SessionKey
 from lyceum_sampler.config import Settings
 from lyceum_sampler.engine import Choice, SamplerEngine
 from lyceum_sampler.limits import check_params
-from lyceum_sampler.models import ModelSpec, module_nbytes, parse_specs
+from lyceum_sampler.models import ModelPool, ModelSpec, module_nbytes, parse_specs
 from lyceum_sampler.server import build_engine
 
 PROMPT = "Once upon a time"
@@ -181,6 +181,27 @@ def test_models_load_lazily_once(engine: SamplerEngine) -> None:
     assert info.value.field == "model"
     with pytest.raises(NotFound):
         engine.pool.get("other@3")
+
+
+def test_an_unserved_name_says_which_reference_serves_it(tmp_path: Path) -> None:
+    pool = ModelPool(
+        parse_specs(["tiny=/models/tiny", "story@production", "story@canary"]),
+        load_causal_lm,
+        budget_bytes=1 << 20,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+        registry_url=str(tmp_path / "registry"),
+    )
+    with pytest.raises(NotFound) as bare:
+        pool.pin(T, "story")  # the registry name of two served references
+    assert bare.value.field == "model"
+    assert (
+        bare.value.message == "model 'story' is served by reference: use 'story@canary' or 'story@production'"
+    )
+    with pytest.raises(NotFound) as unknown:
+        pool.pin(T, "tale")
+    assert unknown.value.message == "model 'tale' is not served here; the model list names those that are"
 
 
 # --- tenants ---------------------------------------------------------------------------------------------

@@ -145,7 +145,7 @@ class ModelPool:
         if spec is None:
             if isinstance(name, str) and "@" in name:
                 ModelRef.parse(name)  # a malformed reference is INVALID_ARGUMENT, a well-formed one unknown
-            raise NotFound(f"model {name!r} is not served here; see ListModels", field="model")
+            raise NotFound(self._not_served(name), field="model")
         if spec.registry_name is None:
             return spec.name
         assert self._registry is not None and spec.ref is not None
@@ -219,6 +219,16 @@ class ModelPool:
                 public = key
         return own or public
 
+    def _not_served(self, name: object) -> str:
+        """NotFound's message for a model name no spec has; names the served references to `name` when it is
+        a registry name served at an alias (`smollm2` -> `smollm2@production`)."""
+        served = sorted(
+            s.name for s in self.specs.values() if s.registry_name is not None and s.registry_name == name
+        )
+        if served:
+            return f"model {name!r} is served by reference: use {' or '.join(map(repr, served))}"
+        return f"model {name!r} is not served here; the model list names those that are"
+
     def _load(self, key: str) -> CausalLM:
         path = self._path(key)
         try:
@@ -233,7 +243,7 @@ class ModelPool:
             return spec.path
         parsed = parse_registry_key(key)
         if parsed is None or parsed[1] not in self.registry_names:
-            raise NotFound(f"model {key!r} is not served here; see ListModels", field="model")
+            raise NotFound(self._not_served(key), field="model")
         owner, name, version = parsed
         assert self._registry is not None and self._store is not None
         record = self._registry.get(owner, name, version)

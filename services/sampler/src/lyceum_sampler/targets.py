@@ -30,7 +30,7 @@ class Target:
 
 def check_model(model: str, field: str = "model") -> str:
     if not model:
-        raise InvalidArgument(f"{field} must not be empty; see ListModels", field=field)
+        raise InvalidArgument(f"{field} must not be empty: name a served model", field=field)
     if len(model) > MAX_MODEL_LEN:
         raise InvalidArgument(f"{field} must be at most {MAX_MODEL_LEN} characters", field=field)
     return model
