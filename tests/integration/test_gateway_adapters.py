@@ -357,7 +357,7 @@ def _symlink(files: dict[str, bytes]) -> bytes:
 
 BAD_ARCHIVES: dict[str, tuple[Callable[[Path], bytes], str]] = {
     "traversal": (lambda t: _traversal(peft_files(t)), "outside the archive"),
-    "absolute": (lambda t: zip_of({**peft_files(t), "/tmp/evil": b"x"}), "outside the archive"),
+    "absolute": (lambda t: zip_of({**peft_files(t), "/evil": b"x"}), "outside the archive"),
     "symlink": (lambda t: _symlink(peft_files(t)), "not a plain file"),
     "no config": (lambda t: tar_of({WEIGHTS_FILE: (t / WEIGHTS_FILE).read_bytes()}), CONFIG_FILE),
     "pickled weights": (
