@@ -66,7 +66,15 @@ from lyceum_ml.dfm import DFM, DFMConfig
 from lyceum_ml.dfm.data import DatasetSpec, Splits, load_dataset
 from lyceum_ml.dfm.dkt import DKT, DKTConfig
 from lyceum_ml.dfm.sakt import SAKT, SAKTConfig
-from lyceum_ml.dfm.train import DFMTrainer, Predictions, Protocol, TrainConfig, evaluate_split, predict_split
+from lyceum_ml.dfm.train import (
+    DFMTrainer,
+    Predictions,
+    Protocol,
+    TrainConfig,
+    evaluate_split,
+    fit_teacher,
+    predict_split,
+)
 from lyceum_ml.metrics import roc_auc
 
 # The shared data: $LYCEUM_SHARED_DATA, else shared/data beside the repository root.
@@ -112,7 +120,9 @@ def dfm_model(n_tasks: int, **changes: Any) -> nn.Module:
 
 
 def dkt_model(n_tasks: int) -> nn.Module:
-    return DKT(DKTConfig(n_tasks=n_tasks, d_embed=200, d_hidden=200, dropout=0.2))
+    """DKTConfig's defaults (200-wide embeddings and LSTM, dropout 0.2): also the DFM's teacher
+    (`dfm.train.fit_teacher`)."""
+    return DKT(DKTConfig(n_tasks=n_tasks))
 
 
 def sakt_model(n_tasks: int) -> nn.Module:
@@ -127,23 +137,43 @@ ABLATIONS = {
     "DFM-no-dropout": "dropout",
     "DFM-no-recency": "recency_bias",
 }
+NO_TEACHER = "DFM-no-teacher"  # the DFM trained on the outcomes alone (TrainConfig.distill 0)
 MODELS: dict[str, Callable[[int], nn.Module]] = {
     "DFM": dfm_model,
     "DKT": dkt_model,
     "SAKT": sakt_model,
     **{name: partial(dfm_model, **{field: DFMConfig.LEGACY[field]}) for name, field in ABLATIONS.items()},
+    NO_TEACHER: dfm_model,
 }
+# The best-validation DKT weights of this run by (dataset, budget, seed): a DFM's teacher when DKT is in
+# --models (fit_teacher would train the very same model: same config, seed, schedule and selection).
+TEACHERS: dict[tuple[str, int, int], dict[str, torch.Tensor]] = {}
+
+
+def teacher_for(dataset: str, splits: Splits, cfg: TrainConfig) -> nn.Module:
+    """The DKT teacher `dfm_pretrain` jobs distill from, for one DFM run: this run's DKT of the same budget
+    and seed when it trained one, else a fresh `fit_teacher`."""
+    state = TEACHERS.get((dataset, cfg.steps, cfg.seed))
+    if state is None:
+        return fit_teacher(len(splits.vocab), splits.train.histories, splits.valid.histories, cfg)[0]
+    teacher = dkt_model(len(splits.vocab))
+    teacher.load_state_dict(state)
+    return teacher
+
+
 PROTOCOLS: tuple[Protocol, ...] = ("all", "pykt")
 
 
-def fit(name: str, splits: Splits, steps: int, eval_every: int, seed: int) -> dict[str, Any]:
-    """Trains one model, keeps the weights of its best validation AUC and returns their test metrics under
-    both protocols (`all_auc`, `pykt_auc`, ...) and their validation predictions (`valid`, for the
-    breakdown)."""
+def fit(dataset: str, name: str, splits: Splits, steps: int, eval_every: int, seed: int) -> dict[str, Any]:
+    """Trains one model (a DFM distilled from its DKT teacher, unless it is DFM-no-teacher), keeps the weights
+    of its best validation AUC and returns their test metrics under both protocols (`all_auc`, `pykt_auc`,
+    ...) and their validation predictions (`valid`, for the breakdown)."""
+    cfg = TrainConfig(steps=steps, batch_size=BATCH, window=WINDOW, warmup_steps=steps // 10, seed=seed)
+    distilled = name.startswith("DFM") and name != NO_TEACHER
+    teacher = teacher_for(dataset, splits, cfg) if distilled else None
     torch.manual_seed(seed)
     model = MODELS[name](len(splits.vocab))
-    cfg = TrainConfig(steps=steps, batch_size=BATCH, window=WINDOW, warmup_steps=steps // 10, seed=seed)
-    trainer = DFMTrainer(model, splits.train.histories, splits.valid.histories, cfg)
+    trainer = DFMTrainer(model, splits.train.histories, splits.valid.histories, cfg, teacher=teacher)
     best: dict[str, float] = {"valid_auc": -1.0}
     state: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
@@ -160,6 +190,8 @@ def fit(name: str, splits: Splits, steps: int, eval_every: int, seed: int) -> di
         )
     seconds = time.perf_counter() - start
     model.load_state_dict(state)
+    if name == "DKT":
+        TEACHERS[dataset, steps, seed] = state
     out: dict[str, Any] = {**best, "seconds": seconds, "params": sum(p.numel() for p in model.parameters())}
     out["valid"] = predict_split(model, splits.valid.histories, WINDOW)  # type: ignore[union-attr]
     for protocol in PROTOCOLS:
@@ -358,12 +390,12 @@ def main() -> None:
             f"{name}: {len(splits.vocab)} tasks, train/valid/test learners {sizes}, budgets {budgets} steps",
             flush=True,
         )
-        results = {
+        results = {  # DKT first: its weights are the DFMs' teachers
             m: {
-                b: [fit(m, splits, b, b if args.quick else max(1, b // 8), seed) for seed in seeds]
+                b: [fit(name, m, splits, b, b if args.quick else max(1, b // 8), seed) for seed in seeds]
                 for b in budgets
             }
-            for m in models
+            for m in sorted(models, key=lambda m: m != "DKT")
         }
         rows.append(Row(name, bench, budgets, results))
     report(rows, models, seeds)

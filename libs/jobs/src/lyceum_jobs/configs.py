@@ -154,6 +154,12 @@ class DFMTrain(Strict):
     weight_decay: float = Field(0.05, ge=0.0, le=1.0)
     grad_clip: float = Field(1.0, gt=0.0)
     seed: int = Field(0, ge=0)
+    distill: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="weight of a DKT teacher's probabilities in the targets; 0: no teacher",
+    )
 
 
 class DFMPretrainConfig(Strict):

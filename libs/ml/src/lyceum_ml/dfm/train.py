@@ -1,6 +1,7 @@
 """Training and evaluation of the DFM (and of any model with its contract, e.g. the DKT baseline) on learner
 histories: `DFMTrainer` (a resumable loop of windowed batches, masked BCE, AdamW with warmup + cosine decay,
-gradient clipping), held-out AUC/accuracy/BCE/calibration, and `train_dfm` as a one-call convenience."""
+gradient clipping, optionally against a teacher's probabilities), held-out AUC/accuracy/BCE/calibration,
+`fit_teacher` (the DKT teacher the DFM is distilled from) and `train_dfm` as a one-call convenience."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lyceum_ml.checkpoint import save_dfm
+from lyceum_ml.dfm.dkt import DKT, DKTConfig
 from lyceum_ml.dfm.model import DFM
 from lyceum_ml.dfm.vocab import TaskVocab
 from lyceum_ml.metrics import binary_metrics
@@ -49,6 +51,16 @@ class TrainConfig:
     eval_every: int = 0  # train_dfm only: 0 = evaluate at the end
     eval_batch_size: int = 64
     seed: int = 0
+    # Knowledge distillation (Hinton et al. 2015): with a teacher, each event's target is
+    # (1 - distill) * outcome + distill * P_teacher(success). What `dfm_pretrain` jobs do by default: a DKT
+    # teacher (`fit_teacher`, same data and schedule) gives the DFM what an LSTM's running state knows.
+    # ASSIST2009 validation AUC, 500 steps, seeds 0/1: 0.8251/0.8251 without, 0.8274/0.8268 at 0.5
+    # (0.8267 at 0.3, 0.8274 at 0.7 on seed 0); the teachers 0.8267/0.8255. 0: no teacher is trained.
+    distill: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.distill <= 1.0:
+            raise ValueError(f"distill must be in [0, 1], got {self.distill}")
 
 
 def windows(histories: Sequence[History], window: int) -> list[History]:
@@ -183,7 +195,12 @@ class DFMTrainer:
         *,
         vocab: TaskVocab | None = None,
         metadata: dict[str, Any] | None = None,
+        teacher: nn.Module | None = None,
     ) -> None:
+        if teacher is not None and cfg.distill == 0.0:
+            raise ValueError(
+                "a teacher needs cfg.distill > 0 (the weight of its probabilities in the targets)"
+            )
         if isinstance(model, DFM) and cfg.window > model.cfg.max_events:
             raise ValueError(f"window={cfg.window} exceeds the model's {model.cfg.max_events} events")
         n_tasks = getattr(getattr(model, "cfg", None), "n_tasks", None)
@@ -193,6 +210,7 @@ class DFMTrainer:
         if vocab is not None and n_tasks is not None and len(vocab) != n_tasks:
             raise ValueError(f"vocabulary of {len(vocab)} tasks for a model of {n_tasks}")
         self.model, self.valid, self.cfg, self.vocab = model, valid, cfg, vocab
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         self.metadata = dict(metadata or {})
         self.total_steps, self.step = cfg.steps, 0
         self.chunks = windows(train, cfg.window)
@@ -251,7 +269,9 @@ class DFMTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             logits = self.model(tasks, outcomes)  # (B, N)
-            loss = F.binary_cross_entropy_with_logits(logits[mask].float(), outcomes[mask])
+            loss = F.binary_cross_entropy_with_logits(
+                logits[mask].float(), self._targets(tasks, outcomes, mask)
+            )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -267,6 +287,14 @@ class DFMTrainer:
             "lr": lr,
             "epoch": self._epoch + self._cursor / (len(self._bounds) - 1),
         }
+
+    def _targets(self, tasks: torch.Tensor, outcomes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The masked events' training targets: the outcomes, mixed with the teacher's probabilities."""
+        if self.teacher is None:
+            return outcomes[mask]
+        with torch.no_grad():
+            p = torch.sigmoid(self.teacher(tasks, outcomes)[mask].float())
+        return (1 - self.cfg.distill) * outcomes[mask] + self.cfg.distill * p
 
     def evaluate(self) -> dict[str, float]:
         """Metrics on the validation histories ({} without any); remembered for `export`."""
@@ -293,6 +321,7 @@ class DFMTrainer:
                     "epoch": self._epoch,
                 },
                 "last_eval": self.last_eval,
+                **({"teacher": self.teacher.state_dict()} if self.teacher is not None else {}),
             },
         )
 
@@ -304,7 +333,12 @@ class DFMTrainer:
         sampler = state["sampler"]
         if len(sampler["order"]) != len(self.chunks):
             raise ValueError(f"training state in {directory} was written for different training data")
+        if ("teacher" in state) != (self.teacher is not None):
+            written = "with" if "teacher" in state else "without"
+            raise ValueError(f"training state in {directory} was written {written} a teacher")
         self.model.load_state_dict(state["model"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["torch_rng"])
         self._rng.bit_generator.state = sampler["numpy_rng"]
@@ -331,16 +365,47 @@ class DFMTrainer:
         return metadata
 
 
+TEACHER_EVALS = 8  # fit_teacher scores validation data every 1/8 of its run and keeps the best weights
+
+
+def fit_teacher(
+    n_tasks: int,
+    train: Sequence[History],
+    valid: Sequence[History] = (),
+    cfg: TrainConfig = TrainConfig(),
+    device: torch.device | str = "cpu",
+) -> tuple[DKT, dict[str, float]]:
+    """The teacher a DFM is distilled from (`TrainConfig.distill`): the DKT baseline (`DKTConfig` defaults)
+    trained by this harness on the same data and schedule, seeded by cfg.seed, validated every 1/8 of the run
+    and returned at its best validation AUC (its last step without validation data), in eval mode, with those
+    validation metrics ({} without any) and `best_step`."""
+    torch.manual_seed(cfg.seed)
+    teacher = DKT(DKTConfig(n_tasks=n_tasks)).to(device)
+    trainer = DFMTrainer(teacher, train, valid, cfg)
+    best: dict[str, float] = {}
+    state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    while trainer.step < trainer.total_steps:
+        trainer.run(max(1, cfg.steps // TEACHER_EVALS))
+        figures = trainer.evaluate()
+        if not figures or figures["auc"] > best.get("auc", -1.0):
+            best = {**figures, "best_step": float(trainer.step)} if figures else {}
+            state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    teacher.load_state_dict(state)
+    return teacher.eval(), best
+
+
 def train_dfm(
     model: nn.Module,
     train: Sequence[History],
     valid: Sequence[History] = (),
     cfg: TrainConfig = TrainConfig(),
     on_log: Callable[[dict[str, float]], None] | None = None,
+    teacher: nn.Module | None = None,
 ) -> dict[str, float]:
-    """Trains in place with a DFMTrainer, evaluating every `cfg.eval_every` steps and at the end; returns the
-    last figures ({step, loss, throughput, lr, epoch} plus valid_* metrics when there is validation data)."""
-    trainer = DFMTrainer(model, train, valid, cfg)
+    """Trains in place with a DFMTrainer (distilled from `teacher` when one is given, e.g. `fit_teacher`'s),
+    evaluating every `cfg.eval_every` steps and at the end; returns the last figures ({step, loss,
+    throughput, lr, epoch} plus valid_* metrics when there is validation data)."""
+    trainer = DFMTrainer(model, train, valid, cfg, teacher=teacher)
     result: dict[str, float] = {}
     while trainer.step < trainer.total_steps:
         result = trainer.run(cfg.eval_every or trainer.total_steps)
