@@ -44,6 +44,8 @@ def test_submit_runs_to_success_and_registers_the_model(workers: Workers, db: st
     expected = {"name": "dfm-test", "version": registered.version, "kind": "dfm", "uri": registered.uri}
     assert done.result["model"] == expected and done.result["models"] == [expected]
     assert registered.job_id == job.job_id and registered.metrics["auc"] == done.metrics["auc"]
+    assert registered.metadata["train_config"]["distill"] == 0.5  # distilled from a DKT teacher by default
+    assert registered.metadata["teacher"] == "dkt"
     steps = [step for step, _, _ in jobs.metrics_history(TENANT, job.job_id)]
     assert steps == sorted(steps) and steps[-1] == 20
     assert registered.tenant == TENANT and not registered.public

@@ -4,7 +4,7 @@ over seeds (never test), margins are paired by seed, and the budget grid refuses
 from __future__ import annotations
 
 import argparse
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pytest
@@ -116,3 +116,20 @@ def test_predictions_of_different_events_are_not_averaged(bench: ModuleType) -> 
     b = bench.Predictions(a.y[::-1].copy(), a.p, a.attempts)
     with pytest.raises(ValueError, match="different events"):
         bench.averaged(a, b)
+
+
+def test_the_dfm_learns_from_this_run_s_dkt_and_the_no_teacher_row_is_the_same_model(
+    bench: ModuleType,
+) -> None:
+    assert bench.MODELS[bench.NO_TEACHER](7).cfg == bench.MODELS["DFM"](7).cfg  # only the training differs
+    dkt = bench.MODELS["DKT"](7)
+    assert dkt.cfg == bench.DKTConfig(n_tasks=7)  # the config fit_teacher trains, so the DKT row can teach
+    cfg = bench.TrainConfig(steps=350, seed=2)
+    bench.TEACHERS["toy", 350, 2] = dkt.state_dict()
+    try:
+        splits = SimpleNamespace(vocab=range(7))  # cached: nothing to train, no histories needed
+        teacher = bench.teacher_for("toy", splits, cfg)
+    finally:
+        del bench.TEACHERS["toy", 350, 2]
+    for name, weight in dkt.state_dict().items():
+        assert bench.torch.equal(teacher.state_dict()[name], weight), name

@@ -1,11 +1,13 @@
-"""The resumable DFM trainer and the DKT baseline: exact resume (straight vs save + load), bounded steps,
-length-packed epochs, export loadable by `load_dfm`, and DKT learning simulated learners above chance."""
+"""The resumable DFM trainer and the DKT baseline: exact resume (straight vs save + load, with and without a
+teacher), bounded steps, length-packed epochs, export loadable by `load_dfm`, distillation from a teacher
+(`fit_teacher`), and DKT learning simulated learners above chance."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,7 +17,15 @@ from lyceum_ml.dfm import DFM, DFMConfig, TaskVocab
 from lyceum_ml.dfm.dkt import DKT, DKTConfig
 from lyceum_ml.dfm.inference import predict, prefill
 from lyceum_ml.dfm.simulate import SimConfig, simulate
-from lyceum_ml.dfm.train import DFMTrainer, TrainConfig, evaluate_split, lr_at, train_dfm
+from lyceum_ml.dfm.train import (
+    DFMTrainer,
+    TrainConfig,
+    evaluate_split,
+    fit_teacher,
+    lr_at,
+    predict_split,
+    train_dfm,
+)
 from lyceum_ml.training import ResumableTrainer, warmup_cosine
 
 WINDOW = 24
@@ -44,17 +54,29 @@ def weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("kind", ["dfm", "dkt"])  # DKT's dropout also checks the torch RNG is restored
+def make_teacher(n_tasks: int, seed: int) -> DKT:
+    torch.manual_seed(seed)
+    return DKT(DKTConfig(n_tasks=n_tasks, d_embed=8, d_hidden=8))
+
+
+# DKT's dropout also checks the torch RNG is restored; "dfm+teacher": a distilled DFM, whose resumed trainer
+# starts from a differently initialised teacher that only the checkpoint's teacher weights can put right
+@pytest.mark.parametrize("kind", ["dfm", "dkt", "dfm+teacher"])
 def test_resume_is_exact(tmp_path: Path, kind: str) -> None:
     tasks, train, valid = sim_splits()
-    straight = DFMTrainer(make_model(kind, len(tasks)), train, valid, CFG)
+    model = kind.removesuffix("+teacher")
+
+    def teacher(seed: int) -> DKT | None:
+        return make_teacher(len(tasks), seed) if kind.endswith("+teacher") else None
+
+    straight = DFMTrainer(make_model(model, len(tasks)), train, valid, CFG, teacher=teacher(1))
     losses = [straight.run(1)["loss"] for _ in range(6)]
 
-    first = DFMTrainer(make_model(kind, len(tasks)), train, valid, CFG)
+    first = DFMTrainer(make_model(model, len(tasks)), train, valid, CFG, teacher=teacher(1))
     resumed = [first.run(1)["loss"] for _ in range(3)]
     first.save(tmp_path / "state")
     torch.manual_seed(123)  # whatever happens between slices must not matter
-    second = DFMTrainer(make_model(kind, len(tasks)), train, valid, CFG)
+    second = DFMTrainer(make_model(model, len(tasks)), train, valid, CFG, teacher=teacher(2))
     second.run(2)  # ... not even steps a fresh trainer took before loading
     second.load(tmp_path / "state")
     assert second.step == 3
@@ -151,6 +173,62 @@ def test_trainer_rejects_inconsistent_inputs() -> None:
     with pytest.raises(ValueError, match="no training events"):
         DFMTrainer(model, [([], [])], cfg=CFG)
     assert DFMTrainer(model, [([0], [1.0])], cfg=CFG).evaluate() == {}  # nothing held out
+
+
+def test_a_teacher_s_probabilities_are_the_targets_in_proportion_distill(tmp_path: Path) -> None:
+    tasks, train, valid = sim_splits()
+    undecided = make_teacher(len(tasks), 0)  # P = 0.5 for every event
+    nn.init.zeros_(undecided.out.weight)
+    nn.init.zeros_(undecided.out.bias)
+    cfg = TrainConfig(steps=60, batch_size=8, window=WINDOW, lr=1e-2, warmup_steps=5, seed=0)
+
+    def spread(distill: float) -> float:
+        """How far the trained DFM's validation predictions stray from 0.5."""
+        model = make_model("dfm", len(tasks))
+        teacher = undecided if distill else None  # distill 0: no teacher at all
+        DFMTrainer(model, train, valid, replace(cfg, distill=distill), teacher=teacher).run(60)
+        return float(np.abs(predict_split(model, valid, WINDOW).p - 0.5).mean())
+
+    assert spread(1.0) < 0.02  # it learns the teacher, not the outcomes
+    assert spread(0.5) < spread(0.25) < spread(0.0) - 0.05  # between the two in proportion
+    assert spread(0.0) > 0.1
+    assert not undecided.training and not any(p.requires_grad for p in undecided.parameters())
+
+
+def test_distillation_settings_are_checked(tmp_path: Path) -> None:
+    tasks, train, _ = sim_splits()
+    with pytest.raises(ValueError, match="distill must be in"):
+        TrainConfig(distill=1.5)
+    with pytest.raises(ValueError, match="needs cfg.distill > 0"):
+        DFMTrainer(
+            make_model("dfm", len(tasks)), train, cfg=replace(CFG, distill=0.0), teacher=make_teacher(9, 0)
+        )
+    DFMTrainer(make_model("dfm", len(tasks)), train, cfg=CFG).save(tmp_path / "plain")
+    with pytest.raises(ValueError, match="without a teacher"):
+        DFMTrainer(make_model("dfm", len(tasks)), train, cfg=CFG, teacher=make_teacher(9, 0)).load(
+            tmp_path / "plain"
+        )
+    DFMTrainer(make_model("dfm", len(tasks)), train, cfg=CFG, teacher=make_teacher(9, 0)).save(
+        tmp_path / "taught"
+    )
+    with pytest.raises(ValueError, match="with a teacher"):
+        DFMTrainer(make_model("dfm", len(tasks)), train, cfg=CFG).load(tmp_path / "taught")
+
+
+def test_fit_teacher_returns_its_best_validation_checkpoint_deterministically() -> None:
+    tasks, train, valid = sim_splits()
+    cfg = TrainConfig(steps=16, batch_size=8, window=WINDOW, lr=1e-2, warmup_steps=2, seed=3)
+    teacher, metrics = fit_teacher(len(tasks), train, valid, cfg)
+    assert isinstance(teacher, DKT) and teacher.cfg == DKTConfig(n_tasks=len(tasks)) and not teacher.training
+    assert metrics["best_step"] in {2, 4, 6, 8, 10, 12, 14, 16}  # validated every 1/8 of the run
+    assert evaluate_split(teacher, valid, WINDOW) == {k: v for k, v in metrics.items() if k != "best_step"}
+    again, _ = fit_teacher(len(tasks), train, valid, cfg)
+    for (name, a), b in zip(weights(teacher).items(), weights(again).values(), strict=True):
+        assert torch.equal(a, b), name
+    other, _ = fit_teacher(len(tasks), train, valid, replace(cfg, seed=4))
+    assert not torch.equal(other.out.weight, teacher.out.weight)
+    last, none = fit_teacher(len(tasks), train, (), cfg)  # nothing held out: its last step's weights
+    assert none == {} and not last.training
 
 
 def test_learning_rate_follows_the_shared_schedule() -> None:
