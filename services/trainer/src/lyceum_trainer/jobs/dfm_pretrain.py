@@ -7,6 +7,8 @@ weights travel in every checkpoint, so a resumed job loads them instead of train
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from lyceum_jobs.configs import DFMPretrainConfig
@@ -16,6 +18,8 @@ from lyceum_ml.dfm.dkt import DKT, DKTConfig
 from lyceum_ml.dfm.simulate import SimConfig
 from lyceum_ml.dfm.train import DFMTrainer, TrainConfig, evaluate_split, fit_teacher
 from lyceum_trainer.jobs import Built, JobContext
+
+log = logging.getLogger(__name__)
 
 
 def build(config: DFMPretrainConfig, ctx: JobContext) -> Built:
@@ -39,7 +43,9 @@ def build(config: DFMPretrainConfig, ctx: JobContext) -> Built:
     if train_cfg.distill > 0:
         n_tasks = len(splits.vocab)
         if ctx.resume is None:
-            teacher, _ = fit_teacher(n_tasks, splits.train.histories, splits.valid.histories, train_cfg)
+            log.info("job %s: training a DKT teacher (%d steps) first", ctx.job_id, train_cfg.steps)
+            teacher, figures = fit_teacher(n_tasks, splits.train.histories, splits.valid.histories, train_cfg)
+            log.info("job %s: teacher ready, validation %s", ctx.job_id, figures or "none held out")
         else:  # the checkpoint holds its weights (DFMTrainer.load)
             teacher = DKT(DKTConfig(n_tasks=n_tasks))
     trainer = DFMTrainer(
