@@ -8,9 +8,9 @@ with one feature switched off, e.g. --models DFM,DFM-no-recency (names in ABLATI
 
 The DFM is built from DFMConfig's defaults and trained as `dfm_pretrain` jobs train it: distilled from a DKT
 teacher (`TrainConfig.distill`: targets half outcome, half the teacher's probability). Its teacher is this
-run's DKT of the same seed and budget (the very model `dfm.train.fit_teacher` trains; without DKT in --models,
-it is trained), so the DFM - DKT margin is a student against its own teacher, and the teacher's training time
-is not in the DFM's s/seed. DFM-no-teacher is the same DFM trained on the outcomes alone.
+run's DKT of the same seed and budget (the model `dfm.distill.fit_teacher` trains; without DKT in --models, it
+is trained), so the DFM - DKT margin is a student against its own teacher, and the teacher's training time is
+not in the DFM's s/seed. DFM-no-teacher is the same DFM trained on the outcomes alone.
 Splits (the shared copies described in shared/data/README.md):
   assist2009  DKVMN split (dkvmn/assist2009_updated): train on _train1, select on _valid1, report on _test
   assist2015  pyKT split (pykt_assist2015): train_valid.csv folds 1-4 train, fold 0 selects, test.csv reports
@@ -69,6 +69,7 @@ from torch import nn
 
 from lyceum_ml.dfm import DFM, DFMConfig
 from lyceum_ml.dfm.data import DatasetSpec, Splits, load_dataset
+from lyceum_ml.dfm.distill import fit_teacher
 from lyceum_ml.dfm.dkt import DKT, DKTConfig
 from lyceum_ml.dfm.sakt import SAKT, SAKTConfig
 from lyceum_ml.dfm.train import (
@@ -77,7 +78,6 @@ from lyceum_ml.dfm.train import (
     Protocol,
     TrainConfig,
     evaluate_split,
-    fit_teacher,
     predict_split,
 )
 from lyceum_ml.metrics import roc_auc
@@ -126,7 +126,7 @@ def dfm_model(n_tasks: int, **changes: Any) -> nn.Module:
 
 def dkt_model(n_tasks: int) -> nn.Module:
     """DKTConfig's defaults (200-wide embeddings and LSTM, dropout 0.2): also the DFM's teacher
-    (`dfm.train.fit_teacher`)."""
+    (`dfm.distill.fit_teacher`)."""
     return DKT(DKTConfig(n_tasks=n_tasks))
 
 

@@ -1,6 +1,6 @@
 """The resumable DFM trainer and the DKT baseline: exact resume (straight vs save + load, with and without a
-teacher), bounded steps, length-packed epochs, export loadable by `load_dfm`, distillation from a teacher
-(`fit_teacher`), and DKT learning simulated learners above chance."""
+teacher), bounded steps, length-packed epochs, export loadable by `load_dfm`, targets mixed with a teacher's
+probabilities, and DKT learning simulated learners above chance."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from lyceum_ml.dfm.train import (
     DFMTrainer,
     TrainConfig,
     evaluate_split,
-    fit_teacher,
     lr_at,
     predict_split,
     train_dfm,
@@ -213,22 +212,6 @@ def test_distillation_settings_are_checked(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="with a teacher"):
         DFMTrainer(make_model("dfm", len(tasks)), train, cfg=CFG).load(tmp_path / "taught")
-
-
-def test_fit_teacher_returns_its_best_validation_checkpoint_deterministically() -> None:
-    tasks, train, valid = sim_splits()
-    cfg = TrainConfig(steps=16, batch_size=8, window=WINDOW, lr=1e-2, warmup_steps=2, seed=3)
-    teacher, metrics = fit_teacher(len(tasks), train, valid, cfg)
-    assert isinstance(teacher, DKT) and teacher.cfg == DKTConfig(n_tasks=len(tasks)) and not teacher.training
-    assert metrics["best_step"] in {2, 4, 6, 8, 10, 12, 14, 16}  # validated every 1/8 of the run
-    assert evaluate_split(teacher, valid, WINDOW) == {k: v for k, v in metrics.items() if k != "best_step"}
-    again, _ = fit_teacher(len(tasks), train, valid, cfg)
-    for (name, a), b in zip(weights(teacher).items(), weights(again).values(), strict=True):
-        assert torch.equal(a, b), name
-    other, _ = fit_teacher(len(tasks), train, valid, replace(cfg, seed=4))
-    assert not torch.equal(other.out.weight, teacher.out.weight)
-    last, none = fit_teacher(len(tasks), train, (), cfg)  # nothing held out: its last step's weights
-    assert none == {} and not last.training
 
 
 def test_learning_rate_follows_the_shared_schedule() -> None:

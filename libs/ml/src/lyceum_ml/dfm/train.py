@@ -1,7 +1,7 @@
 """Training and evaluation of the DFM (and of any model with its contract, e.g. the DKT baseline) on learner
 histories: `DFMTrainer` (a resumable loop of windowed batches, masked BCE, AdamW with warmup + cosine decay,
-gradient clipping, optionally against a teacher's probabilities), held-out AUC/accuracy/BCE/calibration,
-`fit_teacher` (the DKT teacher the DFM is distilled from) and `train_dfm` as a one-call convenience."""
+gradient clipping, optionally against a teacher's probabilities: `dfm.distill`), held-out
+AUC/accuracy/BCE/calibration, and `train_dfm` as a one-call convenience."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from lyceum_ml.checkpoint import save_dfm
-from lyceum_ml.dfm.dkt import DKT, DKTConfig
 from lyceum_ml.dfm.model import DFM
 from lyceum_ml.dfm.vocab import TaskVocab
 from lyceum_ml.metrics import binary_metrics
@@ -53,7 +52,7 @@ class TrainConfig:
     seed: int = 0
     # Knowledge distillation (Hinton et al. 2015): with a teacher, each event's target is
     # (1 - distill) * outcome + distill * P_teacher(success). What `dfm_pretrain` jobs do by default: a DKT
-    # teacher (`fit_teacher`, same data and schedule) gives the DFM what an LSTM's running state knows.
+    # teacher (`dfm.distill`, same data and schedule) gives the DFM what an LSTM's running state knows.
     # ASSIST2009 validation AUC, 500 steps, seeds 0/1: 0.8251/0.8251 without, 0.8274/0.8268 at 0.5
     # (0.8267 at 0.3, 0.8274 at 0.7 on seed 0); the teachers 0.8267/0.8255. 0: no teacher is trained.
     distill: float = 0.5
@@ -365,35 +364,6 @@ class DFMTrainer:
         return metadata
 
 
-TEACHER_EVALS = 8  # fit_teacher scores validation data every 1/8 of its run and keeps the best weights
-
-
-def fit_teacher(
-    n_tasks: int,
-    train: Sequence[History],
-    valid: Sequence[History] = (),
-    cfg: TrainConfig = TrainConfig(),
-    device: torch.device | str = "cpu",
-) -> tuple[DKT, dict[str, float]]:
-    """The teacher a DFM is distilled from (`TrainConfig.distill`): the DKT baseline (`DKTConfig` defaults)
-    trained by this harness on the same data and schedule, seeded by cfg.seed, validated every 1/8 of the run
-    and returned at its best validation AUC (its last step without validation data), in eval mode, with those
-    validation metrics ({} without any) and `best_step`."""
-    torch.manual_seed(cfg.seed)
-    teacher = DKT(DKTConfig(n_tasks=n_tasks)).to(device)
-    trainer = DFMTrainer(teacher, train, valid, cfg)
-    best: dict[str, float] = {}
-    state = {k: v.clone() for k, v in teacher.state_dict().items()}
-    while trainer.step < trainer.total_steps:
-        trainer.run(max(1, cfg.steps // TEACHER_EVALS))
-        figures = trainer.evaluate()
-        if not figures or figures["auc"] > best.get("auc", -1.0):
-            best = {**figures, "best_step": float(trainer.step)} if figures else {}
-            state = {k: v.clone() for k, v in teacher.state_dict().items()}
-    teacher.load_state_dict(state)
-    return teacher.eval(), best
-
-
 def train_dfm(
     model: nn.Module,
     train: Sequence[History],
@@ -402,7 +372,7 @@ def train_dfm(
     on_log: Callable[[dict[str, float]], None] | None = None,
     teacher: nn.Module | None = None,
 ) -> dict[str, float]:
-    """Trains in place with a DFMTrainer (distilled from `teacher` when one is given, e.g. `fit_teacher`'s),
+    """Trains in place with a DFMTrainer (distilled from `teacher` when one is given, e.g. `dfm.distill`'s),
     evaluating every `cfg.eval_every` steps and at the end; returns the last figures ({step, loss,
     throughput, lr, epoch} plus valid_* metrics when there is validation data)."""
     trainer = DFMTrainer(model, train, valid, cfg, teacher=teacher)
