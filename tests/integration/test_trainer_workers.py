@@ -38,7 +38,8 @@ def test_submit_runs_to_success_and_registers_the_model(workers: Workers, db: st
     assert created and job.state == JobState.QUEUED
     done = wait_for(jobs, job.job_id, lambda j: j.state.terminal, 120, "success", workers)
     assert done.state == JobState.SUCCEEDED, done.error
-    assert done.progress["step"] == done.progress["total"] == 20
+    # 20 steps of its DKT teacher, then 20 of the DFM (dfm.distill.DistilledDFMTrainer)
+    assert done.progress["step"] == done.progress["total"] == 40
     assert 0.5 < done.metrics["auc"] <= 1 and "test_auc" in done.metrics
     registered = models.resolve(TENANT, "dfm-test", "latest")
     expected = {"name": "dfm-test", "version": registered.version, "kind": "dfm", "uri": registered.uri}
@@ -47,7 +48,7 @@ def test_submit_runs_to_success_and_registers_the_model(workers: Workers, db: st
     assert registered.metadata["train_config"]["distill"] == 0.5  # distilled from a DKT teacher by default
     assert registered.metadata["teacher"] == "dkt"
     steps = [step for step, _, _ in jobs.metrics_history(TENANT, job.job_id)]
-    assert steps == sorted(steps) and steps[-1] == 20
+    assert steps == sorted(steps) and steps[-1] == 40
     assert registered.tenant == TENANT and not registered.public
     assert models.list("globex") == [] and jobs.get("globex", job.job_id) is None
     assert f"tenant {TENANT}" in workers.log("w1")
@@ -109,7 +110,7 @@ def test_a_killed_worker_s_job_resumes_elsewhere_and_finishes_once(
     assert len(versions) == 1  # registered exactly once
     assert done.result["model"]["version"] == versions[0].version
     steps = [step for step, _, _ in jobs.metrics_history(TENANT, job.job_id)]
-    assert steps[-1] == 120
+    assert steps[-1] == 240  # the teacher's 120 steps and the DFM's
 
 
 def test_a_job_whose_message_was_lost_is_resent_by_the_reconciler(workers: Workers, db: str) -> None:
