@@ -370,12 +370,11 @@ def train_dfm(
     valid: Sequence[History] = (),
     cfg: TrainConfig = TrainConfig(),
     on_log: Callable[[dict[str, float]], None] | None = None,
-    teacher: nn.Module | None = None,
 ) -> dict[str, float]:
-    """Trains in place with a DFMTrainer (distilled from `teacher` when one is given, e.g. `dfm.distill`'s),
-    evaluating every `cfg.eval_every` steps and at the end; returns the last figures ({step, loss,
-    throughput, lr, epoch} plus valid_* metrics when there is validation data)."""
-    trainer = DFMTrainer(model, train, valid, cfg, teacher=teacher)
+    """Trains in place with a DFMTrainer (no teacher: `dfm.distill` distils), evaluating every
+    `cfg.eval_every` steps and at the end; returns the last figures ({step, loss, throughput, lr, epoch}
+    plus valid_* metrics when there is validation data)."""
+    trainer = DFMTrainer(model, train, valid, cfg)
     result: dict[str, float] = {}
     while trainer.step < trainer.total_steps:
         result = trainer.run(cfg.eval_every or trainer.total_steps)
