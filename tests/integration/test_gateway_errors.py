@@ -8,6 +8,7 @@ import socket
 import pytest
 from fastapi.testclient import TestClient
 from fixtures.gateway import API_KEY, MakeGateway
+from fleet import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -326,7 +327,11 @@ def test_ready_while_one_of_several_predictors_serves(
 ) -> None:
     gateway = make_gateway([closed_port_address(), predictor_address], request_timeout_s=5)
 
-    ready = gateway.get("/readyz")
+    # Until its health watch first fails, the closed sampler address is STARTING, which routes (and counts):
+    # wait for the watch rather than race it (a loaded machine answered /readyz first once).
+    ready = wait_until(
+        lambda: (r := gateway.get("/readyz")).json()["samplers_serving"] == 0 and r, 30, what="sampler watch"
+    )
 
     assert ready.status_code == 200
     assert ready.json() == {
