@@ -40,9 +40,11 @@ The last table breaks each model's validation AUC down by the learner's earlier 
 in its window (0 = a first attempt, which leans on the outcomes of other tasks) and scores the DFM's and DKT's
 probabilities averaged next to two DFM seeds averaged: where a margin comes from, and how much each model
 knows that the other does not beyond what averaging alone buys.
-CPU cost of the full grid, 3 seeds, DFM + DKT + SAKT, as two processes of one thread sharing the 2-core
-machine: `--datasets assist2015` 59 min and `--datasets assist2009,statics` 47 min (the DFM takes about
-2.5x DKT's time per step). --quick (20 steps each, one evaluation): about a minute.
+CPU cost, as two processes of one thread sharing the 2-core machine (with other work on it): `--datasets
+assist2009 --models DFM,DKT,DFM-no-teacher` 54 min, `--datasets statics` (same models) 35 min, `--datasets
+assist2015 --models DFM,DKT --steps 800` 27 min. Per seed on ASSIST2009 at 500 steps the DFM took 276 s with
+its teacher's forward pass in every step, 214 s without, and the DKT 66 s at 350 steps (its own training is
+what a job adds before the DFM). --quick (20 steps each, one evaluation): about a minute.
 DFM settings were chosen on validation data only (ablations: the closing notes of issue 16): distillation from
 a DKT teacher (ASSIST2009 valid AUC, 500 steps, seeds 0/1: 0.8251/0.8251 without, 0.8274/0.8268 at distill
 0.5, teachers 0.8267/0.8255; 0.8267 at 0.3 and 0.8274 at 0.7 on seed 0), outcome tokens carrying their task, a
