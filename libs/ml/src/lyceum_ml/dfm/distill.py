@@ -120,7 +120,8 @@ class DistilledDFMTrainer:
 
     @property
     def step(self) -> int:
-        return self.teacher.trainer.step + (self.student.step if self.student is not None else 0)
+        """The teacher's steps, then cfg.steps plus the DFM's (the DFM starts once the teacher is done)."""
+        return self.teacher.trainer.step if self.student is None else self.cfg.steps + self.student.step
 
     def _start_student(self, teacher: DKT) -> DFMTrainer:
         self.student = DFMTrainer(
@@ -161,8 +162,7 @@ class DistilledDFMTrainer:
 
     def load(self, directory: Path) -> None:
         student = Path(directory) / "student"
-        if student.is_dir():
-            self.teacher.trainer.step = self.cfg.steps  # its phase is over; the DFM's state has its weights
+        if student.is_dir():  # the teacher's phase is over; the DFM's state holds the teacher's weights
             self._start_student(self.teacher.model).load(student)
         else:
             self.teacher.load(Path(directory) / "teacher")

@@ -36,11 +36,8 @@ def build(config: DFMPretrainConfig, ctx: JobContext) -> Built:
     train_cfg = TrainConfig(**t.model_dump())  # the job's section mirrors TrainConfig field for field
     metadata = {"name": config.register_as, "source": "dfm_pretrain", "dataset": d.model_dump()}
     train, valid = splits.train.histories, splits.valid.histories
-    trainer: ResumableTrainer = (
-        DistilledDFMTrainer(model, train, valid, train_cfg, vocab=splits.vocab, metadata=metadata)
-        if train_cfg.distill > 0
-        else DFMTrainer(model, train, valid, train_cfg, vocab=splits.vocab, metadata=metadata)
-    )
+    kind = DistilledDFMTrainer if train_cfg.distill > 0 else DFMTrainer
+    trainer: ResumableTrainer = kind(model, train, valid, train_cfg, vocab=splits.vocab, metadata=metadata)
 
     def final() -> dict[str, float]:
         if splits.test is None or not splits.test.histories:
