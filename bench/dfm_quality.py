@@ -4,13 +4,14 @@ LSTM over (skill, correct)) and, with --models DFM,DKT,SAKT, SAKT (one attention
 with one feature switched off, e.g. --models DFM,DFM-no-recency (names in ABLATIONS).
 
     python bench/dfm_quality.py [--quick] [--datasets assist2009,assist2015,statics] [--models DFM,DKT]
-                                [--seeds 0,1,2] [--steps N[,N...]] [--threads 1]
+                                [--seeds 0,1,2] [--steps N[,N...]] [--threads 1] [--workers 1]
 
 The DFM is built from DFMConfig's defaults and trained as `dfm_pretrain` jobs train it: distilled from a DKT
 teacher (`TrainConfig.distill`: targets half outcome, half the teacher's probability). Its teacher is this
 run's DKT of the same seed and budget (the model `dfm.distill.fit_teacher` trains; without DKT in --models, it
 is trained), so the DFM - DKT margin is a student against its own teacher, and the teacher's training time is
-not in the DFM's s/seed. DFM-no-teacher is the same DFM trained on the outcomes alone.
+not in the DFM's s/seed. DFM-no-teacher is the same DFM trained on the outcomes alone; DKT-distilled is the
+DKT trained by the DFM's recipe (distilled from this run's DKT), what distillation alone gives a student.
 Splits (the shared copies described in shared/data/README.md):
   assist2009  DKVMN split (dkvmn/assist2009_updated): train on _train1, select on _valid1, report on _test
   assist2015  pyKT split (pykt_assist2015): train_valid.csv folds 1-4 train, fold 0 selects, test.csv reports
@@ -40,18 +41,21 @@ The last table breaks each model's validation AUC down by the learner's earlier 
 in its window (0 = a first attempt, which leans on the outcomes of other tasks) and scores the DFM's and DKT's
 probabilities averaged next to two DFM seeds averaged: where a margin comes from, and how much each model
 knows that the other does not beyond what averaging alone buys.
-CPU cost, as two processes of one thread sharing the 2-core machine (with other work on it): `--datasets
-assist2009 --models DFM,DKT,DFM-no-teacher` 54 min, `--datasets statics` (same models) 35 min, `--datasets
-assist2015 --models DFM,DKT --steps 800` 27 min. Per seed on ASSIST2009 at 500 steps the DFM took 276 s with
-its teacher's forward pass in every step, 214 s without, and the DKT 66 s at 350 steps (its own training is
-what a job adds before the DFM). --quick (20 steps each, one evaluation): about a minute.
+CPU cost on the 2-core machine with --workers 2 (one torch thread each), --models DFM,DKT,DKT-distilled:
+--datasets assist2009 23 min, statics 18 min, assist2015 --steps 800 24 min. Per seed the DFM took 265 s on
+ASSIST2009 at 500 steps with its teacher's forward pass in every step (214 s without, an earlier run), the DKT
+75 s at 350 steps (its own training is what a job adds before the DFM). --quick (20 steps each, one
+evaluation): about a minute.
 DFM settings were chosen on validation data only (ablations: the closing notes of issue 16): distillation from
 a DKT teacher (ASSIST2009 valid AUC, 500 steps, seeds 0/1: 0.8251/0.8251 without, 0.8274/0.8268 at distill
 0.5, teachers 0.8267/0.8255; 0.8267 at 0.3 and 0.8274 at 0.7 on seed 0), outcome tokens carrying their task, a
 task-specific read-out, dropout 0.1 (ASSIST2009 valid AUC, seed 0, 500 steps: dropout 0.2 0.8212, 0.1 0.8235,
 0 0.8225; same-harness DKT 0.8254) and a learned per-head recency bias on attention (0.8235 without, 0.8253
 with); d_model 64/96 and 2/3 layers, lr 1e-3 to 6e-3 and weight decay were all within 0.002 AUC, so the
-cheapest was kept; 1000 steps overfit (DFM 0.8203, DKT 0.8240).
+cheapest was kept; 1000 steps overfit (DFM 0.8203, DKT 0.8240). With the teacher (ASSIST2009 valid AUC, seed
+0; the default at 500 steps 0.8277): 750 steps 0.8273 (its DKT teacher overfits, 0.8228), d_model 128 0.8264
+(2.5x the time), n_layer 3 0.8268, and a second DFM taught by the DKT and the first DFM averaged 0.8273 (a
+DKT taught by that pair: 0.8281).
 """
 
 from __future__ import annotations
@@ -60,8 +64,9 @@ import argparse
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -145,12 +150,16 @@ ABLATIONS = {
     "DFM-no-recency": "recency_bias",
 }
 NO_TEACHER = "DFM-no-teacher"  # the DFM trained on the outcomes alone (TrainConfig.distill 0)
+# DKT under the DFM's recipe: distilled from this run's DKT of the same seed and budget (a DKT teaching
+# itself), so the DFM - DKT margin can be read apart from what distillation alone buys any student.
+SELF_DISTILLED_DKT = "DKT-distilled"
 MODELS: dict[str, Callable[[int], nn.Module]] = {
     "DFM": dfm_model,
     "DKT": dkt_model,
     "SAKT": sakt_model,
     **{name: partial(dfm_model, **{field: DFMConfig.LEGACY[field]}) for name, field in ABLATIONS.items()},
     NO_TEACHER: dfm_model,
+    SELF_DISTILLED_DKT: dkt_model,
 }
 # The best-validation DKT weights of this run by (dataset, budget, seed): a DFM's teacher when DKT is in
 # --models (fit_teacher would train the very same model: same config, seed, schedule and selection).
@@ -172,11 +181,11 @@ PROTOCOLS: tuple[Protocol, ...] = ("all", "pykt")
 
 
 def fit(dataset: str, name: str, splits: Splits, steps: int, eval_every: int, seed: int) -> dict[str, Any]:
-    """Trains one model (a DFM distilled from its DKT teacher, unless it is DFM-no-teacher), keeps the weights
-    of its best validation AUC and returns their test metrics under both protocols (`all_auc`, `pykt_auc`,
-    ...) and their validation predictions (`valid`, for the breakdown)."""
+    """Trains one model, distilled from this run's DKT when it is DKT-distilled or a DFM other than
+    DFM-no-teacher, keeps the weights of its best validation AUC and returns their test metrics under both
+    protocols (`all_auc`, `pykt_auc`, ...) and their validation predictions (`valid`, for the breakdown)."""
     cfg = TrainConfig(steps=steps, batch_size=BATCH, window=WINDOW, warmup_steps=steps // 10, seed=seed)
-    distilled = name.startswith("DFM") and name != NO_TEACHER
+    distilled = (name.startswith("DFM") and name != NO_TEACHER) or name == SELF_DISTILLED_DKT
     teacher = teacher_for(dataset, splits, cfg) if distilled else None
     torch.manual_seed(seed)
     model = MODELS[name](len(splits.vocab))
@@ -205,6 +214,42 @@ def fit(dataset: str, name: str, splits: Splits, steps: int, eval_every: int, se
         test = evaluate_split(model, splits.test.histories, WINDOW, protocol=protocol)  # type: ignore[union-attr]
         out |= {f"{protocol}_{k}": v for k, v in test.items()}
     return out
+
+
+@cache
+def splits_of(spec: DatasetSpec) -> Splits:
+    return load_dataset(spec)
+
+
+def fit_cell(
+    dataset: str, spec: DatasetSpec, models: list[str], quick: bool, cell: tuple[int, int]
+) -> dict[str, Any]:
+    """Every model at one (budget, seed): DKT first, its weights being the DFMs' teachers. The unit of
+    --workers: a cell's models run in one process, so each DFM finds its teacher in TEACHERS."""
+    budget, seed = cell
+    splits = splits_of(spec)
+    eval_every = budget if quick else max(1, budget // 8)
+    return {
+        m: fit(dataset, m, splits, budget, eval_every, seed) for m in sorted(models, key=lambda m: m != "DKT")
+    }
+
+
+def fit_cells(
+    dataset: str,
+    spec: DatasetSpec,
+    models: list[str],
+    quick: bool,
+    cells: list[tuple[int, int]],
+    workers: int,
+    threads: int,
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """`fit_cell` for every (budget, seed): in this process, or in `workers` processes of `threads` torch
+    threads each (a cell's results do not depend on where it ran)."""
+    work = partial(fit_cell, dataset, spec, models, quick)
+    if workers <= 1:
+        return {cell: work(cell) for cell in cells}
+    with ProcessPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        return dict(zip(cells, pool.map(work, cells), strict=True))
 
 
 Runs = list[dict[str, Any]]  # per seed: test metrics and figures (floats), validation predictions ("valid")
@@ -373,7 +418,10 @@ def main() -> None:
         type=budget_grid,
         help="optimizer-step budgets for every dataset, comma-separated (each model picks one on validation)",
     )
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes training (budget, seed) cells side by side"
+    )
     parser.add_argument("--data", type=Path, default=DATA, help="the shared/data folder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -391,23 +439,29 @@ def main() -> None:
     for name in names:
         bench = table[name]
         budgets = steps or ((QUICK_STEPS,) if args.quick else bench.budgets)
-        splits = load_dataset(bench.spec)
+        splits = splits_of(bench.spec)
         sizes = [len(d.histories) for d in (splits.train, splits.valid, splits.test)]  # type: ignore[union-attr]
         print(
             f"{name}: {len(splits.vocab)} tasks, train/valid/test learners {sizes}, budgets {budgets} steps",
             flush=True,
         )
-        results = {  # DKT first: its weights are the DFMs' teachers
-            m: {
-                b: [fit(name, m, splits, b, b if args.quick else max(1, b // 8), seed) for seed in seeds]
-                for b in budgets
-            }
-            for m in sorted(models, key=lambda m: m != "DKT")
-        }
+        done = fit_cells(
+            name,
+            bench.spec,
+            models,
+            args.quick,
+            [(b, s) for b in budgets for s in seeds],
+            args.workers,
+            args.threads,
+        )
+        results = {m: {b: [done[b, s][m] for s in seeds] for b in budgets} for m in models}
         rows.append(Row(name, bench, budgets, results))
     report(rows, models, seeds)
     breakdown(rows, models)
-    print(f"total {time.perf_counter() - begin:.0f} s, {args.threads} torch thread(s)")
+    print(
+        f"total {time.perf_counter() - begin:.0f} s, {args.workers} process(es)"
+        f" of {args.threads} torch thread(s)"
+    )
 
 
 if __name__ == "__main__":

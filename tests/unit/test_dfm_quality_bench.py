@@ -133,3 +133,30 @@ def test_the_dfm_learns_from_this_run_s_dkt_and_the_no_teacher_row_is_the_same_m
         del bench.TEACHERS["toy", 350, 2]
     for name, weight in dkt.state_dict().items():
         assert bench.torch.equal(teacher.state_dict()[name], weight), name
+
+
+def test_cells_trained_in_worker_processes_match_one_process(bench: ModuleType) -> None:
+    """--workers: each (budget, seed) cell trains its DKT and the models distilled from it in one process,
+    and gives what the serial run gives."""
+    from lyceum_ml.dfm.simulate import SimConfig
+
+    spec = bench.DatasetSpec("simulated", simulation=SimConfig(n_skills=3, n_learners=60, max_events=40))
+    cells, models = [(3, 0), (3, 1)], ["DFM", "DKT-distilled", "DKT"]
+    try:
+        serial = bench.fit_cells("toy", spec, models, True, cells, workers=1, threads=1)
+        pooled = bench.fit_cells("toy", spec, models, True, cells, workers=2, threads=1)
+    finally:
+        for budget, seed in cells:
+            bench.TEACHERS.pop(("toy", budget, seed), None)
+    assert list(pooled) == cells
+    for cell in cells:
+        for model in models:
+            a, b = serial[cell][model], pooled[cell][model]
+            assert b["all_auc"] == pytest.approx(a["all_auc"], abs=1e-6), (cell, model)
+            np.testing.assert_allclose(b["valid"].p, a["valid"].p, atol=1e-6)
+    # the seed is the cell's: the two cells trained different models
+    assert not np.allclose(serial[(3, 0)]["DFM"]["valid"].p, serial[(3, 1)]["DFM"]["valid"].p)
+    # DKT-distilled is the same DKT (config, seed, init) trained against the DKT's probabilities
+    for cell in cells:
+        assert serial[cell]["DKT-distilled"]["params"] == serial[cell]["DKT"]["params"]
+        assert not np.allclose(serial[cell]["DKT-distilled"]["valid"].p, serial[cell]["DKT"]["valid"].p)
