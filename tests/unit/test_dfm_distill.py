@@ -15,6 +15,7 @@ from lyceum_ml.dfm import TaskVocab
 from lyceum_ml.dfm.distill import DistilledDFMTrainer, fit_teacher
 from lyceum_ml.dfm.dkt import DKT, DKTConfig
 from lyceum_ml.dfm.train import DFMTrainer, TrainConfig, evaluate_split
+from lyceum_ml.training import training_loss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/fixtures/lm_models.py
 
@@ -50,12 +51,18 @@ def test_one_step_counter_spans_the_teacher_then_the_dfm(tmp_path: Path) -> None
     tasks, train, valid = sim_splits()
     run = distilled(tasks, train, valid)
     assert run.total_steps == 2 * CFG.steps and run.step == 0
-    run.run(4)
+    figures = run.run(4)
     assert run.step == 4 and run.student is None and set(run.evaluate()) >= {"teacher_auc", "teacher_bce"}
+    # the teacher's curves are labelled as its own; the job's progress still reads step and throughput
+    assert {"teacher_loss", "teacher_lr", "step", "throughput"} <= set(figures) and "loss" not in figures
+    assert training_loss(figures) == figures["teacher_loss"]
     with pytest.raises(RuntimeError, match="teacher's phase"):
         run.export(tmp_path / "early")
-    run.run(5)  # the teacher's last 2 steps, then 3 of the DFM's
-    assert run.step == 9 and run.student is not None and run.student.step == 3
+    figures = run.run(5)  # the teacher's last 2 steps, then 3 of the DFM's
+    assert {"loss", "lr", "throughput"} <= set(figures) and not any(k.startswith("teacher_") for k in figures)
+    assert (
+        run.step == 9 and figures["step"] == 9
+    )  # the run's step, not the DFM phase's own and run.student is not None and run.student.step == 3
     assert "auc" in run.evaluate()
     teacher, best = fit_teacher(len(tasks), train, valid, CFG)  # the teacher the DFM learnt from
     assert run.student.teacher is not None
@@ -78,16 +85,16 @@ def test_one_step_counter_spans_the_teacher_then_the_dfm(tmp_path: Path) -> None
 def test_a_checkpoint_in_either_phase_resumes_exactly(tmp_path: Path, pause_at: int) -> None:
     tasks, train, valid = sim_splits()
     straight = distilled(tasks, train, valid)
-    losses = [straight.run(1)["loss"] for _ in range(12)]
+    losses = [training_loss(straight.run(1)) for _ in range(12)]
 
     first = distilled(tasks, train, valid)
-    resumed = [first.run(1)["loss"] for _ in range(pause_at)]
+    resumed = [training_loss(first.run(1)) for _ in range(pause_at)]
     first.save(tmp_path / "state")
     torch.manual_seed(99)
     second = distilled(tasks, train, valid)
     second.load(tmp_path / "state")
     assert second.step == pause_at
-    resumed += [second.run(1)["loss"] for _ in range(12 - pause_at)]
+    resumed += [training_loss(second.run(1)) for _ in range(12 - pause_at)]
 
     assert resumed == losses and second.step == 12
     for (name, a), b in zip(weights(straight.model).items(), weights(second.model).values(), strict=True):

@@ -25,7 +25,7 @@ from lyceum_ml.dfm.train import (
     predict_split,
     train_dfm,
 )
-from lyceum_ml.training import ResumableTrainer, warmup_cosine
+from lyceum_ml.training import ResumableTrainer, training_loss, warmup_cosine
 
 WINDOW = 24
 SIM = SimConfig(n_skills=3, tasks_per_skill=3, n_learners=60, min_events=4, max_events=40, seed=2)
@@ -133,6 +133,7 @@ def test_run_reports_loss_and_throughput_and_training_learns() -> None:
     out = trainer.run(60)
     after = trainer.evaluate()
     assert trainer.step == trainer.total_steps == 60 and out["throughput"] > 0 and out["loss"] > 0
+    assert training_loss(out) == out["loss"] and training_loss({"throughput": 1.0}) is None
     assert set(after) >= {"auc", "accuracy", "bce", "ece"} and after["n"] == sum(len(t) for t, _ in valid)
     assert after["bce"] < before["bce"] - 0.05
 

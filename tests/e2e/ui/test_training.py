@@ -145,8 +145,9 @@ def test_a_short_job_draws_its_curve_live_and_lands_in_the_registry(page: Page, 
     assert final >= 120 > running[0], curve  # every logged loss, and the first draw came mid-run
     expect(page.get_by_test_id("job-step")).to_have_text("Step 1,200 / 1,200")  # its DKT teacher's 600 first
     expect(page.get_by_test_id("stream-state")).to_contain_text("ended")
+    # the teacher's curve and the DFM's, each under its own name
     expect(page.get_by_test_id("chart-loss").get_by_role("img")).to_have_attribute(
-        "aria-label", re.compile(r"loss: \d+ points")
+        "aria-label", re.compile(r"^Loss\. teacher_loss: \d+ points, last [\d.]+; loss: \d+ points")
     )
     shoot(page, "job")
 

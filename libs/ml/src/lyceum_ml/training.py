@@ -34,7 +34,8 @@ class ResumableTrainer(Protocol):
 
     def run(self, n_steps: int) -> dict[str, float]:
         """Runs up to n_steps more steps (never past total_steps); returns the latest training figures, at
-        least {"loss": ..., "throughput": ...}, throughput in tokens (LM) or events (DFM) per second."""
+        least a loss and "throughput" (tokens (LM) or events (DFM) per second). The loss is "loss", or
+        "<phase>_loss" in a run of several phases (a distilled DFM's teacher_loss): `training_loss`."""
         ...
 
     def evaluate(self) -> dict[str, float]:
@@ -53,6 +54,14 @@ class ResumableTrainer(Protocol):
         """Writes the servable artifact (model checkpoint + tokenizer/vocabulary) and returns its metadata.
         A trainer with several artifacts offers `exports(directory) -> list[Export]` instead."""
         ...
+
+
+def training_loss(figures: dict[str, float]) -> float | None:
+    """A step's training loss from `ResumableTrainer.run`'s figures: "loss", else a phase's "<phase>_loss";
+    None when it reported none."""
+    if "loss" in figures:
+        return figures["loss"]
+    return next((v for k, v in figures.items() if k.endswith("_loss")), None)
 
 
 def warmup_cosine(step: int, *, lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:

@@ -34,7 +34,7 @@ from lyceum_db.repositories.jobs import JobRecord, JobRepository
 from lyceum_db.repositories.registry import ModelRepository
 from lyceum_jobs.configs import referenced_datasets, with_local_paths
 from lyceum_jobs.kinds import KINDS, JobKind, parse_config
-from lyceum_ml.training import Export
+from lyceum_ml.training import Export, training_loss
 from lyceum_trainer.group import SOLO, Group
 from lyceum_trainer.jobs import BUILDERS, JobContext
 
@@ -196,8 +196,8 @@ class JobRunner:
         while trainer.step < trainer.total_steps:
             t0 = time.perf_counter()
             figures = trainer.run(1)
-            if not math.isfinite(figures.get("loss", 0.0)):
-                loss = figures["loss"]
+            loss = training_loss(figures)
+            if loss is not None and not math.isfinite(loss):
                 raise FloatingPointError(f"training diverged: loss is {loss} at step {trainer.step}")
             STEPS.labels(job.kind).inc()
             STEP_SECONDS.labels(job.kind).observe(time.perf_counter() - t0)
@@ -349,5 +349,5 @@ def _progress(
         "throughput_unit": unit,
         "steps_per_s": steps_per_s,
         "eta_s": remaining / steps_per_s if steps_per_s > 0 else None,
-        "loss": figures.get("loss"),
+        "loss": training_loss(figures),
     }

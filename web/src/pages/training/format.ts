@@ -105,7 +105,8 @@ export interface MetricGroup {
 }
 
 const LOSS = /(^|[/_.-])(loss|bce|nll|ce)$|loss/i;
-const SPLIT = /^(test|val|valid|validation|eval|train)_(.+)$/; // a figure on another split plots with its kin
+// A figure on another split, or of a distilled DFM job's teacher (teacher_auc, teacher_lr), plots with its kin.
+const SPLIT = /^(test|val|valid|validation|eval|train|teacher)_(.+)$/;
 // Counters and bookkeeping: no curve worth drawing (they stay in the latest-metrics table).
 const HIDDEN = new Set(["step", "epoch", "n", "tokens", "events", "examples", "attempt"]);
 

@@ -23,6 +23,9 @@ from lyceum_ml.dfm.vocab import TaskVocab
 from lyceum_ml.training import load_train_state, save_train_state
 
 TEACHER_EVALS = 8  # the teacher is validated every 1/8 of its run, as bench/dfm_quality.py validates models
+# Training figures of the teacher's phase that keep their names (the job's progress reads them); the rest
+# become teacher_*.
+UNPREFIXED = frozenset({"step", "throughput"})
 
 
 class TeacherPhase:
@@ -98,7 +101,8 @@ def fit_teacher(
 
 class DistilledDFMTrainer:
     """A `ResumableTrainer` of 2 * cfg.steps steps: `TeacherPhase`, then a `DFMTrainer` of the DFM with the
-    teacher. `evaluate` gives the teacher's figures as teacher_* during its phase; `export` writes the DFM."""
+    teacher. `run` and `evaluate` give the teacher's figures as teacher_* during its phase; `export` writes
+    the DFM."""
 
     def __init__(
         self,
@@ -136,16 +140,21 @@ class DistilledDFMTrainer:
         return self.student
 
     def run(self, n_steps: int) -> dict[str, float]:
+        """Training figures as DFMTrainer's; the teacher's phase names them teacher_* (teacher_loss, ...),
+        as `evaluate` does, so a job's curves tell the DKT from the DFM. `step` and `throughput` (the job's
+        progress) keep their names."""
         figures: dict[str, float] = {}
         if self.student is None:
             before = self.step
-            figures = self.teacher.run(n_steps)
+            figures = {
+                k if k in UNPREFIXED else f"teacher_{k}": v for k, v in self.teacher.run(n_steps).items()
+            }
             n_steps -= self.step - before
             if self.teacher.done:
                 self._start_student(self.teacher.finish()[0])
         if n_steps > 0 and self.student is not None:
             figures = self.student.run(n_steps)
-        return figures
+        return {**figures, "step": float(self.step)} if figures else figures
 
     def evaluate(self) -> dict[str, float]:
         if self.student is None:
