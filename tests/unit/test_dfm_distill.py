@@ -60,9 +60,8 @@ def test_one_step_counter_spans_the_teacher_then_the_dfm(tmp_path: Path) -> None
         run.export(tmp_path / "early")
     figures = run.run(5)  # the teacher's last 2 steps, then 3 of the DFM's
     assert {"loss", "lr", "throughput"} <= set(figures) and not any(k.startswith("teacher_") for k in figures)
-    assert (
-        run.step == 9 and figures["step"] == 9
-    )  # the run's step, not the DFM phase's own and run.student is not None and run.student.step == 3
+    assert run.step == 9 and run.student is not None and run.student.step == 3
+    assert figures["step"] == 9  # the run's step, not the DFM phase's own
     assert "auc" in run.evaluate()
     teacher, best = fit_teacher(len(tasks), train, valid, CFG)  # the teacher the DFM learnt from
     assert run.student.teacher is not None

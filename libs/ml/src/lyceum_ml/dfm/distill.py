@@ -23,9 +23,13 @@ from lyceum_ml.dfm.vocab import TaskVocab
 from lyceum_ml.training import load_train_state, save_train_state
 
 TEACHER_EVALS = 8  # the teacher is validated every 1/8 of its run, as bench/dfm_quality.py validates models
-# Training figures of the teacher's phase that keep their names (the job's progress reads them); the rest
-# become teacher_*.
+# Teacher-phase figures that keep their names (the job's progress reads them); the rest become teacher_*.
 UNPREFIXED = frozenset({"step", "throughput"})
+
+
+def as_teacher(figures: dict[str, float]) -> dict[str, float]:
+    """The teacher's training or validation figures, named teacher_* (but `UNPREFIXED`)."""
+    return {k if k in UNPREFIXED else f"teacher_{k}": v for k, v in figures.items()}
 
 
 class TeacherPhase:
@@ -146,9 +150,7 @@ class DistilledDFMTrainer:
         figures: dict[str, float] = {}
         if self.student is None:
             before = self.step
-            figures = {
-                k if k in UNPREFIXED else f"teacher_{k}": v for k, v in self.teacher.run(n_steps).items()
-            }
+            figures = as_teacher(self.teacher.run(n_steps))
             n_steps -= self.step - before
             if self.teacher.done:
                 self._start_student(self.teacher.finish()[0])
@@ -158,7 +160,7 @@ class DistilledDFMTrainer:
 
     def evaluate(self) -> dict[str, float]:
         if self.student is None:
-            return {f"teacher_{k}": v for k, v in self.teacher.trainer.evaluate().items()}
+            return as_teacher(self.teacher.trainer.evaluate())
         return self.student.evaluate()
 
     def save(self, directory: Path) -> None:
