@@ -323,6 +323,7 @@ def report(rows: list[Row], models: list[str], seeds: list[int]) -> None:
             print(
                 f"{row.name} {m}: {r[0]['params']:,.0f} params, {row.chosen(m)} steps, "
                 f"valid auc {spread([x['valid_auc'] for x in r])} at {[int(x['best_step']) for x in r]}, "
+                f"test auc per seed {[round(x['all_auc'], 4) for x in r]}, "
                 f"test acc {spread([x['all_accuracy'] for x in r])}, "
                 f"bce {spread([x['all_bce'] for x in r])}, "
                 f"ece {spread([x['all_ece'] for x in r])}, {np.mean([x['seconds'] for x in r]):.0f} s/seed"

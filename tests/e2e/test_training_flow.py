@@ -79,6 +79,7 @@ def test_jobs_models_and_a_live_model_swap(stack: str) -> None:
         done = wait_job(http, job["job_id"], lambda j: j["state"] in ("succeeded", "failed", "cancelled"))
         assert done["state"] == "succeeded", done["error"]
         assert done["progress"]["step"] == 60 and done["metrics"]["auc"] > 0.5  # a DKT teacher, then the DFM
+        assert done["progress"]["phase"] == "student"
         history = http.get(f"/v1/jobs/{job['job_id']}/metrics").json()["points"]
         assert history[-1]["step"] == 60
 

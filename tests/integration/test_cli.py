@@ -170,11 +170,17 @@ def test_follow_shows_progress_and_exits_0_when_the_job_succeeds(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(jobs_gateway_url)
     )
     try:
-        for step in (10, 20, 30, 40):
+        for step in (10, 20, 30, 40):  # a distilled DFM's: its DKT teacher's first 20 steps, then the DFM's
             time.sleep(0.3)
-            jobs.record_metrics(job_id, step, {"loss": 1.0 / step, "throughput": 1000.0})
+            phase, name = ("teacher", "teacher_") if step <= 20 else ("student", "")
+            figures = {f"{name}loss": 1.0 / step, f"{name}lr": 0.01, "throughput": 1000.0}
+            jobs.record_metrics(job_id, step, figures)
+            if step == 20:  # the teacher's validation
+                jobs.record_metrics(job_id, step, {"teacher_auc": 0.75})
             progress = {"step": step, "total": 40, "throughput": 1000.0, "throughput_unit": "events/s"}
-            jobs.heartbeat(job_id, WORKER, 60, progress | {"eta_s": 40 - step, "loss": 1.0 / step})
+            jobs.heartbeat(
+                job_id, WORKER, 60, progress | {"eta_s": 40 - step, "loss": 1.0 / step, "phase": phase}
+            )
         jobs.record_metrics(job_id, 40, {"auc": 0.8125})
         jobs.finish(job_id, WORKER, JobState.SUCCEEDED, result={"model": {"name": "dfm", "version": 1}})
         out, err = follower.communicate(timeout=30)
@@ -184,6 +190,8 @@ def test_follow_shows_progress_and_exits_0_when_the_job_succeeds(
     assert follower.returncode == 0, err
     assert "40/40" in out
     assert "step 40: auc=0.8125" in out  # evaluation metrics get their own line
+    assert "step 20: teacher_auc=0.75" in out and "teacher_loss=" not in out  # training figures don't
+    assert "loss 0.025 (student)" in out
     assert f"job {job_id} (dfm_pretrain on gpu): succeeded -> model dfm v1" in out
 
 

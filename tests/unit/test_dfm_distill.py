@@ -53,6 +53,7 @@ def test_one_step_counter_spans_the_teacher_then_the_dfm(tmp_path: Path) -> None
     assert run.total_steps == 2 * CFG.steps and run.step == 0
     figures = run.run(4)
     assert run.step == 4 and run.student is None and set(run.evaluate()) >= {"teacher_auc", "teacher_bce"}
+    assert run.phase == "teacher"
     # the teacher's curves are labelled as its own; the job's progress still reads step and throughput
     assert {"teacher_loss", "teacher_lr", "step", "throughput"} <= set(figures) and "loss" not in figures
     assert training_loss(figures) == figures["teacher_loss"]
@@ -60,7 +61,7 @@ def test_one_step_counter_spans_the_teacher_then_the_dfm(tmp_path: Path) -> None
         run.export(tmp_path / "early")
     figures = run.run(5)  # the teacher's last 2 steps, then 3 of the DFM's
     assert {"loss", "lr", "throughput"} <= set(figures) and not any(k.startswith("teacher_") for k in figures)
-    assert run.step == 9 and run.student is not None and run.student.step == 3
+    assert run.step == 9 and run.student is not None and run.student.step == 3 and run.phase == "student"
     assert figures["step"] == 9  # the run's step, not the DFM phase's own
     assert "auc" in run.evaluate()
     teacher, best = fit_teacher(len(tasks), train, valid, CFG)  # the teacher the DFM learnt from

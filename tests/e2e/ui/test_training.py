@@ -143,7 +143,9 @@ def test_a_short_job_draws_its_curve_live_and_lands_in_the_registry(page: Page, 
     assert len(set(running)) >= 2 and running == sorted(running), f"no live growth while running: {curve}"
     final = int(page.get_by_test_id("chart-loss").get_attribute("data-points") or 0)
     assert final >= 120 > running[0], curve  # every logged loss, and the first draw came mid-run
-    expect(page.get_by_test_id("job-step")).to_have_text("Step 1,200 / 1,200")  # its DKT teacher's 600 first
+    # its DKT teacher's 600 steps first: the progress names the phase, and whose loss it shows
+    expect(page.get_by_test_id("job-step")).to_have_text("Step 1,200 / 1,200 (student)")
+    expect(page.get_by_text("Loss (student)", exact=True)).to_be_visible()
     expect(page.get_by_test_id("stream-state")).to_contain_text("ended")
     # the teacher's curve and the DFM's, each under its own name
     expect(page.get_by_test_id("chart-loss").get_by_role("img")).to_have_attribute(

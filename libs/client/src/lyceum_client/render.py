@@ -248,6 +248,7 @@ class FollowDisplay:
         )
         self._task: TaskID | None = None
         self._loss: Any = None
+        self._phase: str | None = None  # a multi-phase run's phase (a distilled DFM's teacher, student)
 
     def __enter__(self) -> Self:
         self._progress.start()
@@ -267,6 +268,7 @@ class FollowDisplay:
         progress = event.get("progress") or {}
         if progress.get("loss") is not None:
             self._loss = progress["loss"]
+        self._phase = progress.get("phase") or self._phase
         throughput = progress.get("throughput")
         unit = progress.get("throughput_unit") or "/s"
         self._progress.update(
@@ -275,18 +277,23 @@ class FollowDisplay:
             completed=progress.get("step") or 0,
             throughput=f"{throughput:,.0f} {unit}" if throughput else "-",
             eta=duration(progress.get("eta_s")),
-            loss=number(self._loss),
+            loss=self._loss_text(),
             state=state(event["state"]),
         )
+
+    def _loss_text(self) -> str:
+        return number(self._loss) + (f" ({self._phase})" if self._phase and self._loss is not None else "")
 
     def metrics(self, point: dict[str, Any]) -> None:
         """A `metrics` event: training loss updates the bar; evaluation results get their own line."""
         assert self._task is not None
         values = point.get("values") or {}
-        if values.get("loss") is not None:
-            self._loss = values["loss"]
-            self._progress.update(self._task, loss=number(self._loss))
-        evaluation = {k: v for k, v in values.items() if k not in TRAINING_KEYS}
+        loss = values.get("loss", values.get("teacher_loss"))
+        if loss is not None:
+            self._loss = loss
+            self._progress.update(self._task, loss=self._loss_text())
+        # a distilled DFM's teacher trains first, its training figures named teacher_* (teacher_loss, ...)
+        evaluation = {k: v for k, v in values.items() if k.removeprefix("teacher_") not in TRAINING_KEYS}
         if evaluation:
             shown = "  ".join(f"{k}={number(v)}" for k, v in sorted(evaluation.items()))
             self._progress.console.print(escape(f"step {point['step']}: {shown}"))

@@ -192,7 +192,7 @@ class JobRunner:
 
         run = config.run  # type: ignore[attr-defined]
         started = time.monotonic()
-        start_step, progress = trainer.step, dict(job.progress)
+        progress, rate = dict(job.progress), PhaseRate(trainer, started)
         while trainer.step < trainer.total_steps:
             t0 = time.perf_counter()
             figures = trainer.run(1)
@@ -207,8 +207,9 @@ class JobRunner:
                 metrics = trainer.evaluate()  # every rank: the evaluation is sharded
             action = ""
             if lease is not None:
-                elapsed = time.monotonic() - started
-                progress = _progress(trainer, figures, start_step, elapsed, progress, kind.unit)
+                now = time.monotonic()
+                elapsed = now - started
+                progress = step_progress(trainer, figures, rate.steps_per_s(now), progress, kind.unit)
                 action = self._observe(job, trainer, run, figures, metrics, progress, lease, elapsed)
             action = group.agree(action)
             if action == "lost":
@@ -337,17 +338,37 @@ def _processes(job: JobRecord) -> int:
     return value if isinstance(value, int) and value > 1 else 1
 
 
-def _progress(
-    trainer: Any, figures: dict, start_step: int, elapsed: float, previous: dict, unit: str
-) -> dict:
-    steps_per_s = (trainer.step - start_step) / elapsed if elapsed > 0 else 0.0
+class PhaseRate:
+    """Steps per second since this process started the trainer's current phase (`trainer.phase`: a distilled
+    DFM's `teacher`, then `student`; a one-phase trainer has none): each phase's step costs its own, so
+    the faster teacher steps do not make the student's ETA low."""
+
+    def __init__(self, trainer: Any, now: float) -> None:
+        self.trainer = trainer
+        self.phase, self.since, self.from_step = getattr(trainer, "phase", None), now, trainer.step
+
+    def steps_per_s(self, now: float) -> float:
+        phase = getattr(self.trainer, "phase", None)
+        if phase != self.phase:  # the step that ended the last phase began this one: time counts from here
+            self.phase, self.since, self.from_step = phase, now, self.trainer.step
+        seconds = now - self.since
+        return (self.trainer.step - self.from_step) / seconds if seconds > 0 else 0.0
+
+
+def step_progress(trainer: Any, figures: dict, steps_per_s: float, previous: dict, unit: str) -> dict:
+    """The job's progress after a step; the ETA carries the current phase's rate over every step left."""
     remaining = trainer.total_steps - trainer.step
-    return previous | {
-        "step": trainer.step,
-        "total": trainer.total_steps,
-        "throughput": figures.get("throughput", 0.0),
-        "throughput_unit": unit,
-        "steps_per_s": steps_per_s,
-        "eta_s": remaining / steps_per_s if steps_per_s > 0 else None,
-        "loss": training_loss(figures),
-    }
+    phase = getattr(trainer, "phase", None)
+    return (
+        previous
+        | ({"phase": phase} if phase else {})
+        | {
+            "step": trainer.step,
+            "total": trainer.total_steps,
+            "throughput": figures.get("throughput", 0.0),
+            "throughput_unit": unit,
+            "steps_per_s": steps_per_s,
+            "eta_s": remaining / steps_per_s if steps_per_s > 0 else None,
+            "loss": training_loss(figures),
+        }
+    )

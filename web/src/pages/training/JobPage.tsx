@@ -142,7 +142,7 @@ export function JobPage({ jobId }: { jobId: string }) {
             <dd>{typeof p.throughput === "number" ? `${num(p.throughput)} ${p.throughput_unit ?? "/s"}` : "–"}</dd>
           </div>
           <div>
-            <dt>Loss</dt>
+            <dt>{p.phase ? `Loss (${p.phase})` : "Loss"}</dt>
             <dd>{num(p.loss)}</dd>
           </div>
           <div>

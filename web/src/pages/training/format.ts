@@ -84,11 +84,13 @@ export function eta(job: Job, now: number): number | null {
   return ((p.total - p.step) * seconds) / p.step;
 }
 
+/** `step / total`, with a multi-phase run's phase: `300 / 1,200 (teacher)`. */
 export function progressText(progress: JobProgress): string {
-  const { step, total } = progress;
+  const { step, total, phase } = progress;
   if (typeof step !== "number") return "–";
   const done = step.toLocaleString("en-US");
-  return typeof total === "number" ? `${done} / ${total.toLocaleString("en-US")}` : done;
+  const text = typeof total === "number" ? `${done} / ${total.toLocaleString("en-US")}` : done;
+  return phase ? `${text} (${phase})` : text;
 }
 
 // --- metrics ---------------------------------------------------------------------------------------------

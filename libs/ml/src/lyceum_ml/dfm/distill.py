@@ -131,6 +131,11 @@ class DistilledDFMTrainer:
         """The teacher's steps, then cfg.steps plus the DFM's (the DFM starts once the teacher is done)."""
         return self.teacher.trainer.step if self.student is None else self.cfg.steps + self.student.step
 
+    @property
+    def phase(self) -> str:
+        """`teacher` while the DKT trains, then `student` (the DFM): a job's progress names it."""
+        return "teacher" if self.student is None else "student"
+
     def _start_student(self, teacher: DKT) -> DFMTrainer:
         self.student = DFMTrainer(
             self.model,

@@ -77,9 +77,20 @@ class JobProgress(BaseModel):
     total: int | None = Field(None, description="Optimizer steps in the whole run", examples=[300])
     throughput: float | None = Field(None, description="Training throughput", examples=[15234.5])
     throughput_unit: str | None = Field(None, description="Unit of `throughput`", examples=["events/s"])
-    eta_s: float | None = Field(None, description="Estimated seconds to the end of the run", examples=[41.7])
+    phase: str | None = Field(
+        None,
+        description="The part of a multi-phase run the step is in: a distilled dfm_pretrain job's `teacher` "
+        "(its DKT), then `student` (the DFM); absent for a one-phase run",
+        examples=["teacher"],
+    )
+    eta_s: float | None = Field(
+        None,
+        description="Estimated seconds to the end of the run at the current phase's step rate (a distilled "
+        "DFM's teacher steps are faster than its student's: the teacher phase's estimate runs low)",
+        examples=[41.7],
+    )
     last_checkpoint: int | None = Field(None, description="Step of the latest checkpoint", examples=[100])
-    loss: float | None = Field(None, description="Latest training loss", examples=[0.571])
+    loss: float | None = Field(None, description="Latest training loss (the phase's)", examples=[0.571])
 
 
 class JobOut(BaseModel):
