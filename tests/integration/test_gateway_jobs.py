@@ -207,6 +207,7 @@ def test_get_shows_state_progress_metrics_and_result(jobs_gateway: JobsGateway) 
     jobs = jobs_gateway.jobs
     run(jobs, job_id)
     progress = {"step": 20, "total": 40, "throughput": 1234.5, "throughput_unit": "events/s", "eta_s": 3.5}
+    progress |= {"phase": "teacher"}  # a distilled DFM's first phase
     jobs.heartbeat(job_id, WORKER, 60, progress | {"steps_per_s": 5.7})
     jobs.save_checkpoint(job_id, WORKER, "var/ckpt/20", {"last_checkpoint": 20})
 
