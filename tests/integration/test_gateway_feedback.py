@@ -32,7 +32,7 @@ from fixtures.gateway import (
 from lyceum_core.identity import PLATFORM_TENANT, new_completion_id
 from lyceum_db.models.job import JobState
 from lyceum_db.repositories.completions import CompletionRecord, CompletionRepository
-from lyceum_db.repositories.feedback import FeedbackRepository
+from lyceum_db.repositories.feedback import FeedbackRepository, FeedbackState
 from lyceum_db.repositories.jobs import JobRepository
 from lyceum_db.repositories.registry import ModelRepository
 from lyceum_jobs.queue import RUN_JOB
@@ -338,8 +338,33 @@ def test_a_worker_settles_the_batch_when_its_job_ends(world: World, worker: Any)
     world.jobs.finish(
         next_id, "elsewhere", JobState.SUCCEEDED, result={"models": [{"name": "kuro", "version": 2}]}
     )
+    feedback = FeedbackRepository(world.engine)  # read past the gateway, which would settle them itself
+    assert {feedback.get("acme", item["feedback_id"]).state for item in waiting} == {FeedbackState.TRAINING}
     worker.reconciler.tick()
     for item in waiting:
-        got = world.client.get(f"/v1/feedback/{item['feedback_id']}", headers=ACME).json()
-        assert (got["state"], got["version"], got["job_id"]) == ("applied", 2, next_id)
-    assert FeedbackRepository(world.engine).holder("acme", "kuro") is None
+        got = feedback.get("acme", item["feedback_id"])
+        assert got is not None and (got.state, got.version, got.job_id) == (FeedbackState.APPLIED, 2, next_id)
+    assert feedback.holder("acme", "kuro") is None
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+@pytest.mark.parametrize("read", ["get", "list"])
+def test_an_item_never_reads_as_training_once_its_job_ended(world: World, read: str, outcome: str) -> None:
+    # The job's row is final before its end hook settles the items (and no hook or reconciler runs here):
+    # a read in between settles them itself, so the feedback agrees with the job.
+    batch = [world.give() for _ in range(BATCH)]
+    job_id = batch[-1]["job_id"]
+    assert world.jobs.claim(job_id, "elsewhere", 30) is not None
+    result = {"models": [{"name": "kuro", "version": 2}]} if outcome == "succeeded" else None
+    error = None if outcome == "succeeded" else "out of memory"
+    world.jobs.finish(job_id, "elsewhere", JobState(outcome), result=result, error=error)
+    assert world.client.get(f"/v1/jobs/{job_id}", headers=ACME).json()["state"] == outcome
+
+    if read == "get":
+        got = [world.client.get(f"/v1/feedback/{item['feedback_id']}", headers=ACME).json() for item in batch]
+    else:
+        got = world.client.get("/v1/feedback", params={"adapter": "kuro"}, headers=ACME).json()["feedback"]
+        assert {g["feedback_id"] for g in got} == {item["feedback_id"] for item in batch}
+    want = ("applied", 2, None) if outcome == "succeeded" else ("failed", None, "out of memory")
+    assert {(g["state"], g["version"], g["error"]) for g in got} == {want}
+    assert FeedbackRepository(world.engine).holder("acme", "kuro") is None  # the adapter may train again

@@ -364,14 +364,6 @@ class Distillation:
         job = None if holder is None else self.jobs.get(tenant, holder)
         return job is not None and not job.state.terminal
 
-    def _settle_ended(self, tenant: str, records: list[FeedbackRecord]) -> None:
-        """Settles the items of jobs that ended but whose end the trainer has not reported yet (its hook
-        runs after the job's row is final; the reconciler's pass catches a worker that died)."""
-        for job_id in {r.job_id for r in records if r.state is FeedbackState.TRAINING and r.job_id}:
-            job = self.jobs.get(tenant, job_id)
-            if job is not None and job.state.terminal:
-                self.service.dispatcher.settle(job)
-
     def _store(self, tenant: str, batch: _Batch, keys: list[str | None]) -> list[FeedbackRecord]:
         training = batch.items[0].training.sdpo()
         return [
@@ -395,7 +387,8 @@ class Distillation:
             records = await to_thread.run_sync(self.service.feedback.get_many, tenant, feedback_ids)
             if all(r.state in _DONE for r in records):
                 return records
-            await to_thread.run_sync(self._settle_ended, tenant, records)
+            if await to_thread.run_sync(self.service.settle_ended, tenant, records):
+                continue  # their job had ended: read them again
             pending = [r.feedback_id for r in records if r.state is FeedbackState.PENDING]
             if pending:
                 try:

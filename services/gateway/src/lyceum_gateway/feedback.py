@@ -47,7 +47,9 @@ class FeedbackService:
 
     `submit` stores an item and offers its adapter to the dispatcher (a job starts once enough items are
     pending, or the oldest waited long enough); `distill` starts one now. The dispatcher settles items when
-    their job ends (the trainer's end hook and reconciler), so reads here only ever report."""
+    their job ends (the trainer's end hook, else the reconciler's pass); a read that finds items training
+    for a job that already ended settles them first (`settle_ended`), so an item never reads as training
+    once its job reads as ended."""
 
     def __init__(
         self,
@@ -117,6 +119,8 @@ class FeedbackService:
         record = self.feedback.get(tenant, feedback_id)
         if record is None:
             raise NotFound(f"feedback {feedback_id!r} not found", field="feedback_id")
+        if self.settle_ended(tenant, [record]):
+            record = self.feedback.get(tenant, feedback_id) or record
         return record
 
     def list(
@@ -130,7 +134,21 @@ class FeedbackService:
         """Up to `limit` of the tenant's items (of one adapter, in one state), newest first."""
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"limit must be 1 to {MAX_PAGE_SIZE}, got {limit}", field="limit")
-        return self.feedback.list(tenant, adapter=adapter, state=state, limit=limit)
+        records = self.feedback.list(tenant, adapter=adapter, state=state, limit=limit)
+        if self.settle_ended(tenant, records):
+            records = self.feedback.list(tenant, adapter=adapter, state=state, limit=limit)
+        return records
+
+    def settle_ended(self, tenant: str, records: Sequence[FeedbackRecord]) -> bool:
+        """Settles the batches of `records` still training for a job that already ended: the trainer's end
+        hook runs just after the job's row is final (and the reconciler's pass catches a worker that died
+        in between). Returns whether any moved, i.e. whether `records` are stale."""
+        moved = 0
+        for job_id in {r.job_id for r in records if r.state is FeedbackState.TRAINING and r.job_id}:
+            job = self.dispatcher.jobs.get(tenant, job_id)
+            if job is not None and job.state.terminal:
+                moved += self.dispatcher.settle(job)
+        return moved > 0
 
     def distill(
         self,
