@@ -5,6 +5,8 @@ registered job kind has a trainer builder."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 from pydantic import BaseModel
@@ -45,8 +47,26 @@ def test_default_configs_are_valid() -> None:
 
 
 def test_every_kind_has_a_trainer_builder() -> None:
-    from lyceum_trainer.jobs import BUILDERS
+    from lyceum_trainer.jobs import MODULES, builder
 
-    assert set(BUILDERS) == set(KINDS)
+    assert set(MODULES) == set(KINDS)
+    assert all(callable(builder(kind)) for kind in KINDS)
     kinds = {k.model_kind for k in KINDS.values()}
     assert kinds == {"dfm", "lm", "adapter", "gating_policy", ""}  # eval exports no model
+
+
+def test_a_worker_loads_the_language_model_stack_only_for_a_job_that_needs_it() -> None:
+    # A fresh interpreter: what starting a worker and building a DFM job's trainer import (this process has
+    # imported everything already).
+    code = (
+        "import sys\n"
+        "import lyceum_trainer.worker\n"
+        "from lyceum_trainer.jobs import builder\n"
+        "builder('dfm_pretrain')\n"
+        "before = sorted(m for m in LM_STACK if m in sys.modules)\n"
+        "import lyceum_ml.causal_lm_impl\n"  # what serving or training a language model loads
+        "print(before, sorted(m for m in LM_STACK if m in sys.modules))\n"
+    )
+    lm_stack = "LM_STACK = ('peft', 'transformers', 'bitsandbytes')\n"
+    out = subprocess.run([sys.executable, "-c", lm_stack + code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[] ['bitsandbytes', 'peft', 'transformers']"

@@ -36,7 +36,7 @@ from lyceum_jobs.configs import referenced_datasets, with_local_paths
 from lyceum_jobs.kinds import KINDS, JobKind, parse_config
 from lyceum_ml.training import Export, training_loss
 from lyceum_trainer.group import SOLO, Group
-from lyceum_trainer.jobs import BUILDERS, JobContext
+from lyceum_trainer.jobs import JobContext, builder
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class JobRunner:
         config = self._with_datasets(job, parse_config(job.kind, job.config), workdir)
         resume = self.store.get_dir(job.checkpoint_uri, workdir / "resume") if job.checkpoint_uri else None
         context = JobContext(job.job_id, job.tenant, workdir, resume, self.models, self.store, self.engine)
-        trainer, final_metrics = BUILDERS[job.kind](config, context)
+        trainer, final_metrics = builder(job.kind)(config, context)
         if resume is not None:
             trainer.load(resume)
             log.info("job %s resumed at step %d/%d", job.job_id, trainer.step, trainer.total_steps)

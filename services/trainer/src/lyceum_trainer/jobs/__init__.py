@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -52,23 +53,23 @@ def registry_key(record: ModelRecord) -> str:
     return model_key(record.tenant, record.name, record.version)
 
 
-def _builders() -> dict[str, Build]:
-    from lyceum_trainer.jobs import dfm_pretrain, evaluate, gating_ppo, lm_pretrain, sdpo, sft
-
-    builders: dict[str, Build] = {
-        "dfm_pretrain": dfm_pretrain.build,
-        "lm_pretrain": lm_pretrain.build,
-        "sft": sft.build,
-        "sdpo": sdpo.build,
-        "eval": evaluate.build,
-        "gating_ppo": gating_ppo.build,
-    }
-    if set(builders) != set(KINDS):
-        missing, unknown = sorted(set(KINDS) - set(builders)), sorted(set(builders) - set(KINDS))
-        raise RuntimeError(
-            f"trainer builders disagree with lyceum_jobs.KINDS: missing {missing}, unknown {unknown}"
-        )
-    return builders
+# Each kind's builder is `build` in its module here, imported at the kind's first job: a worker that only runs
+# DFM jobs never loads the language-model stack (transformers, peft, bitsandbytes: seconds of every start).
+MODULES = {
+    "dfm_pretrain": "dfm_pretrain",
+    "lm_pretrain": "lm_pretrain",
+    "sft": "sft",
+    "sdpo": "sdpo",
+    "eval": "evaluate",
+    "gating_ppo": "gating_ppo",
+}
+if set(MODULES) != set(KINDS):
+    _missing, _unknown = sorted(set(KINDS) - set(MODULES)), sorted(set(MODULES) - set(KINDS))
+    raise RuntimeError(
+        f"trainer builders disagree with lyceum_jobs.KINDS: missing {_missing}, unknown {_unknown}"
+    )
 
 
-BUILDERS = _builders()
+def builder(kind: str) -> Build:
+    """The function that builds a `kind` job's trainer (KeyError for a kind lyceum_jobs.KINDS lacks)."""
+    return import_module(f"{__name__}.{MODULES[kind]}").build
