@@ -9,7 +9,7 @@ whose end hook never ran (its worker died) is settled by the reconciler's pass (
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -192,13 +192,17 @@ class Dispatcher:
             if job is None or job.state.terminal:
                 self._free(tenant, holder)
 
-    def _free(self, tenant: str, job_id: str) -> None:
-        """Settles the batch of the slot holder `job_id`, which ended or is gone."""
+    def settle_ended(self, tenant: str, job_ids: Iterable[str]) -> int:
+        """Settles the batches of those of the tenant's `job_ids` that ended (or are gone) before their end
+        hook ran: then no read shows an item training once its job shows it ended. Returns how many moved."""
+        return sum(self._free(tenant, job_id) for job_id in set(job_ids))
+
+    def _free(self, tenant: str, job_id: str) -> int:
+        """Settles the batch of `job_id` if it ended or is gone; returns how many items moved."""
         job = self.jobs.get(tenant, job_id)
         if job is None:
-            self.feedback.settle(job_id, JobState.FAILED, error="the distillation job is gone")
-        elif job.state.terminal:
-            self.settle(job)
+            return self.feedback.settle(job_id, JobState.FAILED, error="the distillation job is gone")
+        return self.settle(job) if job.state.terminal else 0
 
     def _dispatch(
         self,

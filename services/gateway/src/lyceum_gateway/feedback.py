@@ -143,12 +143,8 @@ class FeedbackService:
         """Settles the batches of `records` still training for a job that already ended: the trainer's end
         hook runs just after the job's row is final (and the reconciler's pass catches a worker that died
         in between). Returns whether any moved, i.e. whether `records` are stale."""
-        moved = 0
-        for job_id in {r.job_id for r in records if r.state is FeedbackState.TRAINING and r.job_id}:
-            job = self.dispatcher.jobs.get(tenant, job_id)
-            if job is not None and job.state.terminal:
-                moved += self.dispatcher.settle(job)
-        return moved > 0
+        training = [r.job_id for r in records if r.state is FeedbackState.TRAINING and r.job_id]
+        return bool(training) and self.dispatcher.settle_ended(tenant, training) > 0
 
     def distill(
         self,
