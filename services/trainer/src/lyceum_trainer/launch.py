@@ -76,8 +76,9 @@ class RankLauncher:
             requeued = self.runner.jobs.get(job.tenant, job.job_id)
             if requeued is not None and requeued.state == JobState.QUEUED:
                 self.runner.enqueue(requeued)
-        if outcome is None:  # the ranks died before the leader could end the slice
+        if process.returncode:  # a rank's own error is only in its stderr (the leader saw e.g. a lost peer)
             log.warning("job %s: its ranks exited with status %s:\n%s", job.job_id, process.returncode, tail)
+        if outcome is None:  # the ranks died before the leader could end the slice
             last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
             error = RuntimeError(f"{processes} ranks exited with status {process.returncode}: {last}")
             return self.runner.fail(job.job_id, error)
