@@ -60,6 +60,7 @@ def test_a_worker_loads_the_language_model_stack_only_for_a_job_that_needs_it() 
     # imported everything already).
     code = (
         "import sys\n"
+        "LM_STACK = ('peft', 'transformers', 'bitsandbytes')\n"
         "import lyceum_trainer.worker\n"
         "from lyceum_trainer.jobs import builder\n"
         "builder('dfm_pretrain')\n"
@@ -67,6 +68,5 @@ def test_a_worker_loads_the_language_model_stack_only_for_a_job_that_needs_it() 
         "import lyceum_ml.causal_lm_impl\n"  # what serving or training a language model loads
         "print(before, sorted(m for m in LM_STACK if m in sys.modules))\n"
     )
-    lm_stack = "LM_STACK = ('peft', 'transformers', 'bitsandbytes')\n"
-    out = subprocess.run([sys.executable, "-c", lm_stack + code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[] ['bitsandbytes', 'peft', 'transformers']"

@@ -144,7 +144,7 @@ class FeedbackService:
         hook runs just after the job's row is final (and the reconciler's pass catches a worker that died
         in between). Returns whether any moved, i.e. whether `records` are stale."""
         training = [r.job_id for r in records if r.state is FeedbackState.TRAINING and r.job_id]
-        return bool(training) and self.dispatcher.settle_ended(tenant, training) > 0
+        return self.dispatcher.settle_ended(tenant, training) > 0
 
     def distill(
         self,
